@@ -1,0 +1,23 @@
+"""recbole-llm: LLM item knowledge for RecBole's sequential recommenders.
+
+Importing the package makes RecBole 1.2.1 run on this stack (``compat``),
+registers our models so RecBole finds them by name, registers the
+beyond-accuracy metrics and adds the temporal SESSION split.
+"""
+from . import compat
+
+compat.apply()
+
+from . import metrics, registry  # noqa: E402
+from .data import protocol  # noqa: E402
+
+registry.install()
+metrics.register()
+protocol.install()
+
+from . import model  # noqa: E402,F401  (registers the models)
+from .quick_start import load_data_and_model, run  # noqa: E402
+from .registry import get_model, register_model  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["run", "load_data_and_model", "get_model", "register_model"]

@@ -1,0 +1,95 @@
+"""Compatibility fixes that make RecBole 1.2.1 run on NumPy 2 and torch >= 2.6.
+
+Everything here is applied once, on ``import recbole_llm``, before any recbole
+module is used. Nothing in site-packages is edited. Each fix says why it exists.
+"""
+from __future__ import annotations
+
+import copy
+import types
+
+import numpy as np
+import torch
+
+_APPLIED = False
+
+
+def _alias_removed_numpy_names() -> None:
+    """NumPy 2 removed ``np.float_``, ``np.complex_``, ``np.unicode_``, ``np.float``
+    and ``np.bool8``. RecBole's ``Config.compatibility_settings`` reads the first
+    three, its metrics use ``np.float`` and ray 2.6 uses ``np.bool8``."""
+    aliases = {
+        "float_": np.float64,
+        "complex_": np.complex128,
+        "unicode_": np.str_,
+        "float": float,
+        "bool8": np.bool_,
+    }
+    for name, value in aliases.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+class _TrustedCheckpointTorch(types.ModuleType):
+    """``torch`` as seen by RecBole's trainer and quick start.
+
+    torch >= 2.6 loads with ``weights_only=True``; RecBole checkpoints pickle the
+    Config, so its own ``evaluate(load_best_model=True)``, ``resume_checkpoint``
+    and ``load_data_and_model`` fail. Only those call sites get
+    ``weights_only=False`` (they load checkpoints the user wrote); the rest of the
+    process keeps torch's safe default."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return torch.load(*args, **kwargs)
+
+
+def _trust_recbole_checkpoints() -> None:
+    import recbole.quick_start.quick_start as quick_start
+    import recbole.trainer.trainer as trainer
+
+    proxy = _TrustedCheckpointTorch()
+    trainer.torch = proxy
+    quick_start.torch = proxy
+
+
+def _guard_collector_cpu() -> None:
+    """``Collector.get_data_struct`` calls ``.cpu()`` on every entry, but
+    ``data.num_items`` is an int and ``data.count_items`` a Counter, so ItemCoverage,
+    AveragePopularity, GiniIndex, TailPercentage (and our beyond-accuracy metrics)
+    crash. Move only tensors."""
+    from recbole.evaluator.collector import Collector
+
+    def get_data_struct(self):
+        data = self.data_struct._data_dict
+        for key, value in data.items():
+            if isinstance(value, torch.Tensor):
+                data[key] = value.cpu()
+        returned = copy.deepcopy(self.data_struct)
+        for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+            if key in self.data_struct:
+                del self.data_struct[key]
+        return returned
+
+    Collector.get_data_struct = get_data_struct
+
+
+def apply() -> None:
+    """Apply every fix once. Safe to call repeatedly."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _alias_removed_numpy_names()
+    _trust_recbole_checkpoints()
+    _guard_collector_cpu()
+    _APPLIED = True
+
+
+__all__ = ["apply"]

@@ -1,0 +1,82 @@
+"""Where datasets come from, and one clear message when one is missing."""
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from pathlib import Path
+
+from .convert import convert_amazon2014
+
+logger = logging.getLogger(__name__)
+
+AMAZON2014_URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/{file}"
+AMAZON_CATEGORIES = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "toys": "Toys_and_Games"}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    pass
+
+
+def recbole_builtin_path(name: str) -> Path | None:
+    """RecBole ships ml-100k inside its wheel; Config always reads it from there."""
+    import recbole
+
+    folder = Path(recbole.__file__).parent / "dataset_example" / name
+    return folder if (folder / f"{name}.inter").exists() else None
+
+
+def dataset_dir(name: str, data_path: os.PathLike = "dataset") -> Path:
+    """The folder holding ``name``'s atomic files (RecBole's built-in copy for ml-100k)."""
+    return recbole_builtin_path(name) or Path(data_path) / name
+
+
+def artifact_dir(name: str, data_path: os.PathLike = "dataset") -> Path:
+    """A writable folder for files derived from ``name`` (embeddings, ...): the
+    dataset folder itself, or ``<data_path>/<name>`` for RecBole's built-in sets."""
+    folder = Path(data_path) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _download(url: str, target: Path) -> None:
+    tmp = target.with_suffix(target.suffix + ".part")
+    logger.info("downloading %s", url)
+    with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as f:
+        while chunk := response.read(1 << 20):
+            f.write(chunk)
+    os.replace(tmp, target)
+
+
+def ensure_dataset(name: str, data_path: os.PathLike = "dataset", *, download: bool = True) -> Path:
+    """Make sure ``name``'s atomic files exist, building Amazon categories from
+    their raw files (downloading them when online). Raises one clear error otherwise."""
+    folder = dataset_dir(name, data_path)
+    if (folder / f"{name}.inter").exists():
+        return folder
+    category = AMAZON_CATEGORIES.get(name)
+    if category is None:
+        raise DatasetNotFoundError(
+            f"Dataset '{name}' not found: expected {folder / (name + '.inter')}. "
+            f"Build it from your own tables with `python -m recbole_llm convert --name {name} "
+            "--interactions FILE --items FILE`, or pass --data_path pointing at the folder holding it."
+        )
+    raw = Path(data_path) / "raw"
+    files = [f"reviews_{category}_5.json.gz", f"meta_{category}.json.gz"]
+    have_ratings = (raw / f"ratings_{category}.csv").exists()
+    if download and not all((raw / f).exists() for f in files) and not have_ratings:
+        raw.mkdir(parents=True, exist_ok=True)
+        try:
+            for file in files:
+                if not (raw / file).exists():
+                    _download(AMAZON2014_URL.format(file=file), raw / file)
+        except OSError as error:
+            logger.info("download failed: %s", error)
+    if not (raw / files[1]).exists() or not ((raw / files[0]).exists() or have_ratings):
+        raise DatasetNotFoundError(
+            f"Dataset '{name}' needs the Amazon 2014 files {files[0]} (or ratings_{category}.csv) and "
+            f"{files[1]} in {raw.resolve()}; they could not be downloaded from "
+            f"{AMAZON2014_URL.format(file='')}. Put them there and rerun."
+        )
+    convert_amazon2014(raw, category, data_path, name)
+    return folder

@@ -1,0 +1,149 @@
+"""Beyond-accuracy metrics of the paper, registered next to RecBole's own.
+
+``metrics: [NDCG, Hit, MRR, CatalogCoverage, Serendipity, Novelty]`` in a
+RecBole config finds them by name. Popularity is RecBole's training-set
+``item_counter`` (``data.count_items``), the same counts RecBole's
+AveragePopularity uses.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from recbole.evaluator.base_metric import AbstractMetric
+from recbole.utils import EvaluatorType
+
+POSITIVES = "rec.positive_pairs"
+
+
+class CatalogCoverage(AbstractMetric):
+    """Fraction of catalog items (padding excluded) that appear in at least one
+    top-k list. RecBole's ItemCoverage counts the padding id in the catalog."""
+
+    metric_type = EvaluatorType.RANKING
+    metric_need = ["rec.items", "data.num_items"]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.topk = config["topk"]
+
+    def calculate_metric(self, dataobject):
+        items = dataobject.get("rec.items").numpy()
+        num_items = dataobject.get("data.num_items") - 1
+        result = {}
+        for k in self.topk:
+            unique = np.unique(items[:, :k])
+            unique = unique[unique != 0]
+            result[f"catalogcoverage@{k}"] = round(len(unique) / num_items, self.decimal_place)
+        return result
+
+
+def _popularity(count_items, num_items: int) -> np.ndarray:
+    pop = np.zeros(num_items, dtype=np.float64)
+    for item, count in count_items.items():
+        pop[int(item)] = count
+    return pop
+
+
+class Serendipity(AbstractMetric):
+    """Ge et al. (2010) as the paper computes it: per evaluated session, U is its
+    set of target items that are not among the k most popular training items;
+    the score is |top-k ∩ U| / min(|U|, k), and 0 when that is 0; averaged over
+    all sessions (rows)."""
+
+    metric_type = EvaluatorType.RANKING
+    metric_need = ["rec.items", POSITIVES, "data.count_items", "data.num_items"]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.topk = config["topk"]
+
+    def calculate_metric(self, dataobject):
+        items = dataobject.get("rec.items").numpy().astype(np.int64)
+        pairs = dataobject.get(POSITIVES).numpy().astype(np.int64)
+        num_items = dataobject.get("data.num_items")
+        pop = _popularity(dataobject.get("data.count_items"), num_items)
+        by_popularity = np.argsort(-pop, kind="stable")
+        n_rows = items.shape[0]
+        result = {}
+        for k in self.topk:
+            popular = np.zeros(num_items, dtype=bool)
+            popular[by_popularity[:k]] = True
+            unexpected = pairs[~popular[pairs[:, 1]]]
+            size_u = np.bincount(unexpected[:, 0], minlength=n_rows)
+            rec_keys = (np.arange(n_rows)[:, None] * num_items + items[:, :k]).ravel()
+            hits = np.isin(rec_keys, unexpected[:, 0] * num_items + unexpected[:, 1])
+            hits = hits.reshape(n_rows, k).sum(axis=1)
+            denominator = np.minimum(size_u, k)
+            per_row = np.divide(hits, denominator, out=np.zeros(n_rows), where=denominator > 0)
+            result[f"serendipity@{k}"] = round(float(per_row.mean()), self.decimal_place)
+        return result
+
+
+class Novelty(AbstractMetric):
+    """Mean self-information -log2(pop(i) / sum pop) of recommended items (Zhou et
+    al. 2010). An item never seen in training counts as seen once, so the value
+    stays finite."""
+
+    metric_type = EvaluatorType.RANKING
+    metric_need = ["rec.items", "data.count_items", "data.num_items"]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.topk = config["topk"]
+
+    def calculate_metric(self, dataobject):
+        items = dataobject.get("rec.items").numpy()
+        pop = _popularity(dataobject.get("data.count_items"), dataobject.get("data.num_items"))
+        information = -np.log2(np.maximum(pop, 1.0) / pop.sum())
+        return {
+            f"novelty@{k}": round(float(information[items[:, :k]].mean()), self.decimal_place)
+            for k in self.topk
+        }
+
+
+OUR_METRICS = (CatalogCoverage, Serendipity, Novelty)
+
+
+def _collect_positive_pairs() -> None:
+    """Serendipity needs the identity of every target item, which RecBole's
+    collector does not keep. Record (row, item) pairs when a metric asks for
+    them; rows are numbered across batches."""
+    from recbole.evaluator.collector import Collector
+
+    original_collect = Collector.eval_batch_collect
+    original_struct = Collector.get_data_struct
+
+    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+        original_collect(self, scores_tensor, interaction, positive_u, positive_i)
+        if self.register.need(POSITIVES):
+            offset = getattr(self, "_rows_seen", 0)
+            pairs = torch.stack([positive_u.cpu() + offset, positive_i.cpu()], dim=1)
+            self.data_struct.update_tensor(POSITIVES, pairs)
+            self._rows_seen = offset + scores_tensor.shape[0]
+
+    def get_data_struct(self):
+        returned = original_struct(self)
+        if POSITIVES in self.data_struct:
+            del self.data_struct[POSITIVES]
+        self._rows_seen = 0
+        return returned
+
+    Collector.eval_batch_collect = eval_batch_collect
+    Collector.get_data_struct = get_data_struct
+
+
+def register() -> None:
+    """Add our metrics to RecBole's registry in place (other modules hold
+    references to these dicts, so they must not be rebound)."""
+    from recbole.evaluator import register as reg
+
+    if "serendipity" in reg.metrics_dict:
+        return
+    for cls in OUR_METRICS:
+        name = cls.__name__.lower()
+        reg.metrics_dict[name] = cls
+        reg.metric_information[name] = cls.metric_need
+        reg.metric_types[name] = cls.metric_type
+        if cls.smaller:
+            reg.smaller_metrics.append(name)
+    _collect_positive_pairs()

@@ -1,0 +1,1 @@
+"""Every model of recbole-llm, registered with RecBole on import."""

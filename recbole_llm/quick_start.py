@@ -1,0 +1,63 @@
+"""run / load: the functions behind ``run_recbole_llm.py``, thin over RecBole's own."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from recbole.config import Config
+from recbole.quick_start import load_data_and_model as _recbole_load
+from recbole.quick_start import run as _recbole_run
+
+from .data.datasets import ensure_dataset
+from .registry import PROPERTIES_DIR
+
+PROTOCOL_FILE = PROPERTIES_DIR / "overall.yaml"
+
+
+def config_files(user_files=None) -> list[str]:
+    """Our protocol defaults first, then the user's files (later files win)."""
+    return [str(PROTOCOL_FILE)] + [str(f) for f in (user_files or [])]
+
+
+def prepare_dataset(model, dataset, config_file_list, config_dict) -> Config:
+    """Resolve the config as RecBole will and make sure the dataset's files exist."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    ensure_dataset(config["dataset"], Path(config["data_path"]).parent)
+    return config
+
+
+def run(
+    model,
+    dataset,
+    config_file_list=None,
+    config_dict=None,
+    saved: bool = True,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str = "5678",
+    group_offset: int = 0,
+    protocol_defaults: bool = True,
+):
+    """Train and evaluate ``model`` (a name or class, ours or RecBole's) on
+    ``dataset`` under the paper's protocol (RecBole's defaults when
+    ``protocol_defaults`` is False)."""
+    files = config_files(config_file_list) if protocol_defaults else list(config_file_list or [])
+    prepare_dataset(model, dataset, files, config_dict)
+    return _recbole_run(
+        model,
+        dataset,
+        config_file_list=files,
+        config_dict=config_dict,
+        saved=saved,
+        nproc=nproc,
+        world_size=world_size,
+        ip=ip,
+        port=port,
+        group_offset=group_offset,
+    )
+
+
+def load_data_and_model(model_file: os.PathLike):
+    """RecBole's ``load_data_and_model`` for checkpoints of any model, ours included."""
+    return _recbole_load(str(model_file))

@@ -1,0 +1,115 @@
+"""Makes models that live outside ``recbole.model`` first-class RecBole models.
+
+RecBole looks models up by name with ``recbole.utils.get_model``, which only
+searches ``recbole.model.*``, and it reads default yaml only from its own
+``properties/model/<Name>.yaml``. We wrap both lookups once so that a registered
+model is found by name everywhere RecBole takes one: ``Config``,
+``run_recbole``, ``load_data_and_model`` and hyper-tuning objectives.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
+if not PROPERTIES_DIR.is_dir():  # installed as a wheel: shipped inside the package
+    PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
+
+_MODELS: dict[str, type] = {}
+_recbole_get_model = None
+_recbole_get_trainer = None
+
+
+def register_model(cls: type) -> type:
+    """Class decorator: make ``cls`` findable by its name in RecBole."""
+    _MODELS[cls.__name__] = cls
+    return cls
+
+
+def registered_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def get_model(model_name):
+    """RecBole's ``get_model`` that also knows the models of recbole-llm."""
+    if isinstance(model_name, type):
+        return model_name
+    if model_name in _MODELS:
+        return _MODELS[model_name]
+    try:
+        return _recbole_get_model(model_name)
+    except (ValueError, AttributeError):
+        raise ValueError(
+            f"Unknown model '{model_name}'. recbole-llm models: {', '.join(registered_models())}; "
+            "RecBole models: see https://recbole.io/model_list.html (names are case-sensitive)."
+        ) from None
+
+
+def get_trainer(model_type, model_name):
+    """RecBole's ``get_trainer``; a registered model may name its own trainer
+    (memory-based models use RecBole's one-epoch ``TraditionalTrainer``)."""
+    cls = _MODELS.get(model_name)
+    trainer = getattr(cls, "trainer_class", None) if cls is not None else None
+    if trainer is not None:
+        return trainer
+    return _recbole_get_trainer(model_type, model_name)
+
+
+def model_yaml_files(model_class: type) -> list[Path]:
+    """Default yaml for ``model_class``, most general first: RecBole's file for
+    each RecBole base class, then ours for each of our classes."""
+    import recbole
+
+    recbole_props = Path(recbole.__file__).parent / "properties" / "model"
+    files = []
+    for klass in reversed(model_class.__mro__):
+        for folder in (recbole_props, PROPERTIES_DIR / "model"):
+            candidate = folder / f"{klass.__name__}.yaml"
+            if candidate.is_file() and candidate not in files:
+                files.append(candidate)
+    return files
+
+
+def _install_config_defaults() -> None:
+    from recbole.config import configurator
+
+    original = configurator.Config._load_internal_config_dict
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        original(self, model, model_class, dataset)
+        if model_class.__name__ in _MODELS:
+            for file in model_yaml_files(model_class):
+                self._update_internal_config_dict(str(file))
+        dataset_file = PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
+        if dataset_file.is_file():
+            loaded = self._update_internal_config_dict(str(dataset_file)) or {}
+            self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+
+    configurator.Config._load_internal_config_dict = _load_internal_config_dict
+
+
+def install() -> None:
+    """Route RecBole's model/trainer lookups through this registry (idempotent)."""
+    global _recbole_get_model, _recbole_get_trainer
+    if _recbole_get_model is not None:
+        return
+    import recbole.config.configurator as configurator
+    import recbole.quick_start.quick_start as quick_start
+    import recbole.utils as rutils
+    import recbole.utils.utils as rutils_utils
+
+    _recbole_get_model = rutils_utils.get_model
+    _recbole_get_trainer = rutils_utils.get_trainer
+    for module in (rutils, rutils_utils, quick_start, configurator):
+        if hasattr(module, "get_model"):
+            module.get_model = get_model
+        if hasattr(module, "get_trainer"):
+            module.get_trainer = get_trainer
+    _install_config_defaults()
+
+
+def load_yaml(path: os.PathLike) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}

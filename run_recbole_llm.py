@@ -1,0 +1,50 @@
+"""Entry point: the same flags as RecBole's run_recbole.py, for our models and RecBole's.
+
+    python run_recbole_llm.py --model=LLM2SASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]
+"""
+import argparse
+import sys
+
+import recbole_llm
+from recbole_llm.data.datasets import DatasetNotFoundError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", type=str, default="LLM2SASRec", help="model name")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
+    parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
+    parser.add_argument("--nproc", type=int, default=1, help="processes for DDP (GPU)")
+    parser.add_argument("--world_size", type=int, default=-1)
+    parser.add_argument("--ip", type=str, default="localhost")
+    parser.add_argument("--port", type=str, default="5678")
+    parser.add_argument("--group_offset", type=int, default=0)
+    parser.add_argument(
+        "--recbole_defaults", action="store_true", help="use RecBole's defaults instead of the paper's protocol"
+    )
+    args, _ = parser.parse_known_args()
+    files = args.config_files.strip().split(" ") if args.config_files else None
+    try:
+        recbole_llm.get_model(args.model)
+        result = recbole_llm.run(
+            args.model,
+            args.dataset,
+            config_file_list=files,
+            nproc=args.nproc,
+            world_size=args.world_size,
+            ip=args.ip,
+            port=args.port,
+            group_offset=args.group_offset,
+            protocol_defaults=not args.recbole_defaults,
+        )
+    except (ValueError, DatasetNotFoundError) as error:
+        if not isinstance(error, DatasetNotFoundError) and "Unknown model" not in str(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
