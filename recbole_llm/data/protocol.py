@@ -5,8 +5,10 @@
 training, the next to validation and the newest to test. Validation and test
 sessions are hidden from training entirely; in each of them all items but the
 last form the prompt and the last is the target. Items never seen in training
-are removed from prompts, and sessions whose target was never seen in training
-or whose prompt is then empty are dropped (nothing could be learned about them).
+are removed from prompts; sessions whose prompt is then empty are dropped, and
+so are sessions whose target was never seen in training
+(``session_unseen_targets: drop``, the default: no model can rank an item it
+never saw) unless ``session_unseen_targets: keep`` counts them as misses.
 
 ``temporal_fold: k`` (1..3) replaces validation/test by the paper's forward
 chaining folds for tuning: the training sessions are cut into 4 bins by end time,
@@ -84,7 +86,8 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict]:
         target_uid = row_uids[is_target]
         target_seen = dict(zip(target_uid, seen[iids[rows[is_target]]]))
         keep = is_target | seen[iids[rows]]
-        keep &= np.array([target_seen[u] for u in row_uids], dtype=bool)
+        if config["session_unseen_targets"] != "keep":
+            keep &= np.array([target_seen[u] for u in row_uids], dtype=bool)
         rows, row_uids = rows[keep], row_uids[keep]
         counts = dict(zip(*np.unique(row_uids, return_counts=True)))
         rows = rows[np.array([counts[u] >= 2 for u in row_uids], dtype=bool)]

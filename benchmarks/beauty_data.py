@@ -1,0 +1,34 @@
+"""Build Beauty from ../shared/data and print its statistics and SESSION split sizes.
+
+    python benchmarks/beauty_data.py
+"""
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import recbole_llm  # noqa: E402,F401
+from common import DATA_PATH, build_beauty  # noqa: E402
+from recbole.config import Config  # noqa: E402
+from recbole.data import create_dataset  # noqa: E402
+
+from recbole_llm.quick_start import config_files  # noqa: E402
+
+
+def main():
+    started = time.perf_counter()
+    stats = build_beauty(force="--force" in sys.argv)
+    print("converter:", stats or "already built")
+    config = Config(model="SASRec", dataset="beauty", config_file_list=config_files(),
+                    config_dict={"data_path": str(DATA_PATH), "show_progress": False})
+    dataset = create_dataset(config)
+    print(f"users {dataset.user_num - 1}, items {dataset.item_num - 1}, interactions {dataset.inter_num}")
+    train, valid, test = dataset.build()
+    print("split:", dataset.session_split_report)
+    print(f"rows: train {len(train.inter_feat)}, valid {len(valid.inter_feat)}, test {len(test.inter_feat)}")
+    print(f"wall time {time.perf_counter() - started:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Embed texts with any provider through the cache, with progress and a cost gate."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .cache import EmbeddingCache, text_key
+from .providers import EmbeddingProvider
+
+logger = logging.getLogger(__name__)
+
+
+class CostConfirmationRequired(RuntimeError):
+    pass
+
+
+def embed_texts(
+    provider: EmbeddingProvider,
+    texts: list[str],
+    cache: EmbeddingCache | None = None,
+    *,
+    max_cost_usd: float = 1.0,
+    confirm_cost: bool = False,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Vectors for ``texts`` (rows in order). Only texts missing from the cache
+    reach the provider; each batch is cached as soon as it returns. A paid call
+    estimated above ``max_cost_usd`` needs ``confirm_cost``."""
+    cache = cache or EmbeddingCache()
+    keys = [text_key(provider.name, provider.model, t) for t in texts]
+    found = cache.get_many(list(dict.fromkeys(keys)))
+    missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
+    if missing:
+        tokens, cost = provider.estimate_cost(missing)
+        if cost > 0:
+            logger.warning(
+                "%s/%s: %d texts to embed, ~%d tokens, estimated cost $%.4f",
+                provider.name, provider.model, len(missing), tokens, cost,
+            )
+            print(f"[recbole-llm] {provider.name}/{provider.model}: {len(missing)} texts, ~{tokens} tokens, ~${cost:.4f}")
+        if cost > max_cost_usd and not confirm_cost:
+            raise CostConfirmationRequired(
+                f"Embedding {len(missing)} texts with {provider.name}/{provider.model} is estimated at ${cost:.2f}, "
+                f"above embedding_max_cost_usd={max_cost_usd}. Rerun with embedding_confirm_cost=True to pay for it."
+            )
+        bar = tqdm(total=len(missing), desc=f"embed {provider.name}/{provider.model}", disable=not show_progress)
+        for batch in provider.batches(missing):
+            vectors = provider._embed_batch(batch)
+            batch_keys = [text_key(provider.name, provider.model, t) for t in batch]
+            cache.put_many(batch_keys, vectors)
+            found.update(zip(batch_keys, np.asarray(vectors, dtype=np.float32)))
+            bar.update(len(batch))
+        bar.close()
+    dims = {v.shape[0] for v in found.values()}
+    if len(dims) > 1:
+        raise ValueError(f"cached embeddings of {provider.name}/{provider.model} have mixed dimensions {sorted(dims)}")
+    return np.stack([found[k] for k in keys]).astype(np.float32)

@@ -1,0 +1,60 @@
+"""OpenAI embeddings through the official SDK (v1+).
+
+The SDK retries 429, 5xx, connection errors and timeouts with exponential
+backoff (honouring Retry-After); ``max_retries`` sets how often. ``base_url``
+makes Azure/OpenAI-compatible servers (and our loopback tests) work.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import EmbeddingProvider
+
+# USD per 1M input tokens (OpenAI price list, 2025).
+PRICES = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "text-embedding-ada-002": 0.10}
+
+
+class MissingAPIKeyError(RuntimeError):
+    pass
+
+
+class OpenAIProvider(EmbeddingProvider):
+    name = "openai"
+    max_batch = 2048  # inputs per request
+    max_batch_tokens = 300_000  # tokens per request
+
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 6,
+        timeout: float = 60.0,
+        dimensions: int | None = None,
+    ):
+        super().__init__(model)
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise MissingAPIKeyError(
+                "The openai provider needs an API key: set OPENAI_API_KEY (or openai_api_key in the config)."
+            )
+        from openai import OpenAI
+
+        self.client = OpenAI(
+            api_key=api_key,
+            base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        self.dimensions = dimensions
+        self.usd_per_million_tokens = PRICES.get(model, 0.13)
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
+        response = self.client.embeddings.create(model=self.model, input=texts, encoding_format="float", **kwargs)
+        data = sorted(response.data, key=lambda d: d.index)
+        if len(data) != len(texts):
+            raise ValueError(f"OpenAI returned {len(data)} embeddings for {len(texts)} inputs")
+        return np.asarray([d.embedding for d in data], dtype=np.float32)

@@ -1,0 +1,138 @@
+"""Dimensionality reduction of item embeddings, as the paper compares them.
+
+Each reducer follows scikit-learn's estimator contract (constructor stores
+parameters, ``fit`` learns, ``transform`` applies) so they are interchangeable,
+and each is deterministic given ``random_state``.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+REDUCTIONS = ("none", "pca", "lda", "autoencoder", "random")
+
+
+class _Reducer:
+    def fit_transform(self, X, y=None):
+        return self.fit(X, y).transform(X)
+
+
+class PCAReducer(_Reducer):
+    def __init__(self, n_components: int, random_state: int = 0):
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        from sklearn.decomposition import PCA
+
+        self.pca_ = PCA(n_components=self.n_components, random_state=self.random_state).fit(X)
+        return self
+
+    def transform(self, X):
+        return self.pca_.transform(X).astype(np.float32)
+
+
+class LDAReducer(_Reducer):
+    """Supervised by item classes. LDA yields at most n_classes - 1 components:
+    a larger target is capped, with a warning, and ``n_components_`` says what
+    was produced."""
+
+    def __init__(self, n_components: int, random_state: int = 0):
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        if y is None:
+            raise ValueError("LDA reduction needs item classes (embedding_class_field)")
+        y = np.asarray(y)
+        cap = min(len(np.unique(y)) - 1, X.shape[1])
+        if cap < 1:
+            raise ValueError("LDA reduction needs at least two item classes")
+        self.n_components_ = min(self.n_components, cap)
+        if self.n_components_ < self.n_components:
+            logger.warning(
+                "LDA gives at most n_classes-1 = %d components; capped %d -> %d",
+                cap, self.n_components, self.n_components_,
+            )
+        self.lda_ = LinearDiscriminantAnalysis(n_components=self.n_components_).fit(X, y)
+        return self
+
+    def transform(self, X):
+        return self.lda_.transform(X).astype(np.float32)
+
+
+class AutoencoderReducer(_Reducer):
+    """A one-hidden-layer autoencoder; the code is the reduced embedding.
+    ``l2`` penalises the code's norm (the paper's optional regulariser)."""
+
+    def __init__(self, n_components: int, random_state: int = 0, epochs: int = 200, lr: float = 1e-3,
+                 l2: float = 0.0, batch_size: int = 256):
+        self.n_components = n_components
+        self.random_state = random_state
+        self.epochs = epochs
+        self.lr = lr
+        self.l2 = l2
+        self.batch_size = batch_size
+
+    def fit(self, X, y=None):
+        generator = torch.Generator().manual_seed(self.random_state)
+        torch.manual_seed(self.random_state)
+        X = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        self.mean_ = X.mean(0)
+        d, hidden = X.shape[1], max(self.n_components * 2, 16)
+        self.encoder_ = torch.nn.Sequential(
+            torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, self.n_components)
+        )
+        decoder = torch.nn.Sequential(
+            torch.nn.Linear(self.n_components, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d)
+        )
+        params = list(self.encoder_.parameters()) + list(decoder.parameters())
+        optimizer = torch.optim.Adam(params, lr=self.lr)
+        Xc = X - self.mean_
+        for _ in range(self.epochs):
+            for index in torch.randperm(len(Xc), generator=generator).split(self.batch_size):
+                code = self.encoder_(Xc[index])
+                loss = torch.nn.functional.mse_loss(decoder(code), Xc[index]) + self.l2 * code.pow(2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.reconstruction_error_ = float(loss)
+        return self
+
+    def transform(self, X):
+        with torch.no_grad():
+            X = torch.as_tensor(np.asarray(X, dtype=np.float32))
+            return self.encoder_(X - self.mean_).numpy().astype(np.float32)
+
+
+class RandomProjectionReducer(_Reducer):
+    def __init__(self, n_components: int, random_state: int = 0):
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        from sklearn.random_projection import GaussianRandomProjection
+
+        self.projection_ = GaussianRandomProjection(self.n_components, random_state=self.random_state).fit(X)
+        return self
+
+    def transform(self, X):
+        return self.projection_.transform(X).astype(np.float32)
+
+
+def make_reducer(method: str, n_components: int, random_state: int = 0, **options):
+    classes = {
+        "pca": PCAReducer,
+        "lda": LDAReducer,
+        "autoencoder": AutoencoderReducer,
+        "random": RandomProjectionReducer,
+    }
+    if method not in classes:
+        raise ValueError(f"Unknown reduction '{method}': choose one of {', '.join(REDUCTIONS)}")
+    return classes[method](n_components, random_state=random_state, **options)

@@ -1,0 +1,232 @@
+"""Item embeddings as RecBole atomic feature files, and the table models read.
+
+Data flows one way: catalog text -> provider (cached) -> reducer -> a file
+``<dataset>.itememb_<provider>_<model>_<reduction>_<dim>`` (``iid:token``,
+``item_emb:float_seq``) with a ``.json`` sidecar saying how it was made. RecBole
+can load the file itself (``additional_feat_suffix`` + ``preload_weight``); our
+models read it with :func:`item_embedding_table`, aligned to RecBole's internal
+item ids and checked against the catalog.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.datasets import artifact_dir, dataset_dir, recbole_builtin_path
+from .cache import EmbeddingCache
+from .embed import embed_texts
+from .providers import DEFAULT_MODELS, make_provider
+from .reduction import make_reducer
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddingMismatchError(ValueError):
+    """An embedding file that does not fit the catalog or the model."""
+
+
+def config_value(config, key: str, default=None):
+    """``config[key]`` for a RecBole Config or a dict, ``default`` when unset."""
+    try:
+        value = config[key]
+    except KeyError:
+        return default
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    provider: str = "local"
+    model: str | None = None
+    reduction: str = "none"
+    dim: int | None = None
+    text_fields: tuple = ("title",)
+    template: str | None = None
+    class_field: str = "class"
+    seed: int = 42
+    empty_text: str = "unknown item"
+    options: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", self.model or DEFAULT_MODELS.get(self.provider))
+        object.__setattr__(self, "text_fields", tuple(self.text_fields))
+        if self.reduction in (None, "none", "None"):
+            object.__setattr__(self, "reduction", "none")
+
+    @classmethod
+    def from_config(cls, config, dim: int | None = None) -> "EmbeddingSpec":
+        """Read ``embedding_*`` keys; ``dim`` is the size the model needs (None: any)."""
+        get = lambda key, default=None: config_value(config, key, default)  # noqa: E731
+        requested = get("embedding_dim")
+        if dim is not None and requested is not None and int(requested) != dim:
+            raise EmbeddingMismatchError(
+                f"embedding_dim={requested} but the model's item embedding size is {dim}; "
+                "drop embedding_dim (it follows the model) or change the model's size."
+            )
+        reduction = get("embedding_reduction", "none")
+        target = dim if dim is not None else requested
+        options = {
+            "base_url": get("openai_base_url"),
+            "max_retries": get("embedding_max_retries", 6),
+            "project": get("vertex_project"),
+            "location": get("vertex_location"),
+            "api_endpoint": get("vertex_api_endpoint"),
+            "max_cost_usd": get("embedding_max_cost_usd", 1.0),
+            "confirm_cost": bool(get("embedding_confirm_cost", False)),
+            "cache_path": get("embedding_cache_path"),
+            "show_progress": bool(get("show_progress", True)),
+        }
+        return cls(
+            provider=get("embedding_provider", "local"),
+            model=get("embedding_model"),
+            reduction=reduction,
+            dim=None if target is None else int(target),
+            text_fields=tuple(get("embedding_text_fields", ["title"])),
+            template=get("embedding_text_template"),
+            class_field=get("embedding_class_field", "class"),
+            seed=int(get("embedding_seed", 42)),
+            empty_text=get("embedding_empty_text", "unknown item"),
+            options=options,
+        )
+
+    @property
+    def suffix(self) -> str:
+        model = re.sub(r"[^a-z0-9]+", "-", Path(str(self.model)).name.lower()).strip("-")
+        dim = "full" if self.reduction == "none" else str(self.dim)
+        return f"itememb_{self.provider}_{model}_{self.reduction}_{dim}"
+
+    def recipe(self) -> dict:
+        recipe = asdict(self)
+        recipe.pop("options")
+        recipe["text_fields"] = list(self.text_fields)
+        return recipe
+
+
+def read_catalog(folder: os.PathLike, name: str) -> pd.DataFrame:
+    """The ``.item`` atomic file as strings, columns named without their types."""
+    path = Path(folder) / f"{name}.item"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: item texts are needed to compute embeddings")
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    frame.columns = [c.split(":")[0] for c in frame.columns]
+    return frame
+
+
+def item_texts(catalog: pd.DataFrame, spec: EmbeddingSpec) -> tuple[list[str], int]:
+    """One text per item from the configured fields/template; empty texts get
+    ``spec.empty_text``. Returns the texts and how many were empty."""
+    missing = [f for f in spec.text_fields if f not in catalog]
+    if missing:
+        raise ValueError(f"item file has no column(s) {missing}; columns are {list(catalog)} (embedding_text_fields)")
+    if spec.template:
+        texts = [spec.template.format(**row) for row in catalog.to_dict("records")]
+    else:
+        texts = catalog[list(spec.text_fields)].agg(" | ".join, axis=1).tolist()
+    texts = [" ".join(t.split()).strip(" |") for t in texts]
+    empty = sum(1 for t in texts if not t)
+    if empty:
+        logger.warning("%d items have empty text; they are embedded as %r", empty, spec.empty_text)
+    return [t or spec.empty_text for t in texts], empty
+
+
+def item_classes(catalog: pd.DataFrame, spec: EmbeddingSpec) -> np.ndarray:
+    """LDA labels: the item's sorted class keywords joined by '_' (as the paper)."""
+    if spec.class_field not in catalog:
+        raise ValueError(f"LDA needs an item class column '{spec.class_field}' (embedding_class_field)")
+    return np.array(["_".join(sorted(str(v).split())) for v in catalog[spec.class_field]])
+
+
+def write_itememb(path: Path, ids, vectors: np.ndarray, recipe: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("iid:token\titem_emb:float_seq\n")
+        for item, vector in zip(ids, vectors):
+            f.write(f"{item}\t{' '.join(f'{x:.7g}' for x in vector)}\n")
+    os.replace(tmp, path)
+    sidecar = dict(recipe, items=len(ids), dim=int(vectors.shape[1]), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    path.with_name(path.name + ".json").write_text(json.dumps(sidecar, indent=2))
+
+
+def read_itememb(path: os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    ids = frame.iloc[:, 0].to_numpy()
+    vectors = np.array([np.fromstring(v, sep=" ", dtype=np.float32) for v in frame.iloc[:, 1]])
+    if vectors.ndim != 2:
+        raise EmbeddingMismatchError(f"{path}: rows have different lengths")
+    return ids, vectors
+
+
+def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike = "dataset") -> Path:
+    """Compute (or reuse) the embedding file of dataset ``name`` for ``spec``."""
+    out = artifact_dir(name, data_path) / f"{name}.{spec.suffix}"
+    sidecar = out.with_name(out.name + ".json")
+    if out.exists() and sidecar.exists():
+        made = json.loads(sidecar.read_text())
+        if {k: made.get(k) for k in spec.recipe()} == spec.recipe():
+            return out
+        logger.info("%s was made differently (%s); rebuilding", out, made)
+    catalog = read_catalog(dataset_dir(name, data_path), name)
+    texts, empty = item_texts(catalog, spec)
+    options = dict(spec.options)
+    cache = EmbeddingCache(options.pop("cache_path", None))
+    gate = {k: options.pop(k) for k in ("max_cost_usd", "confirm_cost", "show_progress") if k in options}
+    provider = make_provider(spec.provider, spec.model, **{k: v for k, v in options.items() if v is not None})
+    started = time.perf_counter()
+    vectors = embed_texts(provider, texts, cache, **gate)
+    seconds = time.perf_counter() - started
+    if spec.reduction != "none":
+        if spec.dim is None:
+            raise ValueError(f"reduction '{spec.reduction}' needs a target dimension (embedding_dim)")
+        labels = item_classes(catalog, spec) if spec.reduction == "lda" else None
+        vectors = make_reducer(spec.reduction, spec.dim, random_state=spec.seed).fit_transform(vectors, labels)
+    recipe = dict(spec.recipe(), empty_texts=empty, embed_seconds=round(seconds, 2))
+    write_itememb(out, catalog["item_id"].to_numpy(), vectors, recipe)
+    logger.info("wrote %s (%d items x %d)", out, len(catalog), vectors.shape[1])
+    return out
+
+
+def align_to_dataset(ids: np.ndarray, vectors: np.ndarray, dataset, source: str = "embedding file") -> torch.Tensor:
+    """Rows ordered by RecBole's internal item id; row 0 (padding) is zero."""
+    tokens = dataset.field2id_token[dataset.iid_field]
+    index = {item: row for row, item in enumerate(ids)}
+    missing = [t for t in tokens[1:] if t not in index]
+    if missing:
+        raise EmbeddingMismatchError(
+            f"{source} does not match the catalog: {len(missing)} of {len(tokens) - 1} items have no "
+            f"embedding (e.g. {missing[:3]}). Rebuild it with `python -m recbole_llm embed`."
+        )
+    table = np.zeros((len(tokens), vectors.shape[1]), dtype=np.float32)
+    table[1:] = vectors[[index[t] for t in tokens[1:]]]
+    return torch.from_numpy(table)
+
+
+def item_embedding_table(config, dataset, dim: int | None = None) -> torch.Tensor:
+    """The (item_num, d) embedding table for ``dataset`` as configured; built on
+    first use, read from its file afterwards. ``dim`` forces the reduced size."""
+    spec = EmbeddingSpec.from_config(config, dim)
+    path = config_value(config, "embedding_file")
+    if path is None:
+        name, data_path = config["dataset"], Path(config["data_path"])
+        builtin = recbole_builtin_path(name)
+        if builtin is not None and data_path.resolve() == builtin.resolve():
+            data_root = Path(config_value(config, "embedding_data_path", "dataset"))  # never write into site-packages
+        else:
+            data_root = data_path.parent
+        path = build_item_embeddings(name, spec, data_root)
+    path = Path(path)
+    ids, vectors = read_itememb(path)
+    if dim is not None and vectors.shape[1] != dim:
+        raise EmbeddingMismatchError(
+            f"{path} has {vectors.shape[1]}-d embeddings but the model needs {dim}; set embedding_reduction "
+            f"(pca, lda, autoencoder, random) or make the model's embedding size {vectors.shape[1]}."
+        )
+    return align_to_dataset(ids, vectors, dataset, source=str(path))

@@ -1,0 +1,82 @@
+"""LLM2SASRec, LLM2BERT4Rec, LLM2GRU4Rec: RecBole's sequential models whose
+item-embedding table starts from (reduced) LLM embeddings.
+
+Each subclasses the RecBole model and changes only the start: after RecBole's
+own weight init, the item rows are overwritten with the LLM embeddings of the
+catalog (padding stays zero; BERT4Rec's mask row keeps RecBole's init). SASRec's
+output layer is tied to the same table, so it starts semantic too.
+
+Scale (``embedding_scale``): ``std`` (default) rescales the table so its
+standard deviation equals what RecBole's init gave that table (0.02 for the
+transformers, Xavier for GRU4Rec). Raw MiniLM/PCA coordinates are ~5-50x
+larger than that, which would saturate LayerNorm inputs and the softmax at the
+start; rescaling keeps the geometry (cosines, neighbours) and the scale the
+model's optimiser settings were tuned for. ``none`` copies the raw values,
+``unit`` L2-normalises rows and then applies ``std``.
+"""
+from __future__ import annotations
+
+import torch
+from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+
+from ..embeddings.store import config_value, item_embedding_table
+from ..registry import register_model
+
+SCALES = ("std", "none", "unit")
+
+
+def llm_item_table(config, dataset, rows: int, dim: int, reference_std: float) -> torch.Tensor:
+    """The LLM table for item ids 0..rows-1, scaled and optionally permuted."""
+    table = item_embedding_table(config, dataset, dim)[:rows].clone()
+    scale = config_value(config, "embedding_scale", "std")
+    if scale not in SCALES:
+        raise ValueError(f"embedding_scale must be one of {SCALES}, got {scale!r}")
+    if scale == "unit":
+        table[1:] = torch.nn.functional.normalize(table[1:], dim=1)
+    if scale in ("std", "unit"):
+        table[1:] *= reference_std / table[1:].std().clamp_min(1e-12)
+    if config_value(config, "embedding_permute", False):
+        generator = torch.Generator().manual_seed(int(config_value(config, "seed", 0)))
+        table[1:] = table[1:][torch.randperm(rows - 1, generator=generator)]
+    return table
+
+
+class LLMInitMixin:
+    """Overwrites ``self.item_embedding`` rows 0..n_items-1 after RecBole's init."""
+
+    def _load_llm_item_table(self, config, dataset, dim: int) -> None:
+        weight = self.item_embedding.weight
+        n_items = self.n_items
+        with torch.no_grad():
+            reference_std = float(weight[1:n_items].std())
+            weight[:n_items] = llm_item_table(config, dataset, n_items, dim, reference_std)
+            weight[0] = 0.0
+        self.embedding_frozen = bool(config_value(config, "embedding_freeze", False))
+        if self.embedding_frozen:
+            if weight.shape[0] == n_items:
+                weight.requires_grad_(False)
+            else:  # BERT4Rec: the [MASK] row must keep learning
+                mask = torch.zeros_like(weight[:, :1])
+                mask[n_items:] = 1.0
+                weight.register_hook(lambda grad: grad * mask.to(grad.device))
+
+
+@register_model
+class LLM2SASRec(LLMInitMixin, SASRec):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._load_llm_item_table(config, dataset, self.hidden_size)
+
+
+@register_model
+class LLM2BERT4Rec(LLMInitMixin, BERT4Rec):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._load_llm_item_table(config, dataset, self.hidden_size)
+
+
+@register_model
+class LLM2GRU4Rec(LLMInitMixin, GRU4Rec):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._load_llm_item_table(config, dataset, self.embedding_size)
