@@ -5,7 +5,10 @@ module is used. Nothing in site-packages is edited. Each fix says why it exists.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import os
 import types
 
 import numpy as np
@@ -51,13 +54,38 @@ class _TrustedCheckpointTorch(types.ModuleType):
         return torch.load(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def trusted_checkpoint_loading():
+    """For the duration of the block, ``torch.load`` unpickles full objects
+    (torch reads this variable at call time)."""
+    previous = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = previous
+
+
 def _trust_recbole_checkpoints() -> None:
+    import recbole.quick_start as quick_start_package
     import recbole.quick_start.quick_start as quick_start
     import recbole.trainer.trainer as trainer
 
     proxy = _TrustedCheckpointTorch()
     trainer.torch = proxy
     quick_start.torch = proxy
+    original = quick_start.load_data_and_model
+
+    @functools.wraps(original)
+    def load_data_and_model(*args, **kwargs):  # it does ``import torch`` locally
+        with trusted_checkpoint_loading():
+            return original(*args, **kwargs)
+
+    quick_start.load_data_and_model = load_data_and_model
+    quick_start_package.load_data_and_model = load_data_and_model
 
 
 def _guard_collector_cpu() -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import recbole.quick_start
 from recbole.config import Config
-from recbole.quick_start import load_data_and_model as _recbole_load
-from recbole.quick_start import run as _recbole_run
 
 from .data.datasets import ensure_dataset
 from .registry import PROPERTIES_DIR
@@ -44,7 +43,7 @@ def run(
     ``protocol_defaults`` is False)."""
     files = config_files(config_file_list) if protocol_defaults else list(config_file_list or [])
     prepare_dataset(model, dataset, files, config_dict)
-    return _recbole_run(
+    return recbole.quick_start.run(
         model,
         dataset,
         config_file_list=files,
@@ -60,4 +59,4 @@ def run(
 
 def load_data_and_model(model_file: os.PathLike):
     """RecBole's ``load_data_and_model`` for checkpoints of any model, ours included."""
-    return _recbole_load(str(model_file))
+    return recbole.quick_start.load_data_and_model(str(model_file))

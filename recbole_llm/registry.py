@@ -8,6 +8,8 @@ model is found by name everywhere RecBole takes one: ``Config``,
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -18,6 +20,13 @@ if not PROPERTIES_DIR.is_dir():  # installed as a wheel: shipped inside the pack
     PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
 
 _MODELS: dict[str, type] = {}
+RECBOLE_MODEL_PACKAGES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+    "exlib_recommender",
+)
 _recbole_get_model = None
 _recbole_get_trainer = None
 
@@ -38,13 +47,18 @@ def get_model(model_name):
         return model_name
     if model_name in _MODELS:
         return _MODELS[model_name]
-    try:
-        return _recbole_get_model(model_name)
-    except (ValueError, AttributeError):
-        raise ValueError(
-            f"Unknown model '{model_name}'. recbole-llm models: {', '.join(registered_models())}; "
-            "RecBole models: see https://recbole.io/model_list.html (names are case-sensitive)."
-        ) from None
+    for submodule in RECBOLE_MODEL_PACKAGES:
+        path = f"recbole.model.{submodule}.{model_name.lower()}"
+        try:
+            found = importlib.util.find_spec(path) is not None
+        except ModuleNotFoundError:  # exlib_recommender needs xgboost/lightgbm
+            continue
+        if found and hasattr(importlib.import_module(path), model_name):
+            return getattr(importlib.import_module(path), model_name)
+    raise ValueError(
+        f"Unknown model '{model_name}'. recbole-llm models: {', '.join(registered_models())}; "
+        "RecBole models: see https://recbole.io/model_list.html (names are case-sensitive)."
+    )
 
 
 def get_trainer(model_type, model_name):

@@ -1,0 +1,72 @@
+import gzip
+import json
+
+import pandas as pd
+import pytest
+
+from recbole_llm.data.convert import clean_title, convert_amazon2014, convert_tables, p_core
+from recbole_llm.data.datasets import DatasetNotFoundError, ensure_dataset
+
+
+def _read(path):
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    return frame
+
+
+def test_amazon2014_raw_files(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    reviews = []
+    for u in range(3):
+        for i in range(3):
+            reviews.append({"reviewerID": f"U{u}", "asin": f"A{i}", "overall": 5.0, "unixReviewTime": 100 + u + i})
+    reviews.append({"reviewerID": "U9", "asin": "A9", "overall": 1.0, "unixReviewTime": 1})  # removed by 2-core
+    with gzip.open(raw / "reviews_Beauty_5.json.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in reviews)
+    meta = [
+        {"asin": "A0", "title": "Rose &amp; Oud Perfume", "categories": [["Beauty", "Fragrance"]]},
+        {"asin": "A1", "title": "Red  Lipstick\t", "categories": [["Beauty", "Makeup Lips"]]},
+        {"asin": "A2", "categories": [["Beauty"]]},
+    ]
+    with gzip.open(raw / "meta_Beauty.json.gz", "wt") as f:
+        f.writelines(repr(m) + "\n" for m in meta)  # the 2014 meta files are Python literals
+    stats = convert_amazon2014(raw, "Beauty", tmp_path / "out", "beauty", core=2)
+    assert stats == {"users": 3, "items": 3, "interactions": 9, "empty_titles": 1}
+    items = _read(tmp_path / "out" / "beauty" / "beauty.item")
+    assert list(items.columns) == ["item_id:token", "title:token_seq", "class:token"]
+    assert items.iloc[0, 1] == "Rose and Oud Perfume"
+    assert items.iloc[1, 1] == "Red Lipstick"
+    assert items.iloc[1, 2] == "Beauty_Lips_Makeup"
+    inter = _read(tmp_path / "out" / "beauty" / "beauty.inter")
+    assert list(inter.columns) == ["user_id:token", "item_id:token", "timestamp:float"]
+
+
+def test_generic_tables_and_pcore(tmp_path):
+    pd.DataFrame({"u": ["a", "a", "b", "b", "c"], "i": ["x", "y", "x", "y", "z"], "t": [1, 2, 3, 4, 5]}).to_csv(
+        tmp_path / "inter.csv", index=False
+    )
+    pd.DataFrame({"i": ["x", "y", "z"], "name": ["X thing", "", "Z thing"], "cat": ["c1", "c2", "c1"]}).to_csv(
+        tmp_path / "items.tsv", sep="\t", index=False
+    )
+    stats = convert_tables(tmp_path / "inter.csv", tmp_path / "items.tsv", tmp_path, "mine", user_col="u",
+                           item_col="i", time_col="t", title_col="name", class_col="cat", core=2)
+    assert stats == {"users": 2, "items": 2, "interactions": 4, "empty_titles": 1}
+    with pytest.raises(ValueError, match="no column 'when'"):
+        convert_tables(tmp_path / "inter.csv", tmp_path / "items.tsv", tmp_path, "m", user_col="u", item_col="i", time_col="when")
+
+
+def test_p_core_is_iterative():
+    inter = pd.DataFrame({"user_id": ["a", "a", "b", "c"], "item_id": ["x", "y", "x", "x"]})
+    assert set(p_core(inter, 2)["user_id"]) == set()
+    assert len(p_core(inter, 1)) == 4
+
+
+def test_clean_title():
+    assert clean_title("L&#39;Oreal &amp; Co  <b>") == "L'Oreal and Co b"
+
+
+def test_missing_dataset_says_where(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="expected .*nope.inter"):
+        ensure_dataset("nope", tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="reviews_Beauty_5.json.gz"):
+        ensure_dataset("beauty", tmp_path, download=False)
