@@ -28,7 +28,7 @@ def embed_texts(
     """Vectors for ``texts`` (rows in order). Only texts missing from the cache
     reach the provider; each batch is cached as soon as it returns. A paid call
     estimated above ``max_cost_usd`` needs ``confirm_cost``."""
-    cache = cache or EmbeddingCache()
+    cache = EmbeddingCache() if cache is None else cache
     keys = [text_key(provider.name, provider.model, t) for t in texts]
     found = cache.get_many(list(dict.fromkeys(keys)))
     missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))

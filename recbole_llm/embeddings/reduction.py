@@ -102,7 +102,7 @@ class AutoencoderReducer(_Reducer):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-        self.reconstruction_error_ = float(loss)
+        self.reconstruction_error_ = float(loss.detach())
         return self
 
     def transform(self, X):

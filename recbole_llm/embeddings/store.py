@@ -198,7 +198,7 @@ def align_to_dataset(ids: np.ndarray, vectors: np.ndarray, dataset, source: str 
     """Rows ordered by RecBole's internal item id; row 0 (padding) is zero."""
     tokens = dataset.field2id_token[dataset.iid_field]
     index = {item: row for row, item in enumerate(ids)}
-    missing = [t for t in tokens[1:] if t not in index]
+    missing = [str(t) for t in tokens[1:] if t not in index]
     if missing:
         raise EmbeddingMismatchError(
             f"{source} does not match the catalog: {len(missing)} of {len(tokens) - 1} items have no "

@@ -54,7 +54,11 @@ class OpenAIProvider(EmbeddingProvider):
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
         response = self.client.embeddings.create(model=self.model, input=texts, encoding_format="float", **kwargs)
-        data = sorted(response.data, key=lambda d: d.index)
-        if len(data) != len(texts):
+        try:
+            data = sorted(response.data, key=lambda d: d.index)
+            vectors = np.asarray([d.embedding for d in data], dtype=np.float32)
+        except (AttributeError, TypeError, ValueError) as error:
+            raise ValueError(f"malformed OpenAI embeddings response: {error}") from error
+        if len(data) != len(texts) or vectors.ndim != 2:
             raise ValueError(f"OpenAI returned {len(data)} embeddings for {len(texts)} inputs")
-        return np.asarray([d.embedding for d in data], dtype=np.float32)
+        return vectors

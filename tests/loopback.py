@@ -1,0 +1,106 @@
+"""A tiny HTTP server on 127.0.0.1 that speaks a provider's REST wire format.
+
+Tests register a handler per (method, path regex); each request is recorded, and
+a queue of injected failures (status, body, headers) is served first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+
+def fake_vector(text: str, dim: int = 8) -> list[float]:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+    return np.random.default_rng(seed).normal(size=dim).round(6).tolist()
+
+
+class Loopback:
+    def __init__(self):
+        self.routes = []
+        self.requests = []
+        self.failures = []  # (status, body, headers) served before the real handler
+        loopback = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _serve(self, method):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                loopback.requests.append({"method": method, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                          "body": body})
+                if loopback.failures:
+                    status, payload, headers = loopback.failures.pop(0)
+                else:
+                    for m, pattern, handler in loopback.routes:
+                        match = re.fullmatch(pattern, self.path.split("?")[0])
+                        if m == method and match:
+                            status, payload, headers = handler(body, match, self.headers)
+                            break
+                    else:
+                        status, payload, headers = 404, {"error": {"message": f"no route {self.path}"}}, {}
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_POST(self):
+                self._serve("POST")
+
+            def do_DELETE(self):
+                self._serve("DELETE")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def route(self, method: str, pattern: str, handler) -> None:
+        self.routes.append((method, pattern, handler))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def openai_embeddings(body, match, headers):
+    """POST /v1/embeddings as OpenAI answers it."""
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = [{"object": "embedding", "index": i, "embedding": fake_vector(t)} for i, t in enumerate(inputs)]
+    data.reverse()  # the API does not promise order; clients must use `index`
+    tokens = sum(len(t.split()) for t in inputs)
+    return 200, {"object": "list", "data": data, "model": body["model"],
+                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, {}
+
+
+def vertex_predict(body, match, headers):
+    """POST /v1/projects/*/locations/*/publishers/google/models/*:predict for text embeddings."""
+    predictions = [
+        {"embeddings": {"values": fake_vector(i["content"]),
+                        "statistics": {"token_count": len(i["content"].split()), "truncated": False}}}
+        for i in body["instances"]
+    ]
+    return 200, {"predictions": predictions, "deployedModelId": "", "model": match.group(3)}, {}
+
+
+VERTEX_PREDICT = r"/v1/projects/([^/]+)/locations/([^/]+)/publishers/google/models/([^/:]+):predict"

@@ -1,0 +1,120 @@
+"""Every embedding provider through its real client; OpenAI and Vertex against loopback servers."""
+import numpy as np
+import pytest
+from loopback import VERTEX_PREDICT, Loopback, fake_vector, openai_embeddings, vertex_predict
+
+from recbole_llm.embeddings.cache import EmbeddingCache
+from recbole_llm.embeddings.embed import CostConfirmationRequired, embed_texts
+from recbole_llm.embeddings.providers import make_provider
+from recbole_llm.embeddings.providers.openai_provider import MissingAPIKeyError
+
+TITLES = ["Matte Red Lipstick", "Glossy Pink Lipstick", "Herbal Shampoo for Dry Hair", "Anti Dandruff Shampoo"]
+
+
+def test_local_model_puts_similar_titles_nearer():
+    provider = make_provider("local")
+    vectors = provider._embed_batch(
+        ["Maybelline Red Lipstick Matte", "Revlon Lipstick Cherry Red", "Garnier Anti Dandruff Shampoo",
+         "Head and Shoulders Dandruff Shampoo", "Stainless Steel Garden Hose Nozzle"]
+    )
+    assert vectors.shape == (5, 384)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > sims[0, 2] + 0.1 and sims[0, 1] > sims[0, 4] + 0.1
+    assert sims[2, 3] > sims[2, 0] + 0.1 and sims[2, 3] > sims[2, 4] + 0.1
+
+
+def test_local_provider_takes_any_local_bert_folder(tmp_path):
+    """The paper's BERT2X baselines: a plain BERT-class encoder folder, mean-pooled."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "red lipstick shampoo dry hair pink".split()
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path / "bert")
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path / "bert")
+    vectors = make_provider("local", str(tmp_path / "bert"))._embed_batch(["red lipstick", "dry hair"])
+    assert vectors.shape == (2, 16)
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        make_provider("local", "sentence-transformers/not-here")._embed_batch(["x"])
+
+
+def _openai(server, **kw):
+    return make_provider("openai", "text-embedding-3-small", api_key="sk-test", base_url=server.url + "/v1",
+                         max_retries=3, **kw)
+
+
+def test_openai_wire_format_batching_and_order(tmp_path, monkeypatch):
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", openai_embeddings)
+        provider = _openai(server)
+        provider.max_batch = 3
+        vectors = embed_texts(provider, TITLES, EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
+    assert np.allclose(vectors, [fake_vector(t) for t in TITLES])
+    assert [len(r["body"]["input"]) for r in server.requests] == [3, 1]
+    request = server.requests[0]
+    assert request["headers"]["authorization"] == "Bearer sk-test"
+    assert request["body"]["model"] == "text-embedding-3-small"
+    assert request["body"]["encoding_format"] == "float"
+
+
+def test_openai_retries_429_and_5xx(tmp_path):
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", openai_embeddings)
+        limited = {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}
+        server.failures = [(429, limited, {"retry-after-ms": "10"}), (503, {"error": {"message": "busy"}},
+                                                                      {"retry-after-ms": "10"})]
+        vectors = embed_texts(_openai(server), TITLES[:2], EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
+    assert len(server.requests) == 3
+    assert np.allclose(vectors[1], fake_vector(TITLES[1]))
+
+
+def test_openai_malformed_response_and_missing_key(tmp_path, monkeypatch):
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", lambda b, m, h: (200, {"object": "list", "data": [{"index": 0}]}, {}))
+        with pytest.raises(ValueError, match="malformed|returned"):
+            embed_texts(_openai(server), TITLES[:2], EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
+        make_provider("openai")
+
+
+def test_paid_call_above_threshold_needs_confirmation(tmp_path):
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", openai_embeddings)
+        provider = make_provider("openai", "text-embedding-3-large", api_key="k", base_url=server.url + "/v1")
+        texts = [f"title number {i} " * 50 for i in range(200)]
+        with pytest.raises(CostConfirmationRequired, match="embedding_confirm_cost"):
+            embed_texts(provider, texts, EmbeddingCache(tmp_path / "c.sqlite"), max_cost_usd=0.0001)
+        assert server.requests == [], "nothing is sent before the user confirms"
+        embed_texts(provider, texts, EmbeddingCache(tmp_path / "c.sqlite"), max_cost_usd=0.0001, confirm_cost=True,
+                    show_progress=False)
+        assert server.requests
+
+
+def _vertex(server):
+    from google.auth.credentials import AnonymousCredentials
+
+    return make_provider("vertex", "text-embedding-005", project="proj", location="us-central1",
+                         api_endpoint=server.url, credentials=AnonymousCredentials(), max_retry_seconds=10)
+
+
+def test_vertex_wire_format_and_429(tmp_path):
+    with Loopback() as server:
+        server.route("POST", VERTEX_PREDICT, vertex_predict)
+        server.failures = [(429, {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}},
+                            {})]
+        vectors = embed_texts(_vertex(server), TITLES, EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
+    assert np.allclose(vectors, [fake_vector(t) for t in TITLES])
+    assert len(server.requests) == 2, "the 429 was retried once"
+    request = server.requests[-1]
+    assert request["path"].split("?")[0] == (
+        "/v1/projects/proj/locations/us-central1/publishers/google/models/text-embedding-005:predict"
+    )
+    assert request["body"]["instances"][0] == {"content": TITLES[0], "task_type": "RETRIEVAL_DOCUMENT"}
+
+
+def test_vertex_malformed_prediction(tmp_path):
+    with Loopback() as server:
+        server.route("POST", VERTEX_PREDICT, lambda b, m, h: (200, {"predictions": [{"oops": 1}]}, {}))
+        with pytest.raises(ValueError, match="malformed Vertex"):
+            embed_texts(_vertex(server), TITLES[:1], EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
