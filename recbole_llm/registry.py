@@ -96,6 +96,13 @@ def _install_config_defaults() -> None:
         if model_class.__name__ in _MODELS:
             for file in model_yaml_files(model_class):
                 self._update_internal_config_dict(str(file))
+            companion_key = getattr(model_class, "companion_model_key", None)
+            if companion_key:  # a model that wraps another needs that model's defaults too
+                companion = self.external_config_dict.get(companion_key) or self.internal_config_dict[companion_key]
+                own = dict(self.internal_config_dict)
+                for file in model_yaml_files(get_model(companion)):
+                    self._update_internal_config_dict(str(file))
+                self.internal_config_dict.update(own)
         dataset_file = PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
         if dataset_file.is_file():
             loaded = self._update_internal_config_dict(str(dataset_file)) or {}

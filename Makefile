@@ -1,0 +1,26 @@
+# Two commands on a fresh machine:  `make run`  and  `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_ARGS ?= --model=LLM2SASRec --dataset=ml-100k --epochs=5
+export MALLOC_MMAP_THRESHOLD_ = 4294967296
+export MALLOC_TRIM_THRESHOLD_ = 4294967296
+
+.PHONY: install run test clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0   # first and pinned: never an unpinned CUDA torch
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) run_recbole_llm.py $(RUN_ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) log log_tensorboard saved

@@ -1,0 +1,117 @@
+"""The paper's two popularity hybrids around LLMSeqSim.
+
+LLMSeqSimSeqHybrid: sessions whose last item is unpopular (below a popularity
+quantile) get LLMSeqSim's semantic neighbours, the others a sequential model's
+recommendations (LLM2SASRec, LLM2BERT4Rec, SKNNEmb, ...; loaded from a
+checkpoint or trained in the same run by RecBole's trainer).
+
+LLMSeqSimPopHybrid: LLMSeqSim restricted to items above a popularity quantile,
+optionally dropping any item whose embedding similarity to a higher-ranked item
+of the list exceeds a threshold (more diverse lists).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from ..registry import get_model, register_model
+from ..trainer import FitOnceTrainer
+from .llmseqsim import LLMSeqSim
+
+
+def item_popularity(dataset, n_items: int) -> torch.Tensor:
+    """Training counts per item id (RecBole's ``item_counter``), padding 0."""
+    pop = torch.zeros(n_items)
+    for item, count in dataset.item_counter.items():
+        pop[int(item)] = count
+    return pop
+
+
+def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
+    """The popularity value at ``quantile`` (0..1 or 0..100) over catalog items."""
+    quantile = quantile / 100 if quantile > 1 else quantile
+    return float(torch.quantile(pop[1:].double(), quantile))
+
+
+@register_model
+class LLMSeqSimSeqHybrid(SequentialRecommender):
+    input_type = InputType.POINTWISE
+    trainer_class = FitOnceTrainer
+    companion_model_key = "hybrid_sequential_model"
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.semantic = LLMSeqSim(config, dataset)
+        sub_config = copy.deepcopy(config)
+        name = config["hybrid_sequential_model"]
+        sub_config["model"] = name
+        for key, value in (config["hybrid_sequential_config"] or {}).items():
+            sub_config[key] = value
+        self.sequential = get_model(name)(sub_config, dataset)
+        checkpoint = config["hybrid_checkpoint"]
+        if checkpoint:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+            self.sequential.load_state_dict(state)
+            self.needs_training = False
+        else:
+            self.needs_training = getattr(self.sequential, "needs_training", True)
+        pop = item_popularity(dataset, self.n_items)
+        self.register_buffer("popularity", pop)
+        self.cutoff = popularity_cutoff(pop, float(config["hybrid_popularity_quantile"]))
+
+    def calculate_loss(self, interaction):
+        return self.sequential.calculate_loss(interaction)
+
+    def use_semantic(self, interaction) -> torch.Tensor:
+        seq, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        last = seq.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+        return self.popularity[last] < self.cutoff
+
+    def full_sort_predict(self, interaction):
+        semantic = self.use_semantic(interaction)
+        scores = self.sequential.full_sort_predict(interaction).clone()
+        if semantic.any():
+            scores[semantic] = self.semantic.full_sort_predict(interaction)[semantic].to(scores.dtype)
+        return scores
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+
+@register_model
+class LLMSeqSimPopHybrid(LLMSeqSim):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        pop = item_popularity(dataset, self.n_items)
+        cutoff = popularity_cutoff(pop, float(config["hybrid_popularity_quantile"]))
+        self.register_buffer("allowed", pop >= cutoff)
+        self.diversity_threshold = config["hybrid_diversity_threshold"]
+        self.diversity_pool = int(config["hybrid_diversity_pool"] or 100)
+
+    def full_sort_predict(self, interaction):
+        scores = super().full_sort_predict(interaction)
+        scores = scores.masked_fill(~self.allowed, -torch.inf)
+        if self.diversity_threshold is None:
+            return scores
+        return self.diversify(scores, float(self.diversity_threshold))
+
+    def diversify(self, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+        """Greedy: walk each list best-first and drop an item more similar than
+        ``threshold`` (cosine) to an item already kept. Items beyond the pool
+        and dropped items score -inf; kept items keep their order."""
+        pool = min(self.diversity_pool, scores.shape[1])
+        top, candidates = scores.topk(pool, dim=1)
+        vectors = torch.nn.functional.normalize(self.item_table[candidates], dim=2)
+        similar = (vectors @ vectors.transpose(1, 2)) > threshold
+        kept = torch.zeros_like(top, dtype=torch.bool)
+        for j in range(pool):
+            clash = (similar[:, j, :j] & kept[:, :j]).any(dim=1)
+            kept[:, j] = ~clash & torch.isfinite(top[:, j])
+        rank_score = torch.arange(pool, 0, -1, dtype=scores.dtype, device=scores.device).expand_as(top)
+        out = torch.full_like(scores, -torch.inf)
+        return out.scatter(1, candidates, torch.where(kept, rank_score, torch.full_like(rank_score, -torch.inf)))

@@ -1,0 +1,60 @@
+"""LLMSeqSim: recommend the catalog items nearest to the pooled session embedding."""
+from __future__ import annotations
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from ..embeddings.pooling import pool
+from ..embeddings.store import item_embedding_table
+from ..registry import register_model
+from ..trainer import FitOnceTrainer
+
+SIMILARITIES = ("cosine", "dot", "euclidean")
+
+
+def similarity_scores(sessions: torch.Tensor, items: torch.Tensor, similarity: str) -> torch.Tensor:
+    """(B, n_items) scores, higher is closer; one matrix product per batch."""
+    if similarity == "cosine":
+        return torch.nn.functional.normalize(sessions, dim=1) @ torch.nn.functional.normalize(items, dim=1).T
+    if similarity == "dot":
+        return sessions @ items.T
+    if similarity == "euclidean":
+        return -torch.cdist(sessions, items)
+    raise ValueError(f"Unknown similarity '{similarity}': choose one of {', '.join(SIMILARITIES)}")
+
+
+@register_model
+class LLMSeqSim(SequentialRecommender):
+    input_type = InputType.POINTWISE
+    trainer_class = FitOnceTrainer
+    needs_training = False
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.pooling = config["llmseqsim_pooling"]
+        self.similarity = config["llmseqsim_similarity"]
+        self.exclude_session_items = bool(config["exclude_session_items"])
+        self.register_buffer("item_table", item_embedding_table(config, dataset))
+        self.dummy = torch.nn.Parameter(torch.zeros(1))  # RecBole's optimiser needs one parameter
+
+    def calculate_loss(self, interaction):
+        return self.dummy.sum()
+
+    def session_embedding(self, interaction) -> torch.Tensor:
+        return pool(self.item_table, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.pooling)
+
+    def full_sort_predict(self, interaction):
+        scores = similarity_scores(self.session_embedding(interaction), self.item_table, self.similarity)
+        scores[:, 0] = -torch.inf
+        if self.exclude_session_items:
+            seq = interaction[self.ITEM_SEQ]
+            scores.scatter_(1, seq, -torch.inf)
+            scores[:, 0] = -torch.inf
+        return scores
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+
