@@ -22,10 +22,29 @@ def main() -> int:
     parser.add_argument(
         "--recbole_defaults", action="store_true", help="use RecBole's defaults instead of the paper's protocol"
     )
+    parser.add_argument("--tune", action="store_true", help="tune with RecBole's HyperTuning on temporal folds")
+    parser.add_argument("--max_evals", type=int, default=20, help="tuning trials")
+    parser.add_argument("--folds", type=str, default="1,2,3", help="temporal folds used while tuning")
+    parser.add_argument("--params_file", type=str, default=None, help="search space (default properties/hyper/)")
+    parser.add_argument("--budget_seconds", type=float, default=None, help="tuning wall-clock budget")
+    parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE")
+    parser.add_argument("--early_stop", type=int, default=10, help="stop after N trials without improvement")
+    parser.add_argument("--output_dir", type=str, default="tuning", help="where tuning writes its yaml/csv")
     args, _ = parser.parse_known_args()
     files = args.config_files.strip().split(" ") if args.config_files else None
     try:
         recbole_llm.get_model(args.model)
+        if args.tune:
+            from recbole_llm.quick_start import config_files, prepare_dataset
+            from recbole_llm.tuning import tune
+
+            prepare_dataset(args.model, args.dataset, config_files(files), None)
+            best = tune(args.model, args.dataset, max_evals=args.max_evals,
+                        folds=[int(f) for f in args.folds.split(",")], params_file=args.params_file,
+                        config_file_list=config_files(files), warmup=args.warmup, early_stop=args.early_stop,
+                        budget_seconds=args.budget_seconds, output_dir=args.output_dir)
+            print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
+            return 0
         result = recbole_llm.run(
             args.model,
             args.dataset,

@@ -64,3 +64,14 @@ def test_leave_one_out_still_available(tiny):
     split = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}
     _, dataset, (train, valid, test), _ = build("SASRec", tiny, eval_args=split)
     assert len(test.dataset.inter_feat) == dataset.user_num - 1
+
+
+def test_fold_split_validates_on_a_later_bin(tiny):
+    _, _, (train, valid, test), _ = build("SASRec", tiny, temporal_fold=2)
+    t_uid = _sessions(train)[0]
+    v_uid = _sessions(valid)[0]
+    assert len(v_uid) > 0 and set(v_uid) == set(_sessions(test)[0])
+    assert not set(v_uid) & set(t_uid)
+    train_time = train.dataset.inter_feat["timestamp"].numpy().max()
+    valid_last = valid.dataset.inter_feat["timestamp"].numpy()
+    assert valid_last.min() >= train_time, "the validation bin is later than everything trained on"

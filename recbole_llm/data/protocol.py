@@ -124,6 +124,8 @@ def session_split(dataset) -> list:
     train_rows = np.flatnonzero(part == 0)
     evaluated = [np.flatnonzero(part == p) for p in (1, 2)]
     evaluated = [rows[_last_row_per_user(uids[rows])] for rows in evaluated]
+    if dataset.config["temporal_fold"]:  # a fold validates and "tests" on the same later bin
+        evaluated[0] = evaluated[1]
     dataset._drop_unused_col()
     return [dataset.copy(dataset.inter_feat[torch.as_tensor(rows)]) for rows in [train_rows, *evaluated]]
 

@@ -61,6 +61,7 @@ class EmbeddingSpec:
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
         if self.reduction in (None, "none", "None"):
             object.__setattr__(self, "reduction", "none")
+            object.__setattr__(self, "dim", None)  # the provider's own size
 
     @classmethod
     def from_config(cls, config, dim: int | None = None) -> "EmbeddingSpec":

@@ -1,0 +1,151 @@
+"""Hyper-parameter tuning through RecBole's HyperTuning on the paper's temporal folds.
+
+The objective is the mean validation score (``valid_metric``, NDCG@20 by
+default) over forward-chaining folds (``temporal_fold`` 1..3): the test sessions
+are never evaluated while tuning. The paper's search discipline is available:
+random warm-up trials before TPE, pruning a trial in the bottom 20% after a fold,
+early stop after N trials with no improvement, and a wall-clock budget.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import yaml
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.trainer import HyperTuning
+from recbole.utils import init_logger, init_seed
+from tqdm.auto import tqdm
+
+from .registry import PROPERTIES_DIR, get_model, get_trainer
+
+logger = logging.getLogger(__name__)
+
+
+def search_space_file(model: str) -> Path:
+    path = PROPERTIES_DIR / "hyper" / f"{model}.hyper"
+    if not path.is_file():
+        raise FileNotFoundError(f"no search space for {model}: expected {path} (RecBole's .hyper format)")
+    return path
+
+
+def train_and_validate(model: str, dataset: str, config_file_list, config_dict) -> tuple[float, dict, Config]:
+    """Train on one fold and return the best validation score; never evaluates test."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, data)
+    init_seed(config["seed"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    score, result = trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=False)
+    return float(score), dict(result), config
+
+
+class FoldObjective:
+    """RecBole HyperTuning objective: mean validation score over temporal folds,
+    with pruning of trials in the bottom ``prune_quantile`` after any fold."""
+
+    def __init__(self, model: str, dataset: str, folds=(1, 2, 3), base_config: dict | None = None,
+                 prune_quantile: float | None = 0.2, min_trials_to_prune: int = 4):
+        self.model, self.dataset, self.folds = model, dataset, tuple(folds)
+        self.base_config = dict(base_config or {})
+        self.prune_quantile = prune_quantile
+        self.min_trials_to_prune = min_trials_to_prune
+        self.fold_history: dict[int, list[float]] = {fold: [] for fold in self.folds}
+        self.rows: list[dict] = []
+        self.bigger = True
+
+    def __call__(self, params: dict, config_file_list=None) -> dict:
+        started, scores, pruned = time.perf_counter(), [], False
+        for fold in self.folds:
+            config_dict = {**self.base_config, **params, "temporal_fold": fold}
+            score, _, config = train_and_validate(self.model, self.dataset, config_file_list, config_dict)
+            self.bigger = bool(config["valid_metric_bigger"])
+            scores.append(score)
+            history = self.fold_history[fold]
+            if self._in_bottom(score, history) and fold != self.folds[-1]:
+                pruned = True
+                history.append(score)
+                break
+            history.append(score)
+        mean = statistics.mean(scores)
+        row = {**params, "score": mean, "folds_run": len(scores), "pruned": pruned,
+               "seconds": round(time.perf_counter() - started, 1)}
+        self.rows.append(row)
+        return {"model": self.model, "best_valid_score": mean, "valid_score_bigger": self.bigger,
+                "best_valid_result": {"mean_valid_score": round(mean, 6), "folds_run": len(scores), "pruned": pruned},
+                "test_result": {"test": "not evaluated while tuning"}}
+
+    def _in_bottom(self, score: float, history: list[float]) -> bool:
+        if not self.prune_quantile or len(history) < self.min_trials_to_prune:
+            return False
+        q = self.prune_quantile if self.bigger else 1 - self.prune_quantile
+        cutoff = float(np.quantile(history, q))
+        return score < cutoff if self.bigger else score > cutoff
+
+
+class TemporalHyperTuning(HyperTuning):
+    """RecBole's HyperTuning plus TPE warm-up trials and a wall-clock budget."""
+
+    def __init__(self, objective_function, *, warmup: int = 5, budget_seconds: float | None = None, **kwargs):
+        super().__init__(objective_function, **kwargs)
+        if kwargs.get("algo", "bayes") == "bayes":
+            from hyperopt import tpe
+
+            self.algo = partial(tpe.suggest, n_startup_jobs=warmup)
+        self.budget_seconds = budget_seconds
+        self._bar = None
+
+    def trial(self, params):
+        result = super().trial(params)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(best=f"{self.best_score:.4f}")
+        return result
+
+    def run(self):
+        from hyperopt import fmin
+
+        with tqdm(total=self.max_evals, desc="tuning trials") as self._bar:
+            fmin(self.trial, self.space, algo=self.algo, max_evals=self.max_evals, early_stop_fn=self.early_stop_fn,
+                 timeout=self.budget_seconds, show_progressbar=False)
+
+
+def tune(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3), params_file=None, config_file_list=None,
+         base_config: dict | None = None, warmup: int = 5, early_stop: int = 10, budget_seconds=None,
+         prune_quantile: float | None = 0.2, output_dir: str | Path = "tuning", algo: str = "bayes") -> dict:
+    """Tune ``model`` on ``dataset``; writes ``<output_dir>/<model>-<dataset>.yaml`` (rerunnable config)
+    and ``.csv`` (all trials). Returns the best parameters and score."""
+    objective = FoldObjective(model, dataset, folds, base_config, prune_quantile)
+    tuner = TemporalHyperTuning(
+        objective, params_file=str(params_file or search_space_file(model)), fixed_config_file_list=config_file_list,
+        algo=algo, max_evals=max_evals, early_stop=early_stop, warmup=warmup, budget_seconds=budget_seconds,
+    )
+    tuner.run()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    best = {k: _plain(v) for k, v in (tuner.best_params or {}).items()}
+    best_config = {**(base_config or {}), **best}
+    best_config.pop("temporal_fold", None)
+    target = output_dir / f"{model}-{dataset}.yaml"
+    header = (f"# best of {len(objective.rows)} trials, mean validation {objective.rows and tuner.best_score:.4f} "
+              f"over folds {list(folds)}\n# rerun: python run_recbole_llm.py --model={model} --dataset={dataset} "
+              f"--config_files={target}\n")
+    target.write_text(header + yaml.safe_dump(best_config, sort_keys=True))
+    import pandas as pd
+
+    table = pd.DataFrame(objective.rows).sort_values("score", ascending=not objective.bigger)
+    table.to_csv(output_dir / f"{model}-{dataset}.csv", index=False)
+    print(table.to_string(index=False))
+    return {"best_params": best, "best_score": tuner.best_score, "config_file": str(target), "trials": objective.rows}
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value

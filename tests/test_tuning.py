@@ -1,0 +1,50 @@
+"""Tuning through RecBole's HyperTuning on temporal folds, with a rerunnable result."""
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import build
+
+from recbole_llm.tuning import FoldObjective, tune
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_tune_on_ml100k_writes_rerunnable_yaml(tmp_path):
+    space = tmp_path / "space.hyper"
+    space.write_text("llmseqsim_pooling choice ['mean','last']\nllmseqsim_similarity choice ['cosine','dot']\n")
+    result = tune("LLMSeqSim", "ml-100k", max_evals=2, folds=[1], params_file=space, output_dir=tmp_path,
+                  base_config={"show_progress": False, "state": "ERROR",
+                               "eval_args": {"split": {"SESSION": [0.72, 0.08, 0.2]}, "order": "TO",
+                                             "group_by": "user", "mode": "full"}},
+                  warmup=1)
+    assert len(result["trials"]) == 2
+    best = yaml.safe_load(Path(result["config_file"]).read_text())
+    assert best["llmseqsim_pooling"] in ("mean", "last") and "temporal_fold" not in best
+    assert (tmp_path / "LLMSeqSim-ml-100k.csv").exists()
+    done = subprocess.run([sys.executable, str(ROOT / "run_recbole_llm.py"), "--model=LLMSeqSim",
+                           "--dataset=ml-100k", f"--config_files={result['config_file']}", "--state=ERROR",
+                           "--show_progress=False"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ndcg@20" in done.stdout
+
+
+def test_fold_objective_prunes_bottom_trials_and_never_tests(tiny, monkeypatch):
+    calls = []
+
+    def fake_train(model, dataset, files, config_dict):
+        calls.append(config_dict["temporal_fold"])
+        config, *_ = build("SASRec", tiny)
+        return config_dict["quality"], {}, config
+
+    monkeypatch.setattr("recbole_llm.tuning.train_and_validate", fake_train)
+    objective = FoldObjective("SASRec", "tiny", folds=(1, 2, 3), min_trials_to_prune=2)
+    for quality in (0.5, 0.6):
+        objective({"quality": quality})
+    assert calls == [1, 2, 3, 1, 2, 3]
+    calls.clear()
+    result = objective({"quality": 0.1})
+    assert calls == [1], "a trial in the bottom 20% after fold 1 is pruned"
+    assert objective.rows[-1]["pruned"] and result["best_valid_score"] == 0.1
+    assert result["test_result"] == {"test": "not evaluated while tuning"}
