@@ -6,6 +6,8 @@ import logging
 import sys
 import time
 
+import yaml
+
 
 def _embed(args) -> int:
     from .data.datasets import artifact_dir, ensure_dataset, recbole_builtin_path
@@ -52,6 +54,32 @@ def _convert(args) -> int:
     return 0
 
 
+def _run_one(args) -> int:
+    import json
+
+    from .report import run_single
+
+    result = run_single(args.model, args.dataset, args.seed, args.out, json.loads(args.overrides), args.threads,
+                        args.data_path)
+    print(json.dumps({k: result[k] for k in ("model", "seed", "epochs", "sec_per_epoch")}), result["test"])
+    return 0
+
+
+def _report(args) -> int:
+    from .report import build_report, run_plan
+
+    common = {}
+    for item in args.set or []:
+        key, value = item.split("=", 1)
+        common[key] = yaml.safe_load(value)
+    started = time.perf_counter()
+    if not args.tables_only:
+        run_plan(args.out, args.dataset, args.models, args.seeds, common, args.threads, args.data_path)
+    print(build_report(args.out))
+    print(f"report written to {args.out} in {time.perf_counter() - started:.0f}s")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recbole_llm")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,7 +118,29 @@ def main(argv=None) -> int:
     convert.add_argument("--clean_titles", action="store_true")
     convert.set_defaults(func=_convert)
 
+    report = commands.add_parser("report", help="models x seeds -> results.csv, leaderboard.md, plots")
+    report.add_argument("--dataset", required=True)
+    report.add_argument("--models", nargs="+", required=True, help="Model | Model[key=value,...] | Label=Model[...]")
+    report.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    report.add_argument("--out", required=True)
+    report.add_argument("--set", nargs="*", help="key=value applied to every run")
+    report.add_argument("--threads", type=int, default=1)
+    report.add_argument("--data_path", default=None)
+    report.add_argument("--tables_only", action="store_true", help="rebuild tables/plots from finished runs")
+    report.set_defaults(func=_report)
+
+    one = commands.add_parser("run-one", help=argparse.SUPPRESS)
+    one.add_argument("--model", required=True)
+    one.add_argument("--dataset", required=True)
+    one.add_argument("--seed", type=int, required=True)
+    one.add_argument("--out", required=True)
+    one.add_argument("--threads", type=int, default=1)
+    one.add_argument("--overrides", default="{}")
+    one.add_argument("--data_path", default=None)
+    one.set_defaults(func=_run_one)
+
     args = parser.parse_args(argv)
+    sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     import recbole_llm  # noqa: F401  (compat fixes)
 

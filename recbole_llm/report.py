@@ -1,0 +1,278 @@
+"""The reproduction report: models x seeds under the temporal protocol.
+
+    python -m recbole_llm report --dataset beauty --models SASRec LLM2SASRec Pop ... --seeds 1 2 3 --out DIR
+
+Each (model, seed) runs in its own process and leaves ``<label>__seed<s>.json``
+(metrics, seconds per epoch, checkpoint) and ``.npz`` (per test session: rank of
+the target, popularity of the prompt's last item, and the target's rank when
+the prompt is cut so that an earlier position is its last item). A finished run
+is never recomputed; a crash loses only the run in progress. From those files
+the report writes ``results.csv``, ``leaderboard.md`` (mean ± std over seeds,
+sorted by NDCG@20) and PNG plots.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+METRICS = [
+    "ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@10", "mrr@20", "catalogcoverage@10", "catalogcoverage@20",
+    "serendipity@10", "serendipity@20", "novelty@10", "novelty@20",
+]
+CUT_POSITIONS = (1, 2, 3, 4, 5)  # 1: the real last item; p: the prompt ends p-1 items earlier
+POPULARITY_BINS = 5
+
+
+def parse_model_spec(spec: str) -> tuple[str, str, dict]:
+    """``Label=Model[key=value,key=value]`` | ``Model[...]`` | ``Model`` -> (label, model, overrides)."""
+    match = re.fullmatch(r"(?:([\w.+-]+)=)?(\w+)(?:\[(.*)\])?", spec)
+    if not match:
+        raise ValueError(f"bad model spec {spec!r}: use Model, Model[key=value,...] or Label=Model[...]")
+    label, model, body = match.groups()
+    overrides = {}
+    for item in filter(None, (body or "").split(",")):
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return label or model, model, overrides
+
+
+def session_analysis(model, test_data, dataset, k: int = 20) -> dict[str, np.ndarray]:
+    """Per evaluated session: target rank with the full prompt and with cut prompts,
+    and the training popularity of the prompt's last item."""
+    import torch
+
+    pop = np.zeros(dataset.item_num)
+    for item, count in dataset.item_counter.items():
+        pop[int(item)] = count
+    seq_field, len_field, item_field = model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.ITEM_ID
+    ranks = {p: [] for p in CUT_POSITIONS}
+    last_pop, lengths = [], []
+    model.eval()
+    with torch.no_grad():
+        for batch in test_data:
+            interaction = batch[0].to(model.device)
+            seq, length, target = interaction[seq_field], interaction[len_field], interaction[item_field]
+            last = seq.gather(1, (length - 1).unsqueeze(1)).squeeze(1)
+            last_pop.append(pop[last.cpu().numpy()])
+            lengths.append(length.cpu().numpy())
+            for p in CUT_POSITIONS:
+                cut = (length - (p - 1)).clamp_min(0)
+                rank = torch.full_like(length, -1)
+                ok = cut >= 1
+                if ok.any():
+                    positions = torch.arange(seq.shape[1], device=seq.device).unsqueeze(0)
+                    cut_seq = torch.where(positions < cut.unsqueeze(1), seq, torch.zeros_like(seq))
+                    part = interaction[ok.nonzero().squeeze(1)]
+                    part.interaction[seq_field] = cut_seq[ok]
+                    part.interaction[len_field] = cut[ok]
+                    scores = model.full_sort_predict(part).reshape(int(ok.sum()), -1)
+                    target_score = scores.gather(1, target[ok].unsqueeze(1))
+                    rank[ok] = (scores > target_score).sum(1) + 1
+                ranks[p].append(rank.cpu().numpy())
+    out = {f"rank_cut{p}": np.concatenate(r) for p, r in ranks.items()}
+    out["last_item_popularity"] = np.concatenate(last_pop)
+    out["prompt_length"] = np.concatenate(lengths)
+    return out
+
+
+def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrides: dict | None = None,
+               threads: int = 1, data_path: str | None = None, config_files_: list | None = None) -> dict:
+    """Train and evaluate one (model, seed); write ``out`` (.json) and its .npz."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_logger, init_seed
+
+    from .quick_start import config_files, prepare_dataset
+    from .registry import get_model, get_trainer
+
+    config_dict = {"seed": seed, "show_progress": False, "state": "INFO", **(overrides or {})}
+    if data_path:
+        config_dict["data_path"] = data_path
+    files = config_files(config_files_)
+    prepare_dataset(model_name, dataset_name, files, config_dict)
+    config = Config(model=model_name, dataset=dataset_name, config_file_list=files, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    started = time.perf_counter()
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    init_seconds = time.perf_counter() - started
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    epoch_seconds = []
+    train_epoch = trainer._train_epoch
+
+    def timed_epoch(*args, **kwargs):
+        t = time.perf_counter()
+        loss = train_epoch(*args, **kwargs)
+        epoch_seconds.append(time.perf_counter() - t)
+        return loss
+
+    trainer._train_epoch = timed_epoch
+    _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    t = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    eval_seconds = time.perf_counter() - t
+    # per-session analysis needs the prompt; general models (Pop, BPR, ...) score users, not prompts
+    sequential = hasattr(trainer.model, "ITEM_SEQ")
+    analysis = session_analysis(trainer.model, test_data, train_data._dataset) if sequential else None
+    result = {
+        "model": model_name, "dataset": dataset_name, "seed": seed, "overrides": overrides or {},
+        "valid": {k: float(v) for k, v in (valid_result or {}).items()},
+        "test": {k: float(v) for k, v in test_result.items()},
+        "epochs": len(epoch_seconds), "sec_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+        "init_seconds": init_seconds, "eval_seconds": eval_seconds, "wall_seconds": time.perf_counter() - started,
+        "checkpoint": trainer.saved_model_file, "test_sessions": len(test_data.dataset.inter_feat),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if analysis is not None:
+        np.savez_compressed(out.with_suffix(".npz"), **analysis)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out)  # the JSON last: its presence means the run is complete
+    return result
+
+
+def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,
+             threads: int = 1, data_path: str | None = None) -> None:
+    """Run every missing (spec, seed), each in a subprocess, showing progress for the whole plan."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(seed, spec) for seed in seeds for spec in specs]
+    with tqdm(total=len(jobs), desc="report plan") as bar:
+        for seed, spec in jobs:
+            label, model, overrides = parse_model_spec(spec)
+            target = out_dir / f"{label}__seed{seed}.json"
+            bar.set_postfix_str(f"{label} seed {seed}")
+            if not target.exists():
+                settings = {**(common or {}), **overrides}
+                command = [sys.executable, "-m", "recbole_llm", "run-one", "--model", model, "--dataset", dataset,
+                           "--seed", str(seed), "--out", str(target), "--threads", str(threads),
+                           "--overrides", json.dumps(settings)]
+                if data_path:
+                    command += ["--data_path", str(data_path)]
+                with open(target.with_suffix(".log"), "w") as log:
+                    code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+                if code != 0:
+                    tqdm.write(f"{label} seed {seed} failed (exit {code}); see {target.with_suffix('.log')}")
+            bar.update(1)
+
+
+def load_runs(out_dir: Path) -> list[dict]:
+    runs = []
+    for file in sorted(Path(out_dir).glob("*__seed*.json")):
+        run = json.loads(file.read_text())
+        run["label"] = file.name.split("__seed")[0]
+        npz = file.with_suffix(".npz")
+        run["sessions"] = dict(np.load(npz)) if npz.exists() else None
+        runs.append(run)
+    return runs
+
+
+def _fmt(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def write_tables(runs: list[dict], out_dir: Path) -> str:
+    import pandas as pd
+
+    rows = [{"model": r["label"], "seed": r["seed"], **r["test"], "sec_per_epoch": r["sec_per_epoch"],
+             "epochs": r["epochs"], "eval_seconds": r["eval_seconds"], "wall_seconds": r["wall_seconds"]}
+            for r in runs]
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out_dir / "results.csv", index=False)
+    labels = sorted({r["label"] for r in runs},
+                    key=lambda m: -np.mean([r["test"]["ndcg@20"] for r in runs if r["label"] == m]))
+    header = ["model", "seeds"] + [m.replace("catalogcoverage", "coverage") for m in METRICS] + ["s/epoch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label in labels:
+        mine = [r for r in runs if r["label"] == label]
+        cells = [label, str(len(mine))] + [_fmt([r["test"].get(m) for r in mine]) for m in METRICS]
+        cells.append(f"{np.mean([r['sec_per_epoch'] for r in mine]):.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    (out_dir / "leaderboard.md").write_text(
+        "# Leaderboard (test split, mean ± std over seeds, sorted by NDCG@20)\n\n" + table + "\n")
+    return table
+
+
+def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
+    """Hit rate by popularity of the prompt's last item, and by cut position."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_sessions = [r for r in runs if r["sessions"] is not None]
+    if not with_sessions:
+        return []
+    labels = sorted({r["label"] for r in with_sessions})
+    paths = []
+    pop = with_sessions[0]["sessions"]["last_item_popularity"]
+    edges = np.unique(np.quantile(pop, np.linspace(0, 1, POPULARITY_BINS + 1)))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label in labels:
+        hits = []
+        for r in (r for r in with_sessions if r["label"] == label):
+            s = r["sessions"]
+            bins = np.clip(np.searchsorted(edges, s["last_item_popularity"], side="right") - 1, 0, len(edges) - 2)
+            hit = (s["rank_cut1"] >= 1) & (s["rank_cut1"] <= k)
+            hits.append([hit[bins == b].mean() if (bins == b).any() else np.nan for b in range(len(edges) - 1)])
+        ax.plot(range(len(edges) - 1), np.nanmean(hits, axis=0), marker="o", label=label)
+    ax.set_xticks(range(len(edges) - 1), [f"{edges[b]:.0f}-{edges[b + 1]:.0f}" for b in range(len(edges) - 1)])
+    ax.set_xlabel("training popularity of the prompt's last item (quantile bins)")
+    ax.set_ylabel(f"HR@{k}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    paths.append(out_dir / "hit_rate_by_last_item_popularity.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label in labels:
+        curve = []
+        for p in CUT_POSITIONS:
+            values = []
+            for r in (r for r in with_sessions if r["label"] == label):
+                rank = r["sessions"][f"rank_cut{p}"]
+                valid = rank >= 1
+                values.append(((rank <= k) & valid).sum() / max(valid.sum(), 1))
+            curve.append(np.mean(values))
+        ax.plot(CUT_POSITIONS, curve, marker="o", label=label)
+    ax.set_xlabel("position treated as the prompt's last item (1 = the real last item)")
+    ax.set_ylabel(f"HR@{k} of the true next item")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    paths.append(out_dir / "hit_rate_by_last_position.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def build_report(out_dir: Path) -> str:
+    out_dir = Path(out_dir)
+    runs = load_runs(out_dir)
+    if not runs:
+        raise FileNotFoundError(f"no finished runs in {out_dir}")
+    table = write_tables(runs, out_dir)
+    write_plots(runs, out_dir)
+    return table
