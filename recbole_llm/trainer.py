@@ -17,3 +17,14 @@ class FitOnceTrainer(Trainer):
         if getattr(self.model, "needs_training", True):
             return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         return 0.0
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluation, plus any figures the model reports about itself
+        (LLMSeqPrompt: unique recommendations, hallucination rate, ...)."""
+        report = getattr(self.model, "evaluation_report", None)
+        if report is not None:
+            report()  # discard what was counted outside this evaluation (e.g. RecBole's FLOPs probe)
+        result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if result is not None and report is not None:
+            result.update(report())
+        return result

@@ -15,6 +15,9 @@ chaining folds for tuning: the training sessions are cut into 4 bins by end time
 fold k trains on bins 1..k and validates on bin k+1; the test sessions are not
 touched (the "test" split of a fold is its validation split).
 
+``max_test_sessions: N`` evaluates a seeded sample of N validation and N test
+sessions (for models whose predictions are expensive, such as LLM generation).
+
 RecBole's trainer and evaluator do the rest; ``LS`` (leave-one-out) and the other
 RecBole modes are untouched.
 """
@@ -126,6 +129,10 @@ def session_split(dataset) -> list:
     evaluated = [rows[_last_row_per_user(uids[rows])] for rows in evaluated]
     if dataset.config["temporal_fold"]:  # a fold validates and "tests" on the same later bin
         evaluated[0] = evaluated[1]
+    cap = dataset.config["max_test_sessions"]
+    if cap:  # expensive models (LLM generation): a seeded sample of the evaluated sessions
+        rng = np.random.default_rng(dataset.config["seed"])
+        evaluated = [np.sort(rng.choice(rows, min(int(cap), len(rows)), replace=False)) for rows in evaluated]
     dataset._drop_unused_col()
     return [dataset.copy(dataset.inter_feat[torch.as_tensor(rows)]) for rows in [train_rows, *evaluated]]
 

@@ -1,0 +1,25 @@
+"""Fine-tunable LLMs behind LLMSeqPrompt (``llm_provider``): local, openai."""
+from __future__ import annotations
+
+from .base import PromptLLM
+
+
+def make_prompt_llm(provider: str, workdir, **options) -> PromptLLM:
+    if provider == "local":
+        from .local import LocalPromptLLM
+
+        keys = ("model", "lora_rank", "learning_rate", "max_train_steps", "batch_size", "max_seq_len", "seed",
+                "show_progress")
+        return LocalPromptLLM(workdir, **{k: v for k, v in options.items() if k in keys and v is not None})
+    if provider == "openai":
+        from .openai_ft import OpenAIPromptLLM
+
+        keys = ("model", "api_key", "base_url", "poll_seconds", "dry_run")
+        return OpenAIPromptLLM(workdir, **{k: v for k, v in options.items() if k in keys and v is not None})
+    if provider == "vertex":
+        raise NotImplementedError(
+            "llm_provider=vertex (Gemini supervised tuning) is not implemented yet; use local or openai.")
+    raise ValueError(f"Unknown llm_provider '{provider}': choose local or openai")
+
+
+__all__ = ["PromptLLM", "make_prompt_llm"]

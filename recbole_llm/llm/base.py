@@ -1,0 +1,40 @@
+"""What a fine-tunable LLM provider offers LLMSeqPrompt."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .cache import AnswerCache, answer_key
+
+
+class PromptLLM:
+    """``fine_tune`` returns a model reference (resumable, never repeated for the
+    same data); ``sample`` answers chat prompts n times, through the answer cache."""
+
+    name = "base"
+
+    def __init__(self, workdir: Path, cache: AnswerCache | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cache = cache or AnswerCache()
+
+    def fine_tune(self, train: list[list[dict]], valid: list[list[dict]]) -> str:
+        raise NotImplementedError
+
+    def base_model(self) -> str:
+        raise NotImplementedError
+
+    def _generate(self, model: str, messages: list[dict], n: int, settings: dict) -> list[str]:
+        raise NotImplementedError
+
+    def sample(self, model: str, prompts: list[list[dict]], n: int, settings: dict, show_progress=True) -> list[list[str]]:
+        answers = []
+        for messages in tqdm(prompts, desc=f"{self.name} answers", disable=not show_progress):
+            key = answer_key(model, messages, {**settings, "n": n})
+            cached = self.cache.get(key)
+            if cached is None:
+                cached = self._generate(model, messages, n, settings)
+                self.cache.put(key, cached)
+            answers.append(cached)
+        return answers

@@ -1,0 +1,113 @@
+"""OpenAI fine-tuning for LLMSeqPrompt: JSONL (chat format) -> files API ->
+fine-tuning job (persisted, so a rerun reattaches instead of paying again) ->
+sampling from the fine-tuned model."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..embeddings.providers.base import estimate_tokens
+from ..embeddings.providers.openai_provider import MissingAPIKeyError
+from .base import PromptLLM
+
+logger = logging.getLogger(__name__)
+# USD per 1M training tokens (OpenAI price list, 2025); default epochs when the API picks "auto".
+TRAINING_PRICES = {"gpt-4o-mini-2024-07-18": 3.0, "gpt-4o-2024-08-06": 25.0, "gpt-3.5-turbo": 8.0}
+DEFAULT_EPOCHS = 3
+
+
+class FineTuningFailed(RuntimeError):
+    pass
+
+
+def write_jsonl(path: Path, examples: list[list[dict]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for messages in examples:
+            f.write(json.dumps({"messages": messages}) + "\n")
+    os.replace(tmp, path)
+
+
+class OpenAIPromptLLM(PromptLLM):
+    name = "openai"
+
+    def __init__(self, workdir, model: str = "gpt-4o-mini-2024-07-18", api_key: str | None = None,
+                 base_url: str | None = None, poll_seconds: float = 30.0, dry_run: bool = False,
+                 max_retries: int = 6, suffix: str = "recbole-llm", cache=None):
+        super().__init__(workdir, cache)
+        self.model, self.poll_seconds, self.dry_run, self.suffix = model, poll_seconds, dry_run, suffix
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key and not dry_run:
+            raise MissingAPIKeyError("llm_provider=openai needs OPENAI_API_KEY (or use --dry_run=True to only "
+                                     "write the files and see the cost estimate).")
+        from openai import OpenAI
+
+        self.client = OpenAI(api_key=api_key or "dry-run", base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
+                             max_retries=max_retries)
+
+    def base_model(self) -> str:
+        return self.model
+
+    def estimate(self, train: list[list[dict]]) -> tuple[int, float]:
+        tokens = sum(estimate_tokens(m["content"]) for ex in train for m in ex)
+        price = TRAINING_PRICES.get(self.model, 25.0)
+        return tokens, tokens * DEFAULT_EPOCHS * price / 1e6
+
+    def fine_tune(self, train, valid) -> str | None:
+        digest = hashlib.sha256(json.dumps([self.model, train, valid]).encode()).hexdigest()[:16]
+        folder = self.workdir / f"openai-{digest}"
+        folder.mkdir(parents=True, exist_ok=True)
+        state_file = folder / "job.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if state.get("fine_tuned_model"):
+            return state["fine_tuned_model"]
+        train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"
+        write_jsonl(train_path, train)
+        write_jsonl(valid_path, valid)
+        tokens, cost = self.estimate(train)
+        print(f"[recbole-llm] OpenAI fine-tuning {self.model}: {len(train)} training / {len(valid)} validation "
+              f"examples, ~{tokens} tokens, ~${cost:.2f} for {DEFAULT_EPOCHS} epochs; files in {folder}")
+        if self.dry_run:
+            return None
+        if not state.get("job_id"):
+            with open(train_path, "rb") as f:
+                train_file = self.client.files.create(file=f, purpose="fine-tune").id
+            with open(valid_path, "rb") as f:
+                valid_file = self.client.files.create(file=f, purpose="fine-tune").id
+            job = self.client.fine_tuning.jobs.create(training_file=train_file, validation_file=valid_file,
+                                                      model=self.model, suffix=self.suffix)
+            state = {"job_id": job.id, "training_file": train_file, "validation_file": valid_file}
+            state_file.write_text(json.dumps(state))  # persisted before any waiting: a rerun reattaches
+        else:
+            logger.info("reattaching to fine-tuning job %s", state["job_id"])
+        model = self._wait(state["job_id"])
+        state["fine_tuned_model"] = model
+        state_file.write_text(json.dumps(state))
+        return model
+
+    def _wait(self, job_id: str) -> str:
+        bar = tqdm(desc=f"fine-tuning job {job_id}", unit="poll")
+        while True:
+            job = self.client.fine_tuning.jobs.retrieve(job_id)
+            bar.set_postfix_str(job.status)
+            bar.update(1)
+            if job.status == "succeeded":
+                bar.close()
+                return job.fine_tuned_model
+            if job.status in ("failed", "cancelled"):
+                bar.close()
+                message = getattr(getattr(job, "error", None), "message", None) or job.status
+                raise FineTuningFailed(f"OpenAI fine-tuning job {job_id} {job.status}: {message}")
+            time.sleep(self.poll_seconds)
+
+    def _generate(self, model, messages, n, settings):
+        response = self.client.chat.completions.create(
+            model=model, messages=messages, n=n, temperature=settings.get("temperature", 1.0),
+            top_p=settings.get("top_p", 1.0), max_tokens=settings.get("max_new_tokens", 64))
+        return [(choice.message.content or "") for choice in response.choices]

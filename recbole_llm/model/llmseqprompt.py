@@ -1,0 +1,175 @@
+"""LLMSeqPrompt: fine-tune an LLM on "session -> next item" prompts and let it recommend.
+
+At construction the model builds the prompt/completion pairs of its task from
+the training sessions only, fine-tunes the configured LLM (cached: a rerun
+reuses the adapter or reattaches to the provider's job) and is then evaluated
+by RecBole like any model. Answers are sampled ``prompt_samples`` times per
+prompt (cached on disk), parsed into titles, mapped to catalog items (exact
+title, else the nearest item by embedding) and ranked by how often they came
+back. The hallucination figures are added to the evaluation result.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from ..data.datasets import dataset_dir
+from ..embeddings.cache import EmbeddingCache
+from ..embeddings.embed import embed_texts
+from ..embeddings.providers import make_provider
+from ..embeddings.store import EmbeddingSpec, config_value, item_embedding_table, read_catalog
+from ..llm import make_prompt_llm
+from ..prompts import PromptBuilder, TitleMapper, parse_titles
+from ..prompts.tasks import load_templates
+from ..registry import register_model
+from ..trainer import FitOnceTrainer
+from .hybrids import item_popularity
+from .sknn import training_sessions
+
+logger = logging.getLogger(__name__)
+
+
+def catalog_titles(config, dataset) -> list[str]:
+    """Item text by internal id (row 0: padding), from the same fields as the embeddings."""
+    spec = EmbeddingSpec.from_config(config)
+    name = config["dataset"]
+    catalog = read_catalog(dataset_dir(name, Path(config["data_path"]).parent), name)
+    text = catalog[list(spec.text_fields)].agg(" | ".join, axis=1).map(lambda t: " ".join(t.split()).strip(" |"))
+    by_id = dict(zip(catalog["item_id"], text))
+    return [""] + [by_id.get(str(t), "") for t in dataset.field2id_token[dataset.iid_field][1:]]
+
+
+@register_model
+class LLMSeqPrompt(SequentialRecommender):
+    input_type = InputType.POINTWISE
+    trainer_class = FitOnceTrainer
+    needs_training = False
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.task = config["prompt_task"]
+        self.k = int(config["prompt_k"])
+        self.samples = int(config["prompt_samples"]) if self.task == "genitem" else 1
+        self.settings = {"temperature": float(config["llm_temperature"]), "top_p": float(config["llm_top_p"]),
+                         "max_new_tokens": int(config["llm_max_new_tokens"])}
+        self.show_progress = bool(config["show_progress"])
+        self.titles = catalog_titles(config, dataset)
+        table = item_embedding_table(config, dataset)
+        self.register_buffer("item_table", table)
+        self.register_buffer("popularity", item_popularity(dataset, self.n_items))
+        self.backfill = config_value(config, "prompt_backfill", "popularity")
+        self.builder = self._builder(config, table)
+        spec = EmbeddingSpec.from_config(config)
+        provider = make_provider(spec.provider, spec.model)
+        cache = EmbeddingCache(config_value(config, "embedding_cache_path"))
+        self.mapper = TitleMapper(self.titles, table.numpy(),
+                                  lambda texts: embed_texts(provider, texts, cache, show_progress=False))
+        workdir = Path(config["checkpoint_dir"]) / "llmseqprompt" / config["dataset"] / self.task
+        self.llm = make_prompt_llm(
+            config["llm_provider"], workdir, model=config["llm_model"], max_train_steps=config["max_train_steps"],
+            batch_size=config["llm_batch_size"], lora_rank=config["lora_rank"], learning_rate=config["llm_learning_rate"],
+            seed=config["seed"], dry_run=config["dry_run"], base_url=config["openai_base_url"],
+            poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress)
+        self.model_ref = self._fine_tune(config, dataset)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def _builder(self, config, table: torch.Tensor) -> PromptBuilder:
+        templates = load_templates(config_value(config, "prompt_templates"))
+        options = {"task": self.task, "titles": self.titles, "k": self.k, "templates": templates,
+                   "slate_size": int(config["prompt_slate_size"]), "seed": int(config["seed"])}
+        normed = torch.nn.functional.normalize(table, dim=1)
+        if self.task in ("genlist", "rank"):
+            def ranker(prompt, k):  # LLMSeqSim: mean pooling, cosine (the paper's default ranker)
+                session = normed[prompt].mean(0, keepdim=True)
+                scores = (torch.nn.functional.normalize(session, dim=1) @ normed.T)[0]
+                scores[0] = -torch.inf
+                scores[prompt] = -torch.inf
+                return scores.topk(k).indices.tolist()
+
+            options["ranker"] = ranker
+        if self.task == "classify":
+            from sklearn.cluster import KMeans
+
+            n_classes = min(int(config["prompt_classes"]), self.n_items - 1)
+            labels = KMeans(n_classes, random_state=int(config["seed"]), n_init=1).fit_predict(normed[1:].numpy())
+            pop = self.popularity[1:].numpy()
+            representatives = []
+            for c in range(n_classes):
+                members = np.flatnonzero(labels == c)
+                representatives.append(int(members[pop[members].argmax()]) + 1)
+            reps = torch.as_tensor(representatives)
+
+            def nearest_classes(truth, k):
+                return (normed[reps] @ normed[truth]).topk(min(k, len(reps))).indices.tolist()
+
+            options["class_items"] = representatives
+            options["class_of_truth"] = nearest_classes
+        return PromptBuilder(**options)
+
+    def _fine_tune(self, config, dataset):
+        if not config["prompt_finetune"]:
+            return self.llm.base_model()
+        sessions, _ = training_sessions(dataset)
+        examples = self.builder.training_examples(sessions, int(config["MAX_ITEM_LIST_LENGTH"]))
+        rng = np.random.default_rng(int(config["seed"]))
+        rng.shuffle(examples)
+        n_valid = min(500, len(examples) // 10)
+        return self.llm.fine_tune(examples[n_valid:], examples[:n_valid])
+
+    def calculate_loss(self, interaction):
+        return self.dummy.sum()
+
+    def __deepcopy__(self, memo):
+        """RecBole deep-copies the model (FLOPs count): share the LLM, the prompt
+        builder and the mapper (open caches, loaded weights) instead of copying them."""
+        for helper in (self.llm, self.builder, self.mapper):
+            memo[id(helper)] = helper
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+    def evaluation_report(self) -> dict:
+        report = self.mapper.stats.report()
+        self.mapper.stats = type(self.mapper.stats)()
+        return report
+
+    def full_sort_predict(self, interaction):
+        seq = interaction[self.ITEM_SEQ].cpu().numpy()
+        lengths = interaction[self.ITEM_SEQ_LEN].cpu().numpy()
+        scores = torch.full((len(seq), self.n_items), -torch.inf)
+        if self.backfill == "popularity":
+            scores[:] = self.popularity / (self.popularity.max() + 1) - 1  # below any generated item
+        prompts, candidates = [], []
+        for row, n in zip(seq, lengths):
+            messages, cands = self.builder.example([int(i) for i in row[:n]])
+            prompts.append(messages)
+            candidates.append(cands)
+        if self.model_ref is None:  # dry run: nothing was trained
+            raise RuntimeError("dry run: the fine-tuning files and cost estimate were written; no model to query")
+        answers = self.llm.sample(self.model_ref, prompts, self.samples, self.settings, self.show_progress)
+        for b, (texts, cands) in enumerate(zip(answers, candidates)):
+            titles = [t for text in texts for t in parse_titles(text, self.task)]
+            if not titles:
+                self.mapper.stats.parse_failures += 1
+                continue
+            items = self.mapper.map(titles, cands or None)
+            counts = Counter(items)
+            first = {}
+            for position, item in enumerate(items):
+                first.setdefault(item, position)
+            for item, count in counts.items():
+                scores[b, item] = count - first[item] / (len(items) + 1)  # frequency, then first appearance
+        scores[:, 0] = -torch.inf
+        return scores.to(interaction[self.ITEM_SEQ].device)
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
