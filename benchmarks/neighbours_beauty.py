@@ -28,6 +28,7 @@ def select_llmseqsim() -> dict:
     from recbole_llm.quick_start import config_files
     from recbole_llm.tuning import train_and_validate
 
+    OUT.mkdir(parents=True, exist_ok=True)
     cache = OUT / "llmseqsim_selection.json"
     scores = json.loads(cache.read_text()) if cache.exists() else {}
     for reduction, dim in REDUCTIONS:

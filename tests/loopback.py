@@ -33,7 +33,8 @@ class Loopback:
             def _serve(self, method):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
+                is_json = "json" in (self.headers.get("Content-Type") or "")
+                body = json.loads(raw) if raw and is_json else raw
                 loopback.requests.append({"method": method, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                                           "body": body})
                 if loopback.failures:
@@ -104,3 +105,53 @@ def vertex_predict(body, match, headers):
 
 
 VERTEX_PREDICT = r"/v1/projects/([^/]+)/locations/([^/]+)/publishers/google/models/([^/:]+):predict"
+
+
+class OpenAIFineTuning:
+    """Files, fine-tuning jobs (status moves on with each poll) and chat completions."""
+
+    def __init__(self, server: Loopback, final_status: str = "succeeded", polls_until_done: int = 2, answer=None):
+        self.files, self.jobs, self.polls = {}, {}, {}
+        self.final_status, self.polls_until_done = final_status, polls_until_done
+        self.answer = answer or (lambda body, i: "Glossy Pink Lipstick")
+        server.route("POST", r"/v1/files", self.upload)
+        server.route("POST", r"/v1/fine_tuning/jobs", self.create)
+        server.route("GET", r"/v1/fine_tuning/jobs/([\w-]+)", self.retrieve)
+        server.route("POST", r"/v1/chat/completions", self.chat)
+
+    def upload(self, body, match, headers):
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = body
+        return 200, {"id": file_id, "object": "file", "bytes": len(body), "created_at": 0,
+                     "filename": "data.jsonl", "purpose": "fine-tune", "status": "processed"}, {}
+
+    def _job(self, job_id, status, model=None):
+        job = self.jobs[job_id]
+        return {"id": job_id, "object": "fine_tuning.job", "created_at": 0, "model": job["model"],
+                "status": status, "fine_tuned_model": model, "training_file": job["training_file"],
+                "validation_file": job.get("validation_file"), "organization_id": "org-test", "result_files": [],
+                "seed": 0, "hyperparameters": {"n_epochs": "auto"}, "trained_tokens": None,
+                "error": {"code": "invalid_training_file", "message": "bad data", "param": None}
+                if status == "failed" else None, "finished_at": None}
+
+    def create(self, body, match, headers):
+        job_id = f"ftjob-{len(self.jobs) + 1}"
+        self.jobs[job_id] = body
+        self.polls[job_id] = 0
+        return 200, self._job(job_id, "validating_files"), {}
+
+    def retrieve(self, body, match, headers):
+        job_id = match.group(1)
+        if job_id not in self.jobs:
+            return 404, {"error": {"message": f"no job {job_id}", "type": "invalid_request_error"}}, {}
+        self.polls[job_id] += 1
+        if self.polls[job_id] < self.polls_until_done:
+            return 200, self._job(job_id, "running"), {}
+        model = "ft:gpt-4o-mini-2024-07-18:org::abc123" if self.final_status == "succeeded" else None
+        return 200, self._job(job_id, self.final_status, model), {}
+
+    def chat(self, body, match, headers):
+        choices = [{"index": i, "finish_reason": "stop", "logprobs": None,
+                    "message": {"role": "assistant", "content": self.answer(body, i)}} for i in range(body.get("n", 1))]
+        return 200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                     "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}, {}

@@ -9,12 +9,12 @@ def make_prompt_llm(provider: str, workdir, **options) -> PromptLLM:
         from .local import LocalPromptLLM
 
         keys = ("model", "lora_rank", "learning_rate", "max_train_steps", "batch_size", "max_seq_len", "seed",
-                "show_progress")
+                "show_progress", "cache")
         return LocalPromptLLM(workdir, **{k: v for k, v in options.items() if k in keys and v is not None})
     if provider == "openai":
         from .openai_ft import OpenAIPromptLLM
 
-        keys = ("model", "api_key", "base_url", "poll_seconds", "dry_run")
+        keys = ("model", "api_key", "base_url", "poll_seconds", "dry_run", "cache")
         return OpenAIPromptLLM(workdir, **{k: v for k, v in options.items() if k in keys and v is not None})
     if provider == "vertex":
         raise NotImplementedError(

@@ -26,6 +26,7 @@ from ..embeddings.embed import embed_texts
 from ..embeddings.providers import make_provider
 from ..embeddings.store import EmbeddingSpec, config_value, item_embedding_table, read_catalog
 from ..llm import make_prompt_llm
+from ..llm.cache import AnswerCache
 from ..prompts import PromptBuilder, TitleMapper, parse_titles
 from ..prompts.tasks import load_templates
 from ..registry import register_model
@@ -76,7 +77,8 @@ class LLMSeqPrompt(SequentialRecommender):
             config["llm_provider"], workdir, model=config["llm_model"], max_train_steps=config["max_train_steps"],
             batch_size=config["llm_batch_size"], lora_rank=config["lora_rank"], learning_rate=config["llm_learning_rate"],
             seed=config["seed"], dry_run=config["dry_run"], base_url=config["openai_base_url"],
-            poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress)
+            poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress,
+            cache=AnswerCache(config_value(config, "llm_answer_cache")))
         self.model_ref = self._fine_tune(config, dataset)
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 

