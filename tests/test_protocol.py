@@ -75,3 +75,6 @@ def test_fold_split_validates_on_a_later_bin(tiny):
     train_time = train.dataset.inter_feat["timestamp"].numpy().max()
     valid_last = valid.dataset.inter_feat["timestamp"].numpy()
     assert valid_last.min() >= train_time, "the validation bin is later than everything trained on"
+    lists, lengths, targets = (valid.dataset.inter_feat[f].numpy() for f in ("item_id_list", "item_length", "item_id"))
+    for seq, n, target in zip(lists, lengths, targets):
+        assert len(set(seq[:n])) == n, "every interaction appears once in a fold's sessions"

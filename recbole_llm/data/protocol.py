@@ -116,7 +116,8 @@ def session_split(dataset) -> list:
     all_uids = dataset.inter_feat[dataset.uid_field].numpy()
     dataset.logger.info(f"SESSION split: {report}")
     dataset.session_split_report = report
-    dataset.inter_feat = dataset.inter_feat[torch.as_tensor(np.concatenate([train_idx, valid_idx, test_idx]))]
+    kept = np.unique(np.concatenate([train_idx, valid_idx, test_idx]))  # a fold's valid and test are one bin
+    dataset.inter_feat = dataset.inter_feat[torch.as_tensor(kept)]
     part_of_user = np.zeros(dataset.user_num, dtype=np.int64)
     for part, rows in ((1, valid_idx), (2, test_idx)):
         part_of_user[np.unique(all_uids[rows])] = part
