@@ -28,3 +28,33 @@ class FitOnceTrainer(Trainer):
         if result is not None and report is not None:
             result.update(report())
         return result
+
+
+class _FirstBatches:
+    """A RecBole train loader seen through a budget: at most ``limit`` batches."""
+
+    def __init__(self, loader, limit: int):
+        self._loader, self._limit = loader, limit
+
+    def __iter__(self):
+        for number, batch in enumerate(self._loader):
+            if number >= self._limit:
+                break
+            yield batch
+
+    def __len__(self):
+        return min(self._limit, len(self._loader))
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class StepBudgetTrainer(Trainer):
+    """RecBole's Trainer with ``max_train_steps`` batches per epoch (unset: all),
+    for models whose steps are expensive (a forward and backward pass through an LLM)."""
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        limit = self.config["max_train_steps"]
+        if limit:
+            train_data = _FirstBatches(train_data, int(limit))
+        return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)

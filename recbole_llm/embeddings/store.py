@@ -231,3 +231,12 @@ def item_embedding_table(config, dataset, dim: int | None = None) -> torch.Tenso
             f"(pca, lda, autoencoder, random) or make the model's embedding size {vectors.shape[1]}."
         )
     return align_to_dataset(ids, vectors, dataset, source=str(path))
+
+
+def catalog_titles(config, dataset) -> list[str]:
+    """Item text by RecBole internal id (row 0: padding), built like the embeddings' text."""
+    spec = EmbeddingSpec.from_config(config)
+    name = config["dataset"]
+    catalog = read_catalog(dataset_dir(name, Path(config["data_path"]).parent), name)
+    by_id = dict(zip(catalog["item_id"], item_texts(catalog, spec)[0]))
+    return [""] + [by_id.get(str(t), spec.empty_text) for t in dataset.field2id_token[dataset.iid_field][1:]]

@@ -10,7 +10,6 @@ back. The hallucination figures are added to the evaluation result.
 """
 from __future__ import annotations
 
-import copy
 import logging
 from collections import Counter
 from pathlib import Path
@@ -20,36 +19,27 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from ..data.datasets import dataset_dir
 from ..embeddings.cache import EmbeddingCache
 from ..embeddings.embed import embed_texts
 from ..embeddings.providers import make_provider
-from ..embeddings.store import EmbeddingSpec, config_value, item_embedding_table, read_catalog
+from ..embeddings.store import EmbeddingSpec, catalog_titles, config_value, item_embedding_table
 from ..llm import make_prompt_llm
 from ..llm.cache import AnswerCache
 from ..prompts import PromptBuilder, TitleMapper, parse_titles
 from ..prompts.tasks import load_templates
 from ..registry import register_model
 from ..trainer import FitOnceTrainer
+from .common import SharesHelpersOnCopy
 from .hybrids import item_popularity
 from .sknn import training_sessions
 
 logger = logging.getLogger(__name__)
 
 
-def catalog_titles(config, dataset) -> list[str]:
-    """Item text by internal id (row 0: padding), from the same fields as the embeddings."""
-    spec = EmbeddingSpec.from_config(config)
-    name = config["dataset"]
-    catalog = read_catalog(dataset_dir(name, Path(config["data_path"]).parent), name)
-    text = catalog[list(spec.text_fields)].agg(" | ".join, axis=1).map(lambda t: " ".join(t.split()).strip(" |"))
-    by_id = dict(zip(catalog["item_id"], text))
-    return [""] + [by_id.get(str(t), "") for t in dataset.field2id_token[dataset.iid_field][1:]]
-
-
 @register_model
-class LLMSeqPrompt(SequentialRecommender):
+class LLMSeqPrompt(SharesHelpersOnCopy, SequentialRecommender):
     input_type = InputType.POINTWISE
+    shared_on_copy = ("llm", "builder", "mapper")
     trainer_class = FitOnceTrainer
     needs_training = False
 
@@ -127,16 +117,6 @@ class LLMSeqPrompt(SequentialRecommender):
 
     def calculate_loss(self, interaction):
         return self.dummy.sum()
-
-    def __deepcopy__(self, memo):
-        """RecBole deep-copies the model (FLOPs count): share the LLM, the prompt
-        builder and the mapper (open caches, loaded weights) instead of copying them."""
-        for helper in (self.llm, self.builder, self.mapper):
-            memo[id(helper)] = helper
-        clone = self.__class__.__new__(self.__class__)
-        memo[id(self)] = clone
-        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
-        return clone
 
     def evaluation_report(self) -> dict:
         report = self.mapper.stats.report()

@@ -1,0 +1,22 @@
+"""Small pieces shared by several models."""
+from __future__ import annotations
+
+import copy
+
+
+class SharesHelpersOnCopy:
+    """RecBole deep-copies a model once to count its FLOPs. Helpers named in
+    ``shared_on_copy`` (a loaded LLM, open caches) are shared by the copy
+    instead of duplicated."""
+
+    shared_on_copy: tuple[str, ...] = ()
+
+    def __deepcopy__(self, memo):
+        for name in self.shared_on_copy:
+            helper = self.__dict__.get(name)
+            if helper is not None:
+                memo[id(helper)] = helper
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone

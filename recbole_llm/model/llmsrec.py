@@ -1,0 +1,184 @@
+"""LLMSRec: distilling a trained SASRec's user representation into a frozen LLM
+(Kim et al., "Lost in Sequence", KDD 2025).
+
+The prompt lists the session's item titles in order and ends with a user token;
+the frozen LLM's last hidden state there, through a small MLP, represents the
+user. Items are represented by the LLM's hidden state for "title + item token"
+through a second MLP; the LLM is frozen, so those states are computed once and
+cached on disk. Only the MLPs, two projections and the user-token embedding
+learn, from: next-item retrieval (softmax over the catalog) + distillation (MSE
+between the projected LLM user representation and the projected, frozen SASRec
+user representation) + a uniformity term that keeps both from collapsing.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.sequential_recommender import SASRec
+from recbole.utils import InputType
+from tqdm.auto import tqdm
+
+from ..embeddings.store import catalog_titles, config_value
+from ..llm.local import resolve_local_llm
+from ..registry import register_model
+from ..trainer import StepBudgetTrainer
+from .common import SharesHelpersOnCopy
+
+logger = logging.getLogger(__name__)
+USER_TOKEN, ITEM_TOKEN = "[UserRep]", "[ItemRep]"
+
+
+def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Wang & Isola (2020): log E exp(-t ||x_i - x_j||^2) over normalised rows."""
+    x = torch.nn.functional.normalize(x, dim=1)
+    if len(x) < 2:
+        return x.new_zeros(())
+    return torch.pdist(x).pow(2).mul(-t).exp().mean().clamp_min(1e-12).log()
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(torch.nn.Linear(d_in, d_hidden), torch.nn.GELU(), torch.nn.Linear(d_hidden, d_out))
+
+
+@register_model
+class LLMSRec(SharesHelpersOnCopy, SequentialRecommender):
+    input_type = InputType.POINTWISE
+    shared_on_copy = ("llm", "tokenizer")
+    trainer_class = StepBudgetTrainer
+    companion_model_key = "llmsrec_teacher_model"
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.dim = int(config["llmsrec_dim"])
+        self.distill_weight = float(config["distill_weight"])
+        self.uniformity_weight = float(config["uniformity_weight"])
+        self.max_prompt_items = int(config["llmsrec_max_prompt_items"])
+        self.show_progress = bool(config["show_progress"])
+        self.titles = catalog_titles(config, dataset)
+        self.teacher = self._teacher(config, dataset)
+
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_local_llm(config["llm_model"])
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.add_special_tokens({"additional_special_tokens": [USER_TOKEN, ITEM_TOKEN]})
+        self.tokenizer.padding_side = "left"  # the user token is always the last position
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        llm.resize_token_embeddings(len(self.tokenizer))
+        llm.requires_grad_(False)
+        llm.eval()
+        object.__setattr__(self, "llm", llm)  # frozen and reloadable from its folder: not in our state_dict
+        width = llm.config.hidden_size
+        embeddings = llm.get_input_embeddings().weight
+        self.user_token_id = self.tokenizer.convert_tokens_to_ids(USER_TOKEN)
+        self.user_token = torch.nn.Parameter(embeddings[: len(self.tokenizer) - 2].mean(0).clone())
+        self.register_buffer("item_states", self._item_states(config, path))
+        self.user_mlp = mlp(width, 2 * self.dim, self.dim)
+        self.item_mlp = mlp(width, 2 * self.dim, self.dim)
+        self.project_llm = torch.nn.Linear(self.dim, self.dim)
+        self.project_cf = torch.nn.Linear(self.teacher.hidden_size, self.dim)
+        self.loss_fct = torch.nn.CrossEntropyLoss()
+        self.last_losses: dict[str, float] = {}
+
+    def _apply(self, fn, *args, **kwargs):
+        self.llm._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _teacher(self, config, dataset) -> SASRec:
+        """The frozen collaborative model: a checkpoint, or trained here for a few epochs."""
+        sub_config = copy.deepcopy(config)
+        sub_config["model"] = "SASRec"
+        teacher = SASRec(sub_config, dataset)
+        checkpoint = config_value(config, "llmsrec_teacher_checkpoint")
+        if checkpoint:
+            teacher.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+        else:
+            from recbole.data.dataloader import TrainDataLoader
+            from recbole.trainer import Trainer
+
+            sub_config["epochs"] = int(config["llmsrec_teacher_epochs"])
+            loader = TrainDataLoader(sub_config, dataset, None, shuffle=True)
+            trainer = Trainer(sub_config, teacher)
+            for epoch in range(sub_config["epochs"]):
+                trainer._train_epoch(loader, epoch, show_progress=False)
+        teacher.requires_grad_(False)
+        teacher.eval()
+        return teacher
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # frozen: no dropout
+        return self
+
+    def _item_states(self, config, path: Path) -> torch.Tensor:
+        """The frozen LLM's state for "title + item token" of every item, cached on disk."""
+        key = hashlib.sha256("\x1f".join([str(path)] + self.titles).encode()).hexdigest()[:16]
+        cache = Path(config["checkpoint_dir"]) / "llmsrec" / f"item_states_{key}.pt"
+        if cache.exists():
+            return torch.load(cache, weights_only=True)
+        prompts = [f"Item: {title} {ITEM_TOKEN}" for title in self.titles]
+        states = []
+        batch = int(config["llmsrec_state_batch_size"])
+        with torch.no_grad():
+            for start in tqdm(range(0, len(prompts), batch), desc="LLM item states", disable=not self.show_progress):
+                encoded = self.tokenizer(prompts[start : start + batch], return_tensors="pt", padding=True)
+                hidden = self.llm.model(**encoded).last_hidden_state
+                states.append(hidden[:, -1])
+        states = torch.cat(states)
+        states[0] = 0.0
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        torch.save(states, tmp)
+        os.replace(tmp, cache)
+        return states
+
+    def user_prompts(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        prompts = []
+        for row, n in zip(item_seq.tolist(), lengths.tolist()):
+            items = row[:n][-self.max_prompt_items :]
+            listed = "; ".join(f"{i + 1}. {self.titles[item]}" for i, item in enumerate(items))
+            prompts.append(f"A user interacted with, in this order: {listed}. The user is {USER_TOKEN}")
+        return prompts
+
+    def llm_user_states(self, interaction) -> torch.Tensor:
+        prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.user_token.device)
+        embeds = self.llm.get_input_embeddings()(encoded["input_ids"])
+        is_user = (encoded["input_ids"] == self.user_token_id).unsqueeze(-1)
+        embeds = torch.where(is_user, self.user_token.expand_as(embeds), embeds)
+        hidden = self.llm.model(inputs_embeds=embeds, attention_mask=encoded["attention_mask"]).last_hidden_state
+        return hidden[:, -1]
+
+    def user_representation(self, interaction) -> torch.Tensor:
+        return self.user_mlp(self.llm_user_states(interaction))
+
+    def calculate_loss(self, interaction):
+        user = self.user_representation(interaction)
+        items = self.item_mlp(self.item_states)
+        logits = user @ items.T
+        logits[:, 0] = -torch.inf
+        retrieval = self.loss_fct(logits, interaction[self.POS_ITEM_ID])
+        with torch.no_grad():
+            teacher = self.teacher.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        student_z, teacher_z = self.project_llm(user), self.project_cf(teacher)
+        distill = torch.nn.functional.mse_loss(student_z, teacher_z)
+        uniform = uniformity(student_z) + uniformity(teacher_z)
+        self.last_losses = {"retrieval": float(retrieval), "distill": float(distill), "uniformity": float(uniform)}
+        return retrieval + self.distill_weight * distill + self.uniformity_weight * uniform
+
+    def full_sort_predict(self, interaction):
+        scores = self.user_representation(interaction) @ self.item_mlp(self.item_states).T
+        scores[:, 0] = -torch.inf
+        return scores
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)

@@ -1,0 +1,58 @@
+"""LLMSRec: a frozen LLM, learned MLPs and user token, distillation from SASRec, cached item states."""
+import torch
+from conftest import build
+
+from recbole_llm.model.llmsrec import uniformity
+
+
+def _config(tmp_path, tiny_llm, **extra):
+    return dict(llm_model=str(tiny_llm), checkpoint_dir=str(tmp_path / "saved"), llmsrec_teacher_epochs=1,
+                llmsrec_dim=16, train_batch_size=16, **extra)
+
+
+def test_only_small_modules_learn_and_distillation_falls(tiny, tmp_path, tiny_llm):
+    _, _, (train, _, test), model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
+    llm_before = {n: p.clone() for n, p in model.llm.named_parameters()}
+    teacher_before = {n: p.clone() for n, p in model.teacher.named_parameters()}
+    mlp_before = model.user_mlp[0].weight.clone()
+    token_before = model.user_token.clone()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    batch = next(iter(train))
+    distill = []
+    model.train()
+    for _ in range(15):
+        loss = model.calculate_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        distill.append(model.last_losses["distill"])
+    assert distill[-1] < 0.5 * distill[0], distill
+    for name, param in model.llm.named_parameters():
+        assert torch.equal(param, llm_before[name]), f"the LLM changed: {name}"
+    for name, param in model.teacher.named_parameters():
+        assert torch.equal(param, teacher_before[name]), f"the teacher changed: {name}"
+    assert not torch.equal(model.user_mlp[0].weight, mlp_before)
+    assert not torch.equal(model.user_token, token_before)
+    assert not [k for k in model.state_dict() if k.startswith("llm.")], "the frozen LLM is reloaded, not saved"
+    scores = model.full_sort_predict(next(iter(test))[0])
+    assert scores.shape[1] == model.n_items and scores[:, 0].eq(-torch.inf).all()
+
+
+def test_item_states_are_cached(tiny, tmp_path, tiny_llm, monkeypatch):
+    _, _, _, model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
+    assert model.item_states.shape == (model.n_items, model.llm.config.hidden_size)
+    assert model.item_states[0].abs().sum() == 0
+    files = list((tmp_path / "saved" / "llmsrec").glob("item_states_*.pt"))
+    assert len(files) == 1
+    calls = []
+    original = type(model.llm.model).forward
+    monkeypatch.setattr(type(model.llm.model), "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    _, _, _, again = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
+    assert torch.equal(again.item_states, model.item_states)
+    assert calls == [], "a rerun reads the cached item states instead of running the LLM"
+
+
+def test_uniformity_prefers_spread_points():
+    spread = torch.eye(4)
+    collapsed = torch.ones(4, 4)
+    assert uniformity(spread) < uniformity(collapsed)
