@@ -74,7 +74,7 @@ def session_analysis(model, test_data, dataset, k: int = 20) -> dict[str, np.nda
                     part.interaction[len_field] = cut[ok]
                     scores = model.full_sort_predict(part).reshape(int(ok.sum()), -1)
                     target_score = scores.gather(1, target[ok].unsqueeze(1))
-                    rank[ok] = (scores > target_score).sum(1) + 1
+                    rank[ok] = (scores >= target_score).sum(1)  # ties count against the target
                 ranks[p].append(rank.cpu().numpy())
     out = {f"rank_cut{p}": np.concatenate(r) for p, r in ranks.items()}
     out["last_item_popularity"] = np.concatenate(last_pop)
