@@ -147,7 +147,7 @@ def item_classes(catalog: pd.DataFrame, spec: EmbeddingSpec) -> np.ndarray:
 
 
 def write_itememb(path: Path, ids, vectors: np.ndarray, recipe: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent builders never share a temp file
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("iid:token\titem_emb:float_seq\n")
         for item, vector in zip(ids, vectors):
