@@ -20,3 +20,11 @@ class SharesHelpersOnCopy:
         memo[id(self)] = clone
         clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return clone
+
+
+class ScoresFromFullSort:
+    """``predict`` (score of given items) for models whose natural output is the full-catalog ranking."""
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)

@@ -20,6 +20,7 @@ from recbole.utils import InputType
 
 from ..registry import get_model, register_model
 from ..trainer import FitOnceTrainer
+from .common import ScoresFromFullSort
 from .llmseqsim import LLMSeqSim
 
 
@@ -38,7 +39,7 @@ def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
 
 
 @register_model
-class LLMSeqSimSeqHybrid(SequentialRecommender):
+class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = FitOnceTrainer
     companion_model_key = "hybrid_sequential_model"
@@ -77,10 +78,6 @@ class LLMSeqSimSeqHybrid(SequentialRecommender):
         if semantic.any():
             scores[semantic] = self.semantic.full_sort_predict(interaction)[semantic].to(scores.dtype)
         return scores
-
-    def predict(self, interaction):
-        scores = self.full_sort_predict(interaction)
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
 
 
 @register_model

@@ -29,7 +29,7 @@ from ..prompts import PromptBuilder, TitleMapper, parse_titles
 from ..prompts.tasks import load_templates
 from ..registry import register_model
 from ..trainer import FitOnceTrainer
-from .common import SharesHelpersOnCopy
+from .common import ScoresFromFullSort, SharesHelpersOnCopy
 from .hybrids import item_popularity
 from .sknn import training_sessions
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 @register_model
-class LLMSeqPrompt(SharesHelpersOnCopy, SequentialRecommender):
+class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     shared_on_copy = ("llm", "builder", "mapper")
     trainer_class = FitOnceTrainer
@@ -151,7 +151,3 @@ class LLMSeqPrompt(SharesHelpersOnCopy, SequentialRecommender):
                 scores[b, item] = count - first[item] / (len(items) + 1)  # frequency, then first appearance
         scores[:, 0] = -torch.inf
         return scores.to(interaction[self.ITEM_SEQ].device)
-
-    def predict(self, interaction):
-        scores = self.full_sort_predict(interaction)
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)

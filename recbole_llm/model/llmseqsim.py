@@ -8,6 +8,7 @@ from recbole.utils import InputType
 from ..embeddings.pooling import pool
 from ..embeddings.store import item_embedding_table
 from ..registry import register_model
+from .common import ScoresFromFullSort
 from ..trainer import FitOnceTrainer
 
 SIMILARITIES = ("cosine", "dot", "euclidean")
@@ -25,7 +26,7 @@ def similarity_scores(sessions: torch.Tensor, items: torch.Tensor, similarity: s
 
 
 @register_model
-class LLMSeqSim(SequentialRecommender):
+class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = FitOnceTrainer
     needs_training = False
@@ -52,9 +53,5 @@ class LLMSeqSim(SequentialRecommender):
             scores.scatter_(1, seq, -torch.inf)
             scores[:, 0] = -torch.inf
         return scores
-
-    def predict(self, interaction):
-        scores = self.full_sort_predict(interaction)
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
 
 

@@ -28,7 +28,7 @@ from ..embeddings.store import catalog_titles, config_value
 from ..llm.local import resolve_local_llm
 from ..registry import register_model
 from ..trainer import StepBudgetTrainer
-from .common import SharesHelpersOnCopy
+from .common import ScoresFromFullSort, SharesHelpersOnCopy
 
 logger = logging.getLogger(__name__)
 USER_TOKEN, ITEM_TOKEN = "[UserRep]", "[ItemRep]"
@@ -47,7 +47,7 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> torch.nn.Sequential:
 
 
 @register_model
-class LLMSRec(SharesHelpersOnCopy, SequentialRecommender):
+class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     shared_on_copy = ("llm", "tokenizer")
     trainer_class = StepBudgetTrainer
@@ -178,7 +178,3 @@ class LLMSRec(SharesHelpersOnCopy, SequentialRecommender):
         scores = self.user_representation(interaction) @ self.item_mlp(self.item_states).T
         scores[:, 0] = -torch.inf
         return scores
-
-    def predict(self, interaction):
-        scores = self.full_sort_predict(interaction)
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)

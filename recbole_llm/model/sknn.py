@@ -25,6 +25,7 @@ from recbole.utils import InputType
 from ..embeddings.pooling import pool, position_weights
 from ..embeddings.store import item_embedding_table
 from ..registry import register_model
+from .common import ScoresFromFullSort
 from ..trainer import FitOnceTrainer
 
 
@@ -49,7 +50,7 @@ def training_sessions(dataset) -> tuple[list[np.ndarray], np.ndarray]:
     return sessions, np.asarray(ends, dtype=np.float64)
 
 
-class SessionKNNBase(SequentialRecommender):
+class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
     """Shared neighbourhood machinery; subclasses choose how neighbours are found."""
 
     input_type = InputType.POINTWISE
@@ -139,10 +140,6 @@ class SessionKNNBase(SequentialRecommender):
             scores.scatter_(1, interaction[self.ITEM_SEQ], -torch.inf)
         scores[:, 0] = -torch.inf
         return scores
-
-    def predict(self, interaction):
-        scores = self.full_sort_predict(interaction)
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
 
 
 @register_model
