@@ -215,6 +215,19 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
     return table
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
+    """Label, save and close one plot."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
     """Hit rate by popularity of the prompt's last item, and by cut position."""
     import matplotlib
@@ -239,13 +252,8 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
             hits.append([hit[bins == b].mean() if (bins == b).any() else np.nan for b in range(len(edges) - 1)])
         ax.plot(range(len(edges) - 1), np.nanmean(hits, axis=0), marker="o", label=label)
     ax.set_xticks(range(len(edges) - 1), [f"{edges[b]:.0f}-{edges[b + 1]:.0f}" for b in range(len(edges) - 1)])
-    ax.set_xlabel("training popularity of the prompt's last item (quantile bins)")
-    ax.set_ylabel(f"HR@{k}")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    paths.append(out_dir / "hit_rate_by_last_item_popularity.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_finish(fig, ax, "training popularity of the prompt's last item (quantile bins)", f"HR@{k}",
+                         out_dir / "hit_rate_by_last_item_popularity.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label in labels:
@@ -258,13 +266,8 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
                 values.append(((rank <= k) & valid).sum() / max(valid.sum(), 1))
             curve.append(np.mean(values))
         ax.plot(CUT_POSITIONS, curve, marker="o", label=label)
-    ax.set_xlabel("position treated as the prompt's last item (1 = the real last item)")
-    ax.set_ylabel(f"HR@{k} of the true next item")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    paths.append(out_dir / "hit_rate_by_last_position.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_finish(fig, ax, "position treated as the prompt's last item (1 = the real last item)",
+                         f"HR@{k} of the true next item", out_dir / "hit_rate_by_last_position.png"))
     return paths
 
 
