@@ -155,3 +155,57 @@ class OpenAIFineTuning:
                     "message": {"role": "assistant", "content": self.answer(body, i)}} for i in range(body.get("n", 1))]
         return 200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
                      "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}, {}
+
+
+class VertexTuning:
+    """Cloud Storage uploads, Gemini tuning jobs (state moves on with each poll) and generateContent."""
+
+    PARENT = r"/v1/projects/([^/]+)/locations/([^/]+)"
+
+    def __init__(self, server: Loopback, final_state: str = "JOB_STATE_SUCCEEDED", polls_until_done: int = 2,
+                 answer=None):
+        self.objects, self.jobs, self.polls = {}, {}, {}
+        self.final_state, self.polls_until_done = final_state, polls_until_done
+        self.answer = answer or (lambda body, i: "Glossy Pink Lipstick")
+        server.route("POST", r"/upload/storage/v1/b/([^/]+)/o", self.upload)
+        server.route("POST", self.PARENT + r"/tuningJobs", self.create)
+        server.route("GET", self.PARENT + r"/tuningJobs/(\w+)", self.get)
+        server.route("POST", self.PARENT + r"/(endpoints/[^/:]+|publishers/google/models/[^/:]+):generateContent",
+                     self.generate)
+
+    def upload(self, body, match, headers):
+        """Multipart upload: a JSON metadata part (the object name), then the file."""
+        metadata = json.loads(body.split(b"\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0])
+        self.objects[f"gs://{match.group(1)}/{metadata['name']}"] = body
+        return 200, {"kind": "storage#object", "bucket": match.group(1), "name": metadata["name"],
+                     "size": str(len(body)), "generation": "1"}, {}
+
+    def _job(self, name, state):
+        job = {**self.jobs[name], "name": name, "state": state}
+        if state == "JOB_STATE_SUCCEEDED":
+            job["tunedModel"] = {"model": name.replace("tuningJobs", "models"),
+                                 "endpoint": name.rsplit("/tuningJobs/", 1)[0] + "/endpoints/4242"}
+        if state == "JOB_STATE_FAILED":
+            job["error"] = {"code": 3, "message": "training data has invalid rows"}
+        return job
+
+    def create(self, body, match, headers):
+        name = f"projects/{match.group(1)}/locations/{match.group(2)}/tuningJobs/{len(self.jobs) + 1}"
+        self.jobs[name] = body
+        self.polls[name] = 0
+        return 200, self._job(name, "JOB_STATE_PENDING"), {}
+
+    def get(self, body, match, headers):
+        name = f"projects/{match.group(1)}/locations/{match.group(2)}/tuningJobs/{match.group(3)}"
+        if name not in self.jobs:
+            return 404, {"error": {"code": 404, "message": f"no job {name}", "status": "NOT_FOUND"}}, {}
+        self.polls[name] += 1
+        state = self.final_state if self.polls[name] >= self.polls_until_done else "JOB_STATE_RUNNING"
+        return 200, self._job(name, state), {}
+
+    def generate(self, body, match, headers):
+        count = body.get("generationConfig", {}).get("candidateCount", 1)
+        candidates = [{"index": i, "finishReason": "STOP",
+                       "content": {"role": "model", "parts": [{"text": self.answer(body, i)}]}} for i in range(count)]
+        return 200, {"candidates": candidates, "modelVersion": match.group(3),
+                     "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": count, "totalTokenCount": 1 + count}}, {}

@@ -180,3 +180,71 @@ def test_local_lora_flow_every_task(tiny, tmp_path, tiny_llm, task):
         stamp = (adapter / "adapter_config.json").stat().st_mtime_ns
         build("LLMSeqPrompt", tiny, **config)
         assert (adapter / "adapter_config.json").stat().st_mtime_ns == stamp
+
+
+@pytest.fixture
+def google_test_credentials(monkeypatch):
+    """Application-default credentials as a signed-in user would have them, offline."""
+    from google.auth.credentials import AnonymousCredentials
+
+    monkeypatch.setattr("google.auth.default", lambda *args, **kwargs: (AnonymousCredentials(), "proj"))
+
+
+def _vertex_config(server, tmp_path, **extra):
+    return {"llm_provider": "vertex", "vertex_project": "proj", "vertex_location": "us-central1",
+            "vertex_api_endpoint": server.url, "vertex_storage_endpoint": server.url,
+            "vertex_staging_uri": "gs://my-bucket/tuning", "llm_poll_seconds": 0.01, "max_test_sessions": 5,
+            "prompt_samples": 10, "checkpoint_dir": str(tmp_path / "saved"),
+            "llm_answer_cache": str(tmp_path / "answers.sqlite"), **extra}
+
+
+def test_vertex_full_flow_upload_tune_and_generate(tiny, tmp_path, google_test_credentials):
+    from loopback import VertexTuning
+
+    with Loopback() as server:
+        answers = ["Glossy Pink Lipstick", "Matte Red Lipstick"] * 5
+        api = VertexTuning(server, answer=lambda body, i: answers[i])
+        _, dataset, (_, _, test), model = build("LLMSeqPrompt", tiny, **_vertex_config(server, tmp_path))
+        assert model.model_ref == "projects/proj/locations/us-central1/endpoints/4242"
+        assert sorted(api.objects) == [f"gs://my-bucket/tuning/recbole-llm-{d}/{f}" for d, f in
+                                       sorted((p.parent.name.split("-", 1)[1], p.name) for p in
+                                              tmp_path.glob("saved/llmseqprompt/tiny/genitem/vertex-*/*.jsonl"))]
+        job = next(iter(api.jobs.values()))
+        assert job["baseModel"] == "gemini-2.0-flash-001"
+        assert job["supervisedTuningSpec"]["trainingDatasetUri"].endswith("/train.jsonl")
+        line = json.loads(next(tmp_path.glob("saved/llmseqprompt/tiny/genitem/vertex-*/train.jsonl"))
+                          .read_text().splitlines()[0])
+        assert [c["role"] for c in line["contents"]] == ["user", "model"] and "systemInstruction" in line
+        scores = model.full_sort_predict(next(iter(test))[0])
+        calls = [r for r in server.requests if r["path"].split("?")[0].endswith(":generateContent")]
+        assert calls[-1]["path"].split("?")[0] == "/v1/projects/proj/locations/us-central1/endpoints/4242:generateContent"
+        counts = [c["body"]["generationConfig"]["candidateCount"] for c in calls[:2]]
+        assert counts == [8, 2], "10 samples in requests of at most 8 candidates"
+        assert calls[0]["body"]["systemInstruction"]["parts"][0]["text"]
+        top = scores[0].topk(2).indices.tolist()
+        assert {dataset.id2token("item_id", i) for i in top} == {"ilipstick0", "ilipstick1"}
+
+
+def test_vertex_reattaches_failed_job_429_and_missing_bucket(tiny, tmp_path, google_test_credentials, monkeypatch):
+    from loopback import VertexTuning
+
+    from recbole_llm.llm.vertex_ft import MissingVertexSetting, VertexPromptLLM
+
+    with Loopback() as server:
+        api = VertexTuning(server, polls_until_done=3)
+        config = _vertex_config(server, tmp_path)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            with monkeypatch.context() as patch:
+                patch.setattr(VertexPromptLLM, "_wait", lambda self, name: (_ for _ in ()).throw(RuntimeError("interrupted")))
+                build("LLMSeqPrompt", tiny, **config)
+        assert len(api.jobs) == 1
+        server.failures = [(429, {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}, {})]
+        _, _, _, model = build("LLMSeqPrompt", tiny, **config)
+        assert len(api.jobs) == 1, "the rerun polled the persisted job instead of paying for a new one"
+        assert next(iter(api.polls.values())) == 3 and model.model_ref.endswith("/endpoints/4242")
+    with Loopback() as server:
+        VertexTuning(server, final_state="JOB_STATE_FAILED")
+        with pytest.raises(FineTuningFailed, match="JOB_STATE_FAILED: training data has invalid rows"):
+            build("LLMSeqPrompt", tiny, **_vertex_config(server, tmp_path / "failed"))
+        with pytest.raises(MissingVertexSetting, match="vertex_staging_uri"):
+            build("LLMSeqPrompt", tiny, **_vertex_config(server, tmp_path / "nobucket", vertex_staging_uri=None))

@@ -1,4 +1,4 @@
-"""Fine-tunable LLMs behind LLMSeqPrompt (``llm_provider``): local, openai."""
+"""Fine-tunable LLMs behind LLMSeqPrompt (``llm_provider``): local, openai, vertex."""
 from __future__ import annotations
 
 from .base import PromptLLM
@@ -17,9 +17,12 @@ def make_prompt_llm(provider: str, workdir, **options) -> PromptLLM:
         keys = ("model", "api_key", "base_url", "poll_seconds", "dry_run", "cache")
         return OpenAIPromptLLM(workdir, **{k: v for k, v in options.items() if k in keys and v is not None})
     if provider == "vertex":
-        raise NotImplementedError(
-            "llm_provider=vertex (Gemini supervised tuning) is not implemented yet; use local or openai.")
-    raise ValueError(f"Unknown llm_provider '{provider}': choose local or openai")
+        from .vertex_ft import VertexPromptLLM
+
+        keys = ("model", "project", "location", "api_endpoint", "staging_uri", "poll_seconds", "dry_run", "credentials",
+                "storage_endpoint", "cache")
+        return VertexPromptLLM(workdir, **{k: v for k, v in options.items() if k in keys and v is not None})
+    raise ValueError(f"Unknown llm_provider '{provider}': choose local, openai or vertex")
 
 
 __all__ = ["PromptLLM", "make_prompt_llm"]
