@@ -1,53 +1,78 @@
 """LLM2X vs X on Beauty under the temporal protocol (issue: LLM2SASRec/BERT4Rec/GRU4Rec).
 
-    python benchmarks/llm2_beauty.py [--seeds 1 2 3] [--report-only]
+    python benchmarks/llm2_beauty.py [--seeds 1 2 3] [--only LLM2SASRec-permuted GRU4Rec ...] [--report-only]
 
-Resumable: each (variant, seed) writes benchmarks/runs/llm2_beauty/<variant>__seed<s>.json;
-rerunning skips finished ones. Same hyper-parameters and seeds within each pair.
+Every (variant, seed) goes through the report runner and lands in benchmarks/results/beauty
+beside the other Beauty runs, so the leaderboard holds them all. Resumable: a finished
+(variant, seed) is never recomputed. Same hyper-parameters and seeds within each pair.
+Two processes with disjoint ``--only`` lists can share the queue on a 2-core machine.
 """
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_beauty  # noqa: E402
-from matrix import load_results, paired_ratio, run_jobs, table  # noqa: E402
+from common import DATA_PATH, build_beauty  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "runs" / "llm2_beauty"
+from recbole_llm.report import load_runs, run_plan  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "beauty"
 COMMON = {"epochs": 40, "stopping_step": 5, "train_batch_size": 1024, "embedding_reduction": "pca"}
-VARIANTS = {
-    "SASRec": ("SASRec", {}),
-    "LLM2SASRec": ("LLM2SASRec", {}),
-    "LLM2SASRec-permuted": ("LLM2SASRec", {"embedding_permute": True}),
-    "GRU4Rec": ("GRU4Rec", {}),
-    "LLM2GRU4Rec": ("LLM2GRU4Rec", {}),
-    "BERT4Rec": ("BERT4Rec", {}),
-    "LLM2BERT4Rec": ("LLM2BERT4Rec", {}),
+BERT_BUDGET = "epochs=25"  # BERT4Rec converges slowly; both sides of the pair get the same epoch budget
+SPECS = {
+    "SASRec": "SASRec",
+    "LLM2SASRec": "LLM2SASRec",
+    "LLM2SASRec-permuted": "LLM2SASRec-permuted=LLM2SASRec[embedding_permute=true]",
+    "GRU4Rec": "GRU4Rec",
+    "LLM2GRU4Rec": "LLM2GRU4Rec",
+    "BERT4Rec": f"BERT4Rec[{BERT_BUDGET}]",
+    "LLM2BERT4Rec": f"LLM2BERT4Rec[{BERT_BUDGET}]",
 }
 PAIRS = [("LLM2SASRec", "SASRec"), ("LLM2SASRec-permuted", "LLM2SASRec"), ("LLM2GRU4Rec", "GRU4Rec"),
          ("LLM2BERT4Rec", "BERT4Rec")]
+SHOWN = ["ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@10", "mrr@20", "catalogcoverage@20", "serendipity@20",
+         "novelty@20"]
 
 
-def report():
-    results = load_results(OUT)
-    print(table(results, list(VARIANTS)))
-    print()
-    print("| pair | NDCG@20 ratio | sec/epoch ratio |\n|---|---|---|")
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f}±{statistics.stdev(values):.4f}"
+
+
+def report() -> None:
+    runs = {}
+    for run in load_runs(OUT):
+        runs.setdefault(run["label"], {})[run["seed"]] = run
+    header = ["variant", "seeds"] + SHOWN + ["s/epoch", "epochs"]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for name in SPECS:
+        mine = list(runs.get(name, {}).values())
+        cells = [name, str(len(mine))] + [_cell([r["test"][m] for r in mine]) for m in SHOWN]
+        cells += [_cell([r["sec_per_epoch"] for r in mine]), _cell([float(r["epochs"]) for r in mine])]
+        print("| " + " | ".join(cells) + " |")
+    print("\n| pair | seeds | NDCG@20 ratio (mean over paired seeds) |\n|---|---|---|")
     for a, b in PAIRS:
-        ndcg = paired_ratio(results, a, b, lambda r: r["test"]["ndcg@20"])
-        speed = paired_ratio(results, a, b, lambda r: r["sec_per_epoch"])
-        print(f"| {a} / {b} | {ndcg} | {speed} |")
+        seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        ratios = [runs[a][s]["test"]["ndcg@20"] / runs[b][s]["test"]["ndcg@20"] for s in seeds]
+        print(f"| {a} / {b} | {seeds} | {statistics.mean(ratios):.3f} |" if ratios else f"| {a} / {b} | - | - |")
+    print("\nSeconds per epoch in these runs depend on what else shared the CPU; the like-for-like ratio is"
+          " measured by benchmarks/llm2_epoch_time.py.")
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--only", nargs="+", choices=list(SPECS), default=list(SPECS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
         build_beauty()
-        run_jobs(OUT, "beauty", VARIANTS, args.seeds, COMMON, threads=args.threads)
+        run_plan(OUT, "beauty", [SPECS[name] for name in args.only], args.seeds, COMMON, args.threads, DATA_PATH)
     report()
 
 
