@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,29 @@ def session_analysis(model, test_data, dataset, k: int = 20) -> dict[str, np.nda
     return out
 
 
+@contextmanager
+def shuffled_prompts(model, seed: int = 0):
+    """Score every prompt with its items in a random order: the order test of LLM-SRec
+    (a model that uses the order loses accuracy; one that treats the prompt as a set does not)."""
+    import torch
+
+    original = model.full_sort_predict
+    generator = torch.Generator().manual_seed(seed)
+
+    def shuffled(interaction):
+        seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+        keys = torch.rand(seq.shape, generator=generator)
+        keys[torch.arange(seq.shape[1]).unsqueeze(0) >= lengths.cpu().unsqueeze(1)] = 2.0  # padding stays last
+        interaction.interaction[model.ITEM_SEQ] = seq.gather(1, keys.argsort(dim=1).to(seq.device))
+        return original(interaction)
+
+    model.full_sort_predict = shuffled
+    try:
+        yield model
+    finally:
+        del model.full_sort_predict
+
+
 def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrides: dict | None = None,
                threads: int = 1, data_path: str | None = None, config_files_: list | None = None) -> dict:
     """Train and evaluate one (model, seed); write ``out`` (.json) and its .npz."""
@@ -124,9 +148,15 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
     t = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_seconds = time.perf_counter() - t
-    # per-session analysis needs the prompt; general models (Pop, BPR, ...) score users, not prompts
-    sequential = hasattr(trainer.model, "ITEM_SEQ")
-    analysis = session_analysis(trainer.model, test_data, train_data._dataset) if sequential else None
+    # per-session analysis needs the prompt (general models such as Pop score users) and rescores the test
+    # set five times: skipped for models whose every score is an LLM call
+    model = trainer.model
+    analysis = None
+    if hasattr(model, "ITEM_SEQ") and not getattr(model, "expensive_scoring", False):
+        analysis = session_analysis(model, test_data, train_data._dataset)
+    details = model.evaluation_arrays() if hasattr(model, "evaluation_arrays") else {}
+    if details:
+        analysis = {**(analysis or {}), **details}
     result = {
         "model": model_name, "dataset": dataset_name, "seed": seed, "overrides": overrides or {},
         "valid": {k: float(v) for k, v in (valid_result or {}).items()},
@@ -202,16 +232,20 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
     frame.to_csv(out_dir / "results.csv", index=False)
     labels = sorted({r["label"] for r in runs},
                     key=lambda m: -np.mean([r["test"]["ndcg@20"] for r in runs if r["label"] == m]))
-    header = ["model", "seeds"] + [m.replace("catalogcoverage", "coverage") for m in METRICS] + ["s/epoch"]
+    header = ["model", "seeds", "test sessions"] + [m.replace("catalogcoverage", "coverage") for m in METRICS]
+    header.append("s/epoch")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels:
         mine = [r for r in runs if r["label"] == label]
-        cells = [label, str(len(mine))] + [_fmt([r["test"].get(m) for r in mine]) for m in METRICS]
+        sessions = sorted({str(r.get("test_sessions", "-")) for r in mine})
+        cells = [label, str(len(mine)), "/".join(sessions)] + [_fmt([r["test"].get(m) for r in mine]) for m in METRICS]
         cells.append(f"{np.mean([r['sec_per_epoch'] for r in mine]):.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (out_dir / "leaderboard.md").write_text(
-        "# Leaderboard (test split, mean ± std over seeds, sorted by NDCG@20)\n\n" + table + "\n")
+        "# Leaderboard (test split, mean ± std over seeds, sorted by NDCG@20)\n\n"
+        "Models whose every score is an LLM call are evaluated on a seeded sample of the test sessions "
+        "(`test sessions` column); compare them with care.\n\n" + table + "\n")
     return table
 
 
@@ -228,18 +262,42 @@ def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
     return path
 
 
+def write_hallucination_plots(runs: list[dict], out_dir: Path) -> list[Path]:
+    """For LLMSeqPrompt runs: hallucination rate per run, and how close each hallucinated
+    title was to the catalog item it was mapped to."""
+    import matplotlib.pyplot as plt
+
+    prompt_runs = [r for r in runs if "hallucination_rate" in r["test"]]
+    if not prompt_runs:
+        return []
+    labels = sorted({r["label"] for r in prompt_runs})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rates = [np.mean([r["test"]["hallucination_rate"] for r in prompt_runs if r["label"] == label]) for label in labels]
+    ax.bar(labels, rates, label="share of generated titles not in the catalog")
+    path_rate = _finish(fig, ax, "run", "hallucination rate", out_dir / "llmseqprompt_hallucination_rate.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label in labels:
+        values = [r["sessions"]["mapped_similarity"] for r in prompt_runs
+                  if r["label"] == label and r["sessions"] is not None and "mapped_similarity" in r["sessions"]]
+        if values and len(np.concatenate(values)):
+            ax.hist(np.concatenate(values), bins=20, range=(0, 1), alpha=0.6, label=label)
+    path_sim = _finish(fig, ax, "cosine similarity of a hallucinated title to its mapped catalog item",
+                       "generated titles", out_dir / "llmseqprompt_mapped_similarity.png")
+    return [path_rate, path_sim]
+
+
 def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
-    """Hit rate by popularity of the prompt's last item, and by cut position."""
+    """Hit rate by popularity of the prompt's last item, and by cut position; LLMSeqPrompt's hallucinations."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with_sessions = [r for r in runs if r["sessions"] is not None]
+    paths = write_hallucination_plots(runs, out_dir)
+    with_sessions = [r for r in runs if r["sessions"] is not None and "rank_cut1" in r["sessions"]]
     if not with_sessions:
-        return []
+        return paths
     labels = sorted({r["label"] for r in with_sessions})
-    paths = []
     pop = with_sessions[0]["sessions"]["last_item_popularity"]
     edges = np.unique(np.quantile(pop, np.linspace(0, 1, POPULARITY_BINS + 1)))
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -12,17 +12,21 @@ def test_model_spec_parsing():
         parse_model_spec("a b")
 
 
-def test_report_runs_plan_once_and_writes_outputs(tiny, tmp_path):
+def test_report_runs_plan_once_and_writes_outputs(tiny, tmp_path, tiny_llm):
     out = tmp_path / "report"
     common = {k: v for k, v in tiny["config"].items() if k != "data_path"}
-    specs = ["Pop", "SKNN", "sim-last=LLMSeqSim[llmseqsim_pooling=last]"]
+    prompt = (f"prompt=LLMSeqPrompt[llm_model={tiny_llm},prompt_finetune=false,prompt_samples=3,llm_max_new_tokens=6,"
+              f"max_test_sessions=4,llm_answer_cache={tmp_path / 'answers.sqlite'}]")
+    specs = ["Pop", "SKNN", "sim-last=LLMSeqSim[llmseqsim_pooling=last]", prompt]
     run_plan(out, "tiny", specs, [1], common, data_path=str(tiny["path"]))
     finished = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
-    assert set(finished) == {"Pop__seed1.json", "SKNN__seed1.json", "sim-last__seed1.json"}
+    assert set(finished) == {"Pop__seed1.json", "SKNN__seed1.json", "sim-last__seed1.json", "prompt__seed1.json"}
     run_plan(out, "tiny", specs, [1], common, data_path=str(tiny["path"]))
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == finished, "finished runs are not redone"
     table = build_report(out)
     assert "| SKNN | 1 |" in table and "serendipity@20" in table
-    assert (out / "results.csv").read_text().count("\n") == 4
-    for png in ("hit_rate_by_last_item_popularity.png", "hit_rate_by_last_position.png"):
+    assert (out / "results.csv").read_text().count("\n") == 5
+    assert "| prompt | 1 | 4 |" in table, "sampled test sessions are shown"
+    for png in ("hit_rate_by_last_item_popularity.png", "hit_rate_by_last_position.png",
+                "llmseqprompt_hallucination_rate.png", "llmseqprompt_mapped_similarity.png"):
         assert (out / png).stat().st_size > 1000

@@ -42,6 +42,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
     shared_on_copy = ("llm", "builder", "mapper")
     trainer_class = FitOnceTrainer
     needs_training = False
+    expensive_scoring = True  # every score is an LLM call: the report skips its re-scoring analyses
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -57,6 +58,8 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         self.register_buffer("popularity", item_popularity(dataset, self.n_items))
         self.backfill = config_value(config, "prompt_backfill", "popularity")
         self.builder = self._builder(config, table)
+        # the last items of a session carry most of the signal, and every listed title is LLM compute
+        self.max_prompt_items = int(config_value(config, "prompt_max_items", config["MAX_ITEM_LIST_LENGTH"]))
         spec = EmbeddingSpec.from_config(config)
         provider = make_provider(spec.provider, spec.model)
         cache = EmbeddingCache(config_value(config, "embedding_cache_path"))
@@ -68,6 +71,10 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             batch_size=config["llm_batch_size"], lora_rank=config["lora_rank"], learning_rate=config["llm_learning_rate"],
             seed=config["seed"], dry_run=config["dry_run"], base_url=config["openai_base_url"],
             poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress,
+            project=config_value(config, "vertex_project"), location=config_value(config, "vertex_location"),
+            api_endpoint=config_value(config, "vertex_api_endpoint"),
+            staging_uri=config_value(config, "vertex_staging_uri"),
+            storage_endpoint=config_value(config, "vertex_storage_endpoint"),
             cache=AnswerCache(config_value(config, "llm_answer_cache")))
         self.model_ref = self._fine_tune(config, dataset)
         self.dummy = torch.nn.Parameter(torch.zeros(1))
@@ -109,7 +116,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         if not config["prompt_finetune"]:
             return self.llm.base_model()
         sessions, _ = training_sessions(dataset)
-        examples = self.builder.training_examples(sessions, int(config["MAX_ITEM_LIST_LENGTH"]))
+        examples = self.builder.training_examples(sessions, self.max_prompt_items)
         rng = np.random.default_rng(int(config["seed"]))
         rng.shuffle(examples)
         n_valid = min(500, len(examples) // 10)
@@ -120,8 +127,13 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
 
     def evaluation_report(self) -> dict:
         report = self.mapper.stats.report()
+        self.last_similarities = np.asarray(self.mapper.stats.similarities, dtype=np.float32)
         self.mapper.stats = type(self.mapper.stats)()
         return report
+
+    def evaluation_arrays(self) -> dict[str, np.ndarray]:
+        """Per hallucinated title of the last evaluation: similarity to the item it was mapped to."""
+        return {"mapped_similarity": getattr(self, "last_similarities", np.zeros(0, np.float32))}
 
     def full_sort_predict(self, interaction):
         seq = interaction[self.ITEM_SEQ].cpu().numpy()
@@ -131,7 +143,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             scores[:] = self.popularity / (self.popularity.max() + 1) - 1  # below any generated item
         prompts, candidates = [], []
         for row, n in zip(seq, lengths):
-            messages, cands = self.builder.example([int(i) for i in row[:n]])
+            messages, cands = self.builder.example([int(i) for i in row[:n][-self.max_prompt_items:]])
             prompts.append(messages)
             candidates.append(cands)
         if self.model_ref is None:  # dry run: nothing was trained

@@ -51,6 +51,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     shared_on_copy = ("llm", "tokenizer")
     trainer_class = StepBudgetTrainer
+    expensive_scoring = True  # every score is an LLM call: the report skips its re-scoring analyses
     companion_model_key = "llmsrec_teacher_model"
 
     def __init__(self, config, dataset):
@@ -125,14 +126,15 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         if cache.exists():
             return torch.load(cache, weights_only=True)
         prompts = [f"Item: {title} {ITEM_TOKEN}" for title in self.titles]
-        states = []
+        # batches of similar length: padding is wasted LLM compute (Beauty titles run from 2 to 100+ tokens)
+        order = sorted(range(len(prompts)), key=lambda i: len(self.tokenizer(prompts[i])["input_ids"]))
+        states = torch.zeros(len(prompts), self.llm.config.hidden_size)
         batch = int(config["llmsrec_state_batch_size"])
         with torch.no_grad():
             for start in tqdm(range(0, len(prompts), batch), desc="LLM item states", disable=not self.show_progress):
-                encoded = self.tokenizer(prompts[start : start + batch], return_tensors="pt", padding=True)
-                hidden = self.llm.model(**encoded).last_hidden_state
-                states.append(hidden[:, -1])
-        states = torch.cat(states)
+                rows = order[start : start + batch]
+                encoded = self.tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True)
+                states[rows] = self.llm.model(**encoded).last_hidden_state[:, -1]
         states[0] = 0.0
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".tmp")
