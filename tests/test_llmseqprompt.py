@@ -1,5 +1,6 @@
 """LLMSeqPrompt: prompt construction, answer ranking, hallucination mapping, providers."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +249,45 @@ def test_vertex_reattaches_failed_job_429_and_missing_bucket(tiny, tmp_path, goo
             build("LLMSeqPrompt", tiny, **_vertex_config(server, tmp_path / "failed"))
         with pytest.raises(MissingVertexSetting, match="vertex_staging_uri"):
             build("LLMSeqPrompt", tiny, **_vertex_config(server, tmp_path / "nobucket", vertex_staging_uri=None))
+
+
+def test_vertex_base_model_answers_through_llm_katan(tmp_path):
+    """The base Gemini model (no tuning) through a third-party server that speaks generateContent;
+    it answers one candidate per request, so n answers take several requests."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from google.oauth2.credentials import Credentials
+
+    from recbole_llm.llm.cache import AnswerCache
+    from recbole_llm.llm.vertex_ft import VertexPromptLLM
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    katan = shutil.which("llm-katan") or str(Path(sys.executable).parent / "llm-katan")
+    server = subprocess.Popen([katan, "--model", "gemini-2.0-flash-001", "--backend", "echo", "--providers", "vertexai",
+                               "--host", "127.0.0.1", "--port", str(port), "--stats-file", str(tmp_path / "stats.json")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        llm = VertexPromptLLM(tmp_path / "work", project="proj", api_endpoint=url, credentials=Credentials("token"),
+                              cache=AnswerCache(tmp_path / "answers.sqlite"))
+        messages = [{"role": "system", "content": "Recommend the next beauty product."},
+                    {"role": "user", "content": "1. Red Lipstick\n2. Pink Lipstick"}]
+        answers = llm.sample(llm.base_model(), [messages], n=3, settings={"temperature": 0.7}, show_progress=False)[0]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert len(answers) == 3
+    assert all("model=gemini-2.0-flash-001" in a and "Pink Lipstick" in a for a in answers), answers
