@@ -22,6 +22,15 @@ SHOWN = ["hit@20", "ndcg@20", "hit@10", "ndcg@10", "unique_recommendations", "ha
          "mean_mapped_similarity", "parse_failures"]
 
 
+SPECS = ["LLMSeqPrompt-base=LLMSeqPrompt[prompt_finetune=false]", "LLMSeqPrompt"]
+
+
+def common(test_sessions: int = 60, train_steps: int = 30) -> dict:
+    return {"prompt_task": "genitem", "llm_provider": "local", "max_test_sessions": test_sessions,
+            "max_train_steps": train_steps, "prompt_samples": 10, "prompt_max_items": 5, "llm_max_new_tokens": 32,
+            "llm_batch_size": 8, "eval_step": 0}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--test-sessions", type=int, default=60)
@@ -29,11 +38,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     build_beauty()
-    common = {"prompt_task": "genitem", "llm_provider": "local", "max_test_sessions": args.test_sessions,
-              "max_train_steps": args.train_steps, "prompt_samples": 10, "prompt_max_items": 5,
-              "llm_max_new_tokens": 32, "llm_batch_size": 8, "eval_step": 0}
-    specs = ["LLMSeqPrompt-base=LLMSeqPrompt[prompt_finetune=false]", "LLMSeqPrompt"]
-    run_plan(OUT, "beauty", specs, [1], common, args.threads, DATA_PATH)
+    run_plan(OUT, "beauty", SPECS, [1], common(args.test_sessions, args.train_steps), args.threads, DATA_PATH)
     print("| model | test sessions | " + " | ".join(SHOWN) + " |\n|" + "---|" * (len(SHOWN) + 2))
     for label in ("LLMSeqPrompt-base", "LLMSeqPrompt"):
         target = OUT / f"{label}__seed1.json"

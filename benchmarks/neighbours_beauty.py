@@ -82,16 +82,19 @@ def latency(model: str, n: int = 500) -> dict:
             "p90_ms": float(np.percentile(times, 90))}
 
 
+def plan() -> list[str]:
+    """Report specs of the memory-based models, LLMSeqSim as chosen on the folds."""
+    best = select_llmseqsim()
+    spec = ",".join(f"{k}={'~' if v is None else v}" for k, v in best.items())
+    return ["Pop", "SKNN", "VSKNN", "SSKNN", "SFSKNN", "SKNNEmb", f"LLMSeqSim[{spec}]", f"LLMSeqSimPopHybrid[{spec}]",
+            f"LLMSeqSimSeqHybrid[{spec},hybrid_sequential_model=SKNNEmb,hybrid_sequential_config={{}}]"]
+
+
 def main():
     build_beauty()
     from recbole_llm.report import build_report, run_plan
 
-    best = select_llmseqsim()
-    spec = ",".join(f"{k}={'~' if v is None else v}" for k, v in best.items())
-    specs = ["Pop", "SKNN", "VSKNN", "SSKNN", "SFSKNN", "SKNNEmb", f"LLMSeqSim[{spec}]",
-             f"LLMSeqSimPopHybrid[{spec}]",
-             f"LLMSeqSimSeqHybrid[{spec},hybrid_sequential_model=SKNNEmb,hybrid_sequential_config={{}}]"]
-    run_plan(OUT, "beauty", specs, [1], {}, data_path=str(DATA_PATH))
+    run_plan(OUT, "beauty", plan(), [1], {}, data_path=str(DATA_PATH))
     lat = [latency("SKNNEmb"), latency("VSKNN")]
     (OUT / "latency.json").write_text(json.dumps(lat, indent=1))
     print(build_report(OUT))
