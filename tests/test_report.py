@@ -30,3 +30,34 @@ def test_report_runs_plan_once_and_writes_outputs(tiny, tmp_path, tiny_llm):
     for png in ("hit_rate_by_last_item_popularity.png", "hit_rate_by_last_position.png",
                 "llmseqprompt_hallucination_rate.png", "llmseqprompt_mapped_similarity.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def test_shuffled_prompts_permutes_items_within_each_prompt_only():
+    import torch
+    from recbole.data.interaction import Interaction
+
+    from recbole_llm.report import shuffled_prompts
+
+    class Recorder:
+        ITEM_SEQ, ITEM_SEQ_LEN = "item_id_list", "item_length"
+
+        def __init__(self):
+            self.seen = []
+
+        def full_sort_predict(self, interaction):
+            self.seen.append(interaction[self.ITEM_SEQ].clone())
+            return torch.zeros(len(interaction))
+
+    seq = torch.tensor([[1, 2, 3, 4, 5, 6, 0, 0], [7, 8, 0, 0, 0, 0, 0, 0]])
+    batch = {"item_id_list": seq, "item_length": torch.tensor([6, 2])}
+    model = Recorder()
+    with shuffled_prompts(model, seed=3):
+        for _ in range(5):
+            model.full_sort_predict(Interaction(dict(batch)))
+    model.full_sort_predict(Interaction(dict(batch)))
+    shuffled, plain = model.seen[:5], model.seen[5]
+    assert torch.equal(plain, seq), "the original scoring is back after the block"
+    for row in shuffled:
+        assert sorted(row[0, :6].tolist()) == [1, 2, 3, 4, 5, 6] and row[0, 6:].tolist() == [0, 0]
+        assert sorted(row[1, :2].tolist()) == [7, 8] and not row[1, 2:].any()
+    assert any(not torch.equal(row[0], seq[0]) for row in shuffled), "the order changes"
