@@ -106,6 +106,8 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
             from recbole.trainer import Trainer
 
             sub_config["epochs"] = int(config["llmsrec_teacher_epochs"])
+            # LLMSRec's own batches are small (each prompt goes through the LLM); SASRec's need not be
+            sub_config["train_batch_size"] = int(config_value(config, "llmsrec_teacher_batch_size", 256))
             loader = TrainDataLoader(sub_config, dataset, None, shuffle=True)
             trainer = Trainer(sub_config, teacher)
             for epoch in range(sub_config["epochs"]):
