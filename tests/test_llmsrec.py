@@ -38,6 +38,22 @@ def test_only_small_modules_learn_and_distillation_falls(tiny, tmp_path, tiny_ll
     assert scores.shape[1] == model.n_items and scores[:, 0].eq(-torch.inf).all()
 
 
+def test_cached_prefix_gives_the_single_pass_user_state(tiny, tmp_path, tiny_llm):
+    """The user state is computed from a KV cache of the titles plus one differentiated position;
+    it must equal one plain forward pass over the whole prompt with the learned token in place."""
+    _, _, (train, _, _), model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
+    batch = next(iter(train))
+    with torch.no_grad():
+        model.user_token.add_(0.5)  # a token that differs from the resized vocabulary row
+        fast = model.llm_user_states(batch)
+        prompts = model.user_prompts(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+        encoded = model.tokenizer(prompts, return_tensors="pt", padding=True)
+        embeds = model.llm.get_input_embeddings()(encoded["input_ids"])
+        embeds[:, -1] = model.user_token
+        plain = model.llm.model(inputs_embeds=embeds, attention_mask=encoded["attention_mask"]).last_hidden_state[:, -1]
+    assert torch.allclose(fast, plain, atol=1e-4), (fast - plain).abs().max()
+
+
 def test_item_states_are_cached(tiny, tmp_path, tiny_llm, monkeypatch):
     _, _, _, model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
     assert model.item_states.shape == (model.n_items, model.llm.config.hidden_size)

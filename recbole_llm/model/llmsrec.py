@@ -155,11 +155,16 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     def llm_user_states(self, interaction) -> torch.Tensor:
         prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.user_token.device)
-        embeds = self.llm.get_input_embeddings()(encoded["input_ids"])
-        is_user = (encoded["input_ids"] == self.user_token_id).unsqueeze(-1)
-        embeds = torch.where(is_user, self.user_token.expand_as(embeds), embeds)
-        hidden = self.llm.model(inputs_embeds=embeds, attention_mask=encoded["attention_mask"]).last_hidden_state
-        return hidden[:, -1]
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        if not bool((ids[:, -1] == self.user_token_id).all()):
+            raise RuntimeError("the user token must end every prompt (left padding)")
+        # Only the user token's embedding learns and it is the last position: the titles before it run once
+        # without autograd into a KV cache, and only the last position is differentiated (3x cheaper steps).
+        with torch.no_grad():
+            prefix = self.llm.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
+        user = self.user_token.expand(len(prompts), 1, -1)
+        hidden = self.llm.model(inputs_embeds=user, attention_mask=mask, past_key_values=prefix.past_key_values)
+        return hidden.last_hidden_state[:, -1]
 
     def user_representation(self, interaction) -> torch.Tensor:
         return self.user_mlp(self.llm_user_states(interaction))
@@ -175,7 +180,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         student_z, teacher_z = self.project_llm(user), self.project_cf(teacher)
         distill = torch.nn.functional.mse_loss(student_z, teacher_z)
         uniform = uniformity(student_z) + uniformity(teacher_z)
-        self.last_losses = {"retrieval": float(retrieval), "distill": float(distill), "uniformity": float(uniform)}
+        self.last_losses = {"retrieval": retrieval.item(), "distill": distill.item(), "uniformity": uniform.item()}
         return retrieval + self.distill_weight * distill + self.uniformity_weight * uniform
 
     def full_sort_predict(self, interaction):
