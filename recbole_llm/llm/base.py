@@ -1,6 +1,8 @@
 """What a fine-tunable LLM provider offers LLMSeqPrompt."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -24,6 +26,15 @@ class PromptLLM:
 
     def base_model(self) -> str:
         raise NotImplementedError
+
+    def job_folder(self, model: str, train: list[list[dict]], valid: list[list[dict]]) -> tuple[Path, str, dict]:
+        """The folder of one paid fine-tuning (provider, model, data) and its saved job state: a rerun
+        reads the state and reattaches to the job instead of paying for a new one."""
+        digest = hashlib.sha256(json.dumps([model, train, valid]).encode()).hexdigest()[:16]
+        folder = self.workdir / f"{self.name}-{digest}"
+        folder.mkdir(parents=True, exist_ok=True)
+        state_file = folder / "job.json"
+        return folder, digest, json.loads(state_file.read_text()) if state_file.exists() else {}
 
     def _generate(self, model: str, messages: list[dict], n: int, settings: dict) -> list[str]:
         raise NotImplementedError

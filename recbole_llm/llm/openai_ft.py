@@ -3,7 +3,6 @@ fine-tuning job (persisted, so a rerun reattaches instead of paying again) ->
 sampling from the fine-tuned model."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,11 +25,12 @@ class FineTuningFailed(RuntimeError):
     pass
 
 
-def write_jsonl(path: Path, examples: list[list[dict]]) -> None:
+def write_jsonl(path: Path, examples: list[list[dict]], line=lambda messages: {"messages": messages}) -> None:
+    """One training example per line (OpenAI chat format unless ``line`` converts it), written atomically."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for messages in examples:
-            f.write(json.dumps({"messages": messages}) + "\n")
+            f.write(json.dumps(line(messages)) + "\n")
     os.replace(tmp, path)
 
 
@@ -60,11 +60,8 @@ class OpenAIPromptLLM(PromptLLM):
         return tokens, tokens * DEFAULT_EPOCHS * price / 1e6
 
     def fine_tune(self, train, valid) -> str | None:
-        digest = hashlib.sha256(json.dumps([self.model, train, valid]).encode()).hexdigest()[:16]
-        folder = self.workdir / f"openai-{digest}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder, _, state = self.job_folder(self.model, train, valid)
         state_file = folder / "job.json"
-        state = json.loads(state_file.read_text()) if state_file.exists() else {}
         if state.get("fine_tuned_model"):
             return state["fine_tuned_model"]
         train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"

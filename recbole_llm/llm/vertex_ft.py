@@ -9,7 +9,6 @@ project, location and endpoint come from our config and tests can point them at 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..embeddings.providers.base import estimate_tokens
 from .base import PromptLLM
-from .openai_ft import FineTuningFailed
+from .openai_ft import FineTuningFailed, write_jsonl
 
 logger = logging.getLogger(__name__)
 # USD per 1M training tokens (Vertex AI price list, 2025); the estimate assumes DEFAULT_EPOCHS passes.
@@ -42,14 +41,6 @@ def to_gemini(messages: list[dict]) -> dict:
     if system:
         line["systemInstruction"] = {"role": "system", "parts": [{"text": "\n".join(system)}]}
     return line
-
-
-def write_gemini_jsonl(path: Path, examples: list[list[dict]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for messages in examples:
-            f.write(json.dumps(to_gemini(messages)) + "\n")
-    os.replace(tmp, path)
 
 
 class VertexPromptLLM(PromptLLM):
@@ -97,16 +88,13 @@ class VertexPromptLLM(PromptLLM):
         return tokens, tokens * DEFAULT_EPOCHS * TRAINING_PRICES.get(self.model, 25.0) / 1e6
 
     def fine_tune(self, train, valid) -> str | None:
-        digest = hashlib.sha256(json.dumps([self.model, train, valid]).encode()).hexdigest()[:16]
-        folder = self.workdir / f"vertex-{digest}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder, digest, state = self.job_folder(self.model, train, valid)
         state_file = folder / "job.json"
-        state = json.loads(state_file.read_text()) if state_file.exists() else {}
         if state.get("endpoint"):
             return state["endpoint"]
         train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"
-        write_gemini_jsonl(train_path, train)
-        write_gemini_jsonl(valid_path, valid)
+        write_jsonl(train_path, train, to_gemini)
+        write_jsonl(valid_path, valid, to_gemini)
         tokens, cost = self.estimate(train)
         print(f"[recbole-llm] Vertex AI tuning {self.model}: {len(train)} training / {len(valid)} validation examples, "
               f"~{tokens} tokens, ~${cost:.2f} for {DEFAULT_EPOCHS} epochs; files in {folder}")
