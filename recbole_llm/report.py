@@ -6,7 +6,8 @@ Each (model, seed) runs in its own process and leaves ``<label>__seed<s>.json``
 (metrics, seconds per epoch, checkpoint) and ``.npz`` (per test session: rank of
 the target, popularity of the prompt's last item, and the target's rank when
 the prompt is cut so that an earlier position is its last item). A finished run
-is never recomputed; a crash loses only the run in progress. From those files
+is never recomputed; a run that stops mid-training goes on from its last validated
+epoch (``<label>__seed<s>.resume.pth``, removed once the run is complete). From those files
 the report writes ``results.csv``, ``leaderboard.md`` (mean ± std over seeds,
 sorted by NDCG@20) and PNG plots.
 """
@@ -134,17 +135,30 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     init_seconds = time.perf_counter() - started
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    epoch_seconds = []
+    out = Path(out)
+    resume_file = out.with_suffix(".resume.pth")
+    progress = {"epoch_seconds": [], "train_loss": [], "wall_before": 0.0, "resumed_at_epoch": None}
+    if resume_file.exists():
+        progress = _restore_training(trainer, train_data, resume_file)
+    epoch_seconds, train_loss = progress["epoch_seconds"], progress["train_loss"]
     train_epoch = trainer._train_epoch
 
     def timed_epoch(*args, **kwargs):
         t = time.perf_counter()
         loss = train_epoch(*args, **kwargs)
         epoch_seconds.append(time.perf_counter() - t)
+        train_loss.append(float(sum(loss) if isinstance(loss, tuple) else loss))
         return loss
 
+    def save_progress(epoch, _score):
+        _save_training(trainer, train_data, resume_file, epoch, {
+            **progress, "wall_before": progress["wall_before"] + time.perf_counter() - started})
+
     trainer._train_epoch = timed_epoch
-    _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    resumable = getattr(model, "needs_training", True)  # fitted-once models have no epochs to go on from
+    _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
+                                  callback_fn=save_progress if resumable else None)
+    valid_result = valid_result or progress.get("best_valid_result")
     t = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_seconds = time.perf_counter() - t
@@ -161,18 +175,68 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
         "model": model_name, "dataset": dataset_name, "seed": seed, "overrides": overrides or {},
         "valid": {k: float(v) for k, v in (valid_result or {}).items()},
         "test": {k: float(v) for k, v in test_result.items()},
-        "epochs": len(epoch_seconds), "sec_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
-        "init_seconds": init_seconds, "eval_seconds": eval_seconds, "wall_seconds": time.perf_counter() - started,
+        "epochs": len(epoch_seconds), "train_loss": train_loss, "sec_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+        "init_seconds": init_seconds, "eval_seconds": eval_seconds,
+        "wall_seconds": progress["wall_before"] + time.perf_counter() - started,
         "checkpoint": trainer.saved_model_file, "test_sessions": len(test_data.dataset.inter_feat),
     }
-    out = Path(out)
+    if progress["resumed_at_epoch"] is not None:
+        result["resumed_at_epoch"] = progress["resumed_at_epoch"]
     out.parent.mkdir(parents=True, exist_ok=True)
     if analysis is not None:
         np.savez_compressed(out.with_suffix(".npz"), **analysis)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out)  # the JSON last: its presence means the run is complete
+    resume_file.unlink(missing_ok=True)
     return result
+
+
+def _save_training(trainer, train_data, path: Path, epoch: int, progress: dict) -> None:
+    """After each validated epoch: everything ``fit`` needs to go on from the next epoch exactly
+    as if never stopped (model, optimizer, early-stopping state, every random generator)."""
+    import random
+
+    import torch
+
+    state = {
+        "epoch": epoch, "cur_step": trainer.cur_step, "best_valid_score": trainer.best_valid_score,
+        "best_valid_result": trainer.best_valid_result, "best_checkpoint": trainer.saved_model_file,
+        "state_dict": trainer.model.state_dict(), "other_parameter": trainer.model.other_parameter(),
+        "optimizer": trainer.optimizer.state_dict(), "progress": progress,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "loader": train_data.generator.get_state()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _restore_training(trainer, train_data, path: Path) -> dict:
+    """Load what ``_save_training`` wrote into a fresh trainer; returns the saved progress."""
+    import random
+
+    import torch
+
+    state = torch.load(path, map_location=trainer.device, weights_only=False)
+    trainer.start_epoch = state["epoch"] + 1
+    trainer.cur_step = state["cur_step"]
+    trainer.best_valid_score = state["best_valid_score"]
+    trainer.best_valid_result = state["best_valid_result"]
+    trainer.saved_model_file = state["best_checkpoint"]
+    trainer.model.load_state_dict(state["state_dict"])
+    trainer.model.load_other_parameter(state["other_parameter"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.cur_step > trainer.stopping_step:  # it had early-stopped: only the test evaluation was left
+        trainer.start_epoch = trainer.epochs
+    if trainer.start_epoch >= trainer.epochs:  # fit() then saves the model as is over the best checkpoint
+        best = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
+        trainer.model.load_state_dict(best["state_dict"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    train_data.generator.set_state(state["rng"]["loader"])
+    return {**state["progress"], "resumed_at_epoch": state["epoch"] + 1, "best_valid_result": state["best_valid_result"]}
 
 
 def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,
@@ -195,7 +259,7 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
                            "--overrides", json.dumps(settings)]
                 if data_path:
                     command += ["--data_path", str(data_path)]
-                with open(target.with_suffix(".log"), "w") as log:
+                with open(target.with_suffix(".log"), "a") as log:  # a resumed run keeps its earlier log
                     code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
                 if code != 0:
                     tqdm.write(f"{label} seed {seed} failed (exit {code}); see {target.with_suffix('.log')}")

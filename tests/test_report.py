@@ -61,3 +61,43 @@ def test_shuffled_prompts_permutes_items_within_each_prompt_only():
         assert sorted(row[0, :6].tolist()) == [1, 2, 3, 4, 5, 6] and row[0, 6:].tolist() == [0, 0]
         assert sorted(row[1, :2].tolist()) == [7, 8] and not row[1, 2:].any()
     assert any(not torch.equal(row[0], seq[0]) for row in shuffled), "the order changes"
+
+
+@pytest.mark.parametrize("stopped_after", [2, 4], ids=["mid-training", "before-test-evaluation"])
+def test_interrupted_run_goes_on_from_its_last_epoch_and_matches_an_uninterrupted_one(tiny, tmp_path, monkeypatch,
+                                                                                     stopped_after):
+    import recbole_llm.report as report
+
+    common = {k: v for k, v in tiny["config"].items() if k not in ("data_path", "checkpoint_dir")}
+    common.update(epochs=4, stopping_step=10)
+
+    def run(name, **extra):
+        overrides = {**common, "checkpoint_dir": str(tmp_path / name), **extra}
+        return report.run_single("SASRec", "tiny", 3, tmp_path / name / "SASRec__seed3.json", overrides,
+                                 data_path=str(tiny["path"]))
+
+    whole = run("whole")
+
+    class Stopped(Exception):
+        pass
+
+    save = report._save_training
+    saves = []
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        saves.append(args[3])
+        if len(saves) == stopped_after:
+            raise Stopped
+
+    monkeypatch.setattr(report, "_save_training", save_then_stop)
+    with pytest.raises(Stopped):
+        run("cut")
+    monkeypatch.setattr(report, "_save_training", save)
+    resume = tmp_path / "cut" / "SASRec__seed3.resume.pth"
+    assert saves == list(range(stopped_after)) and resume.exists() and not (tmp_path / "cut" / "SASRec__seed3.json").exists()
+
+    resumed = run("cut")
+    assert resumed["resumed_at_epoch"] == stopped_after and resumed["epochs"] == 4 and not resume.exists()
+    assert resumed["train_loss"] == whole["train_loss"], "same batches, same dropout, same optimizer state"
+    assert resumed["valid"] == pytest.approx(whole["valid"]) and resumed["test"] == pytest.approx(whole["test"])
