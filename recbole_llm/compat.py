@@ -109,6 +109,22 @@ def _guard_collector_cpu() -> None:
     Collector.get_data_struct = get_data_struct
 
 
+def _race_free_ensure_dir() -> None:
+    """RecBole's ``ensure_dir`` checks, then creates: the processes of a DDP run
+    (``nproc`` > 1) all create ``./log/<model>`` and the checkpoint folder at once,
+    and every process but the first dies with FileExistsError."""
+    import importlib
+
+    def ensure_dir(dir_path):
+        os.makedirs(dir_path, exist_ok=True)
+
+    for name in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.trainer.trainer",
+                 "recbole.data.dataset.dataset", "recbole.data.utils"):
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = ensure_dir
+
+
 def apply() -> None:
     """Apply every fix once. Safe to call repeatedly."""
     global _APPLIED
@@ -117,6 +133,7 @@ def apply() -> None:
     _alias_removed_numpy_names()
     _trust_recbole_checkpoints()
     _guard_collector_cpu()
+    _race_free_ensure_dir()
     _APPLIED = True
 
 
