@@ -72,3 +72,14 @@ def test_uniformity_prefers_spread_points():
     spread = torch.eye(4)
     collapsed = torch.ones(4, 4)
     assert uniformity(spread) < uniformity(collapsed)
+
+
+def test_evaluation_in_length_sorted_chunks_scores_like_one_batch(tiny, tmp_path, tiny_llm):
+    _, _, (train, _, _), model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm, llmsrec_state_batch_size=3))
+    batch = next(iter(train))
+    model.eval()
+    with torch.no_grad():
+        one_batch = model.user_mlp(model.llm_user_states(batch)) @ model.item_mlp(model.item_states).T
+        chunked = model.full_sort_predict(batch)
+    assert len(batch) > 3
+    assert torch.allclose(chunked[:, 1:], one_batch[:, 1:], atol=1e-4), (chunked - one_batch)[:, 1:].abs().max()

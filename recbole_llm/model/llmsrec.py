@@ -61,6 +61,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self.uniformity_weight = float(config["uniformity_weight"])
         self.max_prompt_items = int(config["llmsrec_max_prompt_items"])
         self.show_progress = bool(config["show_progress"])
+        self.state_batch_size = int(config["llmsrec_state_batch_size"])
         self.titles = catalog_titles(config, dataset)
         self.teacher = self._teacher(config, dataset)
 
@@ -131,7 +132,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         # batches of similar length: padding is wasted LLM compute (Beauty titles run from 2 to 100+ tokens)
         order = sorted(range(len(prompts)), key=lambda i: len(self.tokenizer(prompts[i])["input_ids"]))
         states = torch.zeros(len(prompts), self.llm.config.hidden_size)
-        batch = int(config["llmsrec_state_batch_size"])
+        batch = self.state_batch_size
         with torch.no_grad():
             for start in tqdm(range(0, len(prompts), batch), desc="LLM item states", disable=not self.show_progress):
                 rows = order[start : start + batch]
@@ -153,7 +154,10 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         return prompts
 
     def llm_user_states(self, interaction) -> torch.Tensor:
-        prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
+        return self._prompt_states(self.user_prompts(interaction[self.ITEM_SEQ].cpu(),
+                                                     interaction[self.ITEM_SEQ_LEN].cpu()))
+
+    def _prompt_states(self, prompts: list[str]) -> torch.Tensor:
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.user_token.device)
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         if not bool((ids[:, -1] == self.user_token_id).all()):
@@ -183,7 +187,19 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self.last_losses = {"retrieval": retrieval.item(), "distill": distill.item(), "uniformity": uniform.item()}
         return retrieval + self.distill_weight * distill + self.uniformity_weight * uniform
 
+    def _sorted_user_states(self, interaction) -> torch.Tensor:
+        """The LLM user states of a whole evaluation batch, run in chunks of similar prompt length:
+        RecBole hands over every test session at once, and one padded batch wastes most of its compute."""
+        prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
+        lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+        order = sorted(range(len(prompts)), key=lengths.__getitem__)
+        states = torch.empty(len(prompts), self.llm.config.hidden_size, device=self.user_token.device)
+        for start in range(0, len(prompts), self.state_batch_size):
+            rows = order[start : start + self.state_batch_size]
+            states[rows] = self._prompt_states([prompts[i] for i in rows])
+        return states
+
     def full_sort_predict(self, interaction):
-        scores = self.user_representation(interaction) @ self.item_mlp(self.item_states).T
+        scores = self.user_mlp(self._sorted_user_states(interaction)) @ self.item_mlp(self.item_states).T
         scores[:, 0] = -torch.inf
         return scores
