@@ -7,6 +7,7 @@ import sys
 
 import recbole_llm
 from recbole_llm.data.datasets import DatasetNotFoundError
+from recbole_llm.quick_start import MultiProcessNeedsGPUs
 
 
 def main() -> int:
@@ -57,7 +58,7 @@ def main() -> int:
             protocol_defaults=not args.recbole_defaults,
         )
     except (ValueError, DatasetNotFoundError) as error:
-        if not isinstance(error, DatasetNotFoundError) and "Unknown model" not in str(error):
+        if not isinstance(error, (DatasetNotFoundError, MultiProcessNeedsGPUs)) and "Unknown model" not in str(error):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2

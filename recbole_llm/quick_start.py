@@ -25,6 +25,10 @@ def prepare_dataset(model, dataset, config_file_list, config_dict) -> Config:
     return config
 
 
+class MultiProcessNeedsGPUs(ValueError):
+    """``nproc`` > 1 is RecBole's DDP, which runs one NCCL process per CUDA device."""
+
+
 def run(
     model,
     dataset,
@@ -41,6 +45,14 @@ def run(
     """Train and evaluate ``model`` (a name or class, ours or RecBole's) on
     ``dataset`` under the paper's protocol (RecBole's defaults when
     ``protocol_defaults`` is False)."""
+    import torch
+
+    if nproc > 1 and torch.cuda.device_count() < nproc:
+        raise MultiProcessNeedsGPUs(
+            f"--nproc={nproc} runs RecBole's multi-GPU training (NCCL, one process per GPU) but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s); use --nproc=1 on CPU, or at most that many processes "
+            "(and list them in gpu_id, e.g. gpu_id: '0,1')."
+        )
     files = config_files(config_file_list) if protocol_defaults else list(config_file_list or [])
     prepare_dataset(model, dataset, files, config_dict)
     return recbole.quick_start.run(

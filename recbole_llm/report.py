@@ -175,7 +175,8 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
         "model": model_name, "dataset": dataset_name, "seed": seed, "overrides": overrides or {},
         "valid": {k: float(v) for k, v in (valid_result or {}).items()},
         "test": {k: float(v) for k, v in test_result.items()},
-        "epochs": len(epoch_seconds), "train_loss": train_loss, "sec_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+        "epochs": len(epoch_seconds), "train_loss": train_loss,
+        "sec_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
         "init_seconds": init_seconds, "eval_seconds": eval_seconds,
         "wall_seconds": progress["wall_before"] + time.perf_counter() - started,
         "checkpoint": trainer.saved_model_file, "test_sessions": len(test_data.dataset.inter_feat),
@@ -236,7 +237,8 @@ def _restore_training(trainer, train_data, path: Path) -> dict:
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     train_data.generator.set_state(state["rng"]["loader"])
-    return {**state["progress"], "resumed_at_epoch": state["epoch"] + 1, "best_valid_result": state["best_valid_result"]}
+    return {**state["progress"], "resumed_at_epoch": state["epoch"] + 1,
+            "best_valid_result": state["best_valid_result"]}
 
 
 def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,

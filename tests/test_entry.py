@@ -25,6 +25,14 @@ def test_unknown_model_is_one_clear_message(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="this machine can run two NCCL processes")
+def test_multi_process_without_gpus_is_one_clear_message(tmp_path):
+    done = _script("--model=SASRec", "--dataset=ml-100k", "--nproc=2", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--nproc=2 runs RecBole's multi-GPU training" in done.stderr and "--nproc=1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_missing_dataset_is_one_clear_message(tmp_path):
     done = _script("--model=SASRec", "--dataset=mystore", f"--data_path={tmp_path}", cwd=tmp_path)
     assert done.returncode == 2
