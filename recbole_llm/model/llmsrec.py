@@ -129,15 +129,13 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         if cache.exists():
             return torch.load(cache, weights_only=True)
         prompts = [f"Item: {title} {ITEM_TOKEN}" for title in self.titles]
-        # batches of similar length: padding is wasted LLM compute (Beauty titles run from 2 to 100+ tokens)
-        order = sorted(range(len(prompts)), key=lambda i: len(self.tokenizer(prompts[i])["input_ids"]))
-        states = torch.zeros(len(prompts), self.llm.config.hidden_size)
-        batch = self.state_batch_size
+
+        def last_states(chunk: list[str]) -> torch.Tensor:
+            encoded = self.tokenizer(chunk, return_tensors="pt", padding=True)
+            return self.llm.model(**encoded).last_hidden_state[:, -1]
+
         with torch.no_grad():
-            for start in tqdm(range(0, len(prompts), batch), desc="LLM item states", disable=not self.show_progress):
-                rows = order[start : start + batch]
-                encoded = self.tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True)
-                states[rows] = self.llm.model(**encoded).last_hidden_state[:, -1]
+            states = self._by_length(prompts, last_states, "LLM item states")
         states[0] = 0.0
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".tmp")
@@ -187,19 +185,23 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self.last_losses = {"retrieval": retrieval.item(), "distill": distill.item(), "uniformity": uniform.item()}
         return retrieval + self.distill_weight * distill + self.uniformity_weight * uniform
 
-    def _sorted_user_states(self, interaction) -> torch.Tensor:
-        """The LLM user states of a whole evaluation batch, run in chunks of similar prompt length:
-        RecBole hands over every test session at once, and one padded batch wastes most of its compute."""
-        prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
+    def _by_length(self, prompts: list[str], run, desc: str | None = None) -> torch.Tensor:
+        """``run`` (prompts -> last-position LLM states) over chunks of ``llmsrec_state_batch_size`` prompts of
+        similar token length, in the original order: padding is wasted LLM compute (Beauty titles run from 2 to
+        100+ tokens)."""
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
         order = sorted(range(len(prompts)), key=lengths.__getitem__)
         states = torch.empty(len(prompts), self.llm.config.hidden_size, device=self.user_token.device)
-        for start in range(0, len(prompts), self.state_batch_size):
+        starts = range(0, len(prompts), self.state_batch_size)
+        for start in tqdm(starts, desc=desc, disable=desc is None or not self.show_progress):
             rows = order[start : start + self.state_batch_size]
-            states[rows] = self._prompt_states([prompts[i] for i in rows])
+            states[rows] = run([prompts[i] for i in rows])
         return states
 
     def full_sort_predict(self, interaction):
-        scores = self.user_mlp(self._sorted_user_states(interaction)) @ self.item_mlp(self.item_states).T
+        # RecBole hands over every evaluated session at once: one padded batch would waste most of its compute
+        prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
+        users = self._by_length(prompts, self._prompt_states)
+        scores = self.user_mlp(users) @ self.item_mlp(self.item_states).T
         scores[:, 0] = -torch.inf
         return scores
