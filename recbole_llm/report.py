@@ -158,7 +158,6 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
     resumable = getattr(model, "needs_training", True)  # fitted-once models have no epochs to go on from
     _, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
                                   callback_fn=save_progress if resumable else None)
-    valid_result = valid_result or progress.get("best_valid_result")
     t = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_seconds = time.perf_counter() - t
@@ -194,17 +193,19 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
 
 
 def _save_training(trainer, train_data, path: Path, epoch: int, progress: dict) -> None:
-    """After each validated epoch: everything ``fit`` needs to go on from the next epoch exactly
-    as if never stopped (model, optimizer, early-stopping state, every random generator)."""
+    """After each validated epoch: RecBole's checkpoint fields (what its ``resume_checkpoint`` reads), plus
+    what it leaves out but an exact continuation needs: the best result so far, where the best checkpoint
+    is, and every random generator."""
     import random
 
     import torch
 
     state = {
-        "epoch": epoch, "cur_step": trainer.cur_step, "best_valid_score": trainer.best_valid_score,
+        "config": trainer.config, "epoch": epoch, "cur_step": trainer.cur_step,
+        "best_valid_score": trainer.best_valid_score, "state_dict": trainer.model.state_dict(),
+        "other_parameter": trainer.model.other_parameter(), "optimizer": trainer.optimizer.state_dict(),
         "best_valid_result": trainer.best_valid_result, "best_checkpoint": trainer.saved_model_file,
-        "state_dict": trainer.model.state_dict(), "other_parameter": trainer.model.other_parameter(),
-        "optimizer": trainer.optimizer.state_dict(), "progress": progress,
+        "progress": progress,
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                 "loader": train_data.generator.get_state()},
     }
@@ -219,15 +220,10 @@ def _restore_training(trainer, train_data, path: Path) -> dict:
 
     import torch
 
+    trainer.resume_checkpoint(path)  # model, optimizer, start epoch, early-stopping counters
     state = torch.load(path, map_location=trainer.device, weights_only=False)
-    trainer.start_epoch = state["epoch"] + 1
-    trainer.cur_step = state["cur_step"]
-    trainer.best_valid_score = state["best_valid_score"]
     trainer.best_valid_result = state["best_valid_result"]
-    trainer.saved_model_file = state["best_checkpoint"]
-    trainer.model.load_state_dict(state["state_dict"])
-    trainer.model.load_other_parameter(state["other_parameter"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.saved_model_file = state["best_checkpoint"]  # resume_checkpoint pointed it at the resume file
     if trainer.cur_step > trainer.stopping_step:  # it had early-stopped: only the test evaluation was left
         trainer.start_epoch = trainer.epochs
     if trainer.start_epoch >= trainer.epochs:  # fit() then saves the model as is over the best checkpoint
@@ -237,8 +233,7 @@ def _restore_training(trainer, train_data, path: Path) -> dict:
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     train_data.generator.set_state(state["rng"]["loader"])
-    return {**state["progress"], "resumed_at_epoch": state["epoch"] + 1,
-            "best_valid_result": state["best_valid_result"]}
+    return {**state["progress"], "resumed_at_epoch": state["epoch"] + 1}
 
 
 def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,
