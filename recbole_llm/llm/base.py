@@ -10,6 +10,9 @@ from tqdm.auto import tqdm
 from .cache import AnswerCache, answer_key
 
 
+JOB_STATE = "job.json"  # in a job folder: the provider's job and, once done, the tuned model
+
+
 class PromptLLM:
     """``fine_tune`` returns a model reference (resumable, never repeated for the
     same data); ``sample`` answers chat prompts n times, through the answer cache."""
@@ -33,8 +36,13 @@ class PromptLLM:
         digest = hashlib.sha256(json.dumps([model, train, valid]).encode()).hexdigest()[:16]
         folder = self.workdir / f"{self.name}-{digest}"
         folder.mkdir(parents=True, exist_ok=True)
-        state_file = folder / "job.json"
+        state_file = folder / JOB_STATE
         return folder, digest, json.loads(state_file.read_text()) if state_file.exists() else {}
+
+    @staticmethod
+    def save_job_state(folder: Path, state: dict) -> None:
+        """What ``job_folder`` reads back on a rerun (job id, then the tuned model)."""
+        (folder / JOB_STATE).write_text(json.dumps(state))
 
     def _generate(self, model: str, messages: list[dict], n: int, settings: dict) -> list[str]:
         raise NotImplementedError

@@ -61,7 +61,6 @@ class OpenAIPromptLLM(PromptLLM):
 
     def fine_tune(self, train, valid) -> str | None:
         folder, _, state = self.job_folder(self.model, train, valid)
-        state_file = folder / "job.json"
         if state.get("fine_tuned_model"):
             return state["fine_tuned_model"]
         train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"
@@ -80,12 +79,12 @@ class OpenAIPromptLLM(PromptLLM):
             job = self.client.fine_tuning.jobs.create(training_file=train_file, validation_file=valid_file,
                                                       model=self.model, suffix=self.suffix)
             state = {"job_id": job.id, "training_file": train_file, "validation_file": valid_file}
-            state_file.write_text(json.dumps(state))  # persisted before any waiting: a rerun reattaches
+            self.save_job_state(folder, state)  # persisted before any waiting: a rerun reattaches
         else:
             logger.info("reattaching to fine-tuning job %s", state["job_id"])
         model = self._wait(state["job_id"])
         state["fine_tuned_model"] = model
-        state_file.write_text(json.dumps(state))
+        self.save_job_state(folder, state)
         return model
 
     def _wait(self, job_id: str) -> str:

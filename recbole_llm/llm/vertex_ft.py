@@ -9,7 +9,6 @@ project, location and endpoint come from our config and tests can point them at 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -89,7 +88,6 @@ class VertexPromptLLM(PromptLLM):
 
     def fine_tune(self, train, valid) -> str | None:
         folder, digest, state = self.job_folder(self.model, train, valid)
-        state_file = folder / "job.json"
         if state.get("endpoint"):
             return state["endpoint"]
         train_path, valid_path = folder / "train.jsonl", folder / "valid.jsonl"
@@ -109,11 +107,11 @@ class VertexPromptLLM(PromptLLM):
                 supervised_tuning_spec=SupervisedTuningSpec(training_dataset_uri=train_uri,
                                                             validation_dataset_uri=valid_uri)), retry=self.retry)
             state = {"job": job.name, "training_dataset_uri": train_uri, "validation_dataset_uri": valid_uri}
-            state_file.write_text(json.dumps(state))  # persisted before any waiting: a rerun reattaches
+            self.save_job_state(folder, state)  # persisted before any waiting: a rerun reattaches
         else:
             logger.info("reattaching to Vertex tuning job %s", state["job"])
         state["endpoint"] = self._wait(state["job"])
-        state_file.write_text(json.dumps(state))
+        self.save_job_state(folder, state)
         return state["endpoint"]
 
     def _upload(self, path: Path, digest: str) -> str:
