@@ -125,6 +125,27 @@ def _race_free_ensure_dir() -> None:
             module.ensure_dir = ensure_dir
 
 
+def _ddp_ranks_load_rank0s_checkpoint() -> None:
+    """In a DDP run only rank 0 writes the best checkpoint, under a name holding the time each rank
+    built its trainer, and nothing makes the other ranks wait for it: at test time they read a file
+    that is half written or named for another second. Every rank now takes rank 0's file name, which
+    also waits until rank 0 has finished training and saving."""
+    import torch.distributed as dist
+    from recbole.trainer import Trainer
+
+    original = Trainer.evaluate
+
+    @functools.wraps(original)
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and model_file is None and not self.config["single_spec"]:
+            name = [self.saved_model_file]
+            dist.broadcast_object_list(name, src=0)
+            self.saved_model_file = name[0]
+        return original(self, eval_data, load_best_model, model_file, show_progress)
+
+    Trainer.evaluate = evaluate
+
+
 def apply() -> None:
     """Apply every fix once. Safe to call repeatedly."""
     global _APPLIED
@@ -134,6 +155,7 @@ def apply() -> None:
     _trust_recbole_checkpoints()
     _guard_collector_cpu()
     _race_free_ensure_dir()
+    _ddp_ranks_load_rank0s_checkpoint()
     _APPLIED = True
 
 
