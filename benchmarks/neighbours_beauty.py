@@ -1,12 +1,13 @@
 """LLMSeqSim, the SKNN family, SKNN-Emb and the hybrids on Beauty (temporal protocol).
 
-    python benchmarks/neighbours_beauty.py
+    python benchmarks/neighbours_beauty.py [--seeds 1 2 3]
 
 1. picks LLMSeqSim's pooling and reduction on the validation folds (never the test set),
 2. runs every model through the report runner (results land next to the other Beauty runs),
-3. measures SKNN-Emb and V-SKNN latency per prompt session (p50/p90, one session at a time).
+3. measures SKNN-Emb and V-SKNN latency per prompt session (p50/p90, one session at a time), once.
 Resumable like every report run.
 """
+import argparse
 import json
 import sys
 import time
@@ -91,12 +92,17 @@ def plan() -> list[str]:
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
     build_beauty()
     from recbole_llm.report import build_report, run_plan
 
-    run_plan(OUT, "beauty", plan(), [1], {}, data_path=str(DATA_PATH))
-    lat = [latency("SKNNEmb"), latency("VSKNN")]
-    (OUT / "latency.json").write_text(json.dumps(lat, indent=1))
+    run_plan(OUT, "beauty", plan(), args.seeds, {}, data_path=str(DATA_PATH))
+    latency_file = OUT / "latency.json"
+    if not latency_file.exists():
+        latency_file.write_text(json.dumps([latency("SKNNEmb"), latency("VSKNN")], indent=1))
+    lat = json.loads(latency_file.read_text())
     print(build_report(OUT))
     for row in lat:
         print(f"{row['model']}: p50 {row['p50_ms']:.2f} ms, p90 {row['p90_ms']:.2f} ms per prompt session "
