@@ -78,3 +78,23 @@ def test_fold_split_validates_on_a_later_bin(tiny):
     lists, lengths, targets = (valid.dataset.inter_feat[f].numpy() for f in ("item_id_list", "item_length", "item_id"))
     for seq, n, target in zip(lists, lengths, targets):
         assert len(set(seq[:n])) == n, "every interaction appears once in a fold's sessions"
+
+
+def test_general_model_evaluates_each_sessions_last_item_whatever_the_file_order(tiny):
+    """RecBole's ml-100k lists interactions in no particular order; a general model (Pop) must still be
+    scored on one row per session, its last item, like the sequential models."""
+    inter = tiny["path"] / "tiny" / "tiny.inter"
+    header, *rows = inter.read_text().splitlines(keepends=True)
+    np.random.default_rng(0).shuffle(rows)
+    inter.write_text(header + "".join(rows))
+    _, _, (_, _, seq_test), _ = build("SASRec", tiny)
+    _, dataset, (_, _, test), _ = build("Pop", tiny)
+    feat = test.dataset.inter_feat
+    uid, iid = feat[dataset.uid_field].numpy(), feat[dataset.iid_field].numpy()
+    assert len(set(uid)) == len(uid) == len(seq_test.dataset.inter_feat), "one evaluated row per session"
+    raw = {}
+    for u, i, t in tiny["catalog"]["rows"]:
+        raw.setdefault(u, []).append((t, i))
+    tokens_u, tokens_i = dataset.field2id_token["user_id"], dataset.field2id_token["item_id"]
+    for u, target in zip(uid, iid):
+        assert tokens_i[target] == max(raw[tokens_u[u]])[1], "the target is the session's last item"

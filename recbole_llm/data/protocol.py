@@ -117,6 +117,9 @@ def session_split(dataset) -> list:
     dataset.logger.info(f"SESSION split: {report}")
     dataset.session_split_report = report
     kept = np.unique(np.concatenate([train_idx, valid_idx, test_idx]))  # a fold's valid and test are one bin
+    # by (user, time): a general model's dataset keeps the file's row order, and the target is the last row
+    times = dataset.inter_feat[dataset.time_field].numpy()
+    kept = kept[np.lexsort((kept, times[kept], all_uids[kept]))]
     dataset.inter_feat = dataset.inter_feat[torch.as_tensor(kept)]
     part_of_user = np.zeros(dataset.user_num, dtype=np.int64)
     for part, rows in ((1, valid_idx), (2, test_idx)):
