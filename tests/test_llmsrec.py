@@ -79,7 +79,26 @@ def test_evaluation_in_length_sorted_chunks_scores_like_one_batch(tiny, tmp_path
     batch = next(iter(train))
     model.eval()
     with torch.no_grad():
-        one_batch = model.user_mlp(model.llm_user_states(batch)) @ model.item_mlp(model.item_states).T
+        one_batch = model.user_representation(batch) @ model.item_representations().T
         chunked = model.full_sort_predict(batch)
     assert len(batch) > 3
     assert torch.allclose(chunked[:, 1:], one_batch[:, 1:], atol=1e-4), (chunked - one_batch)[:, 1:].abs().max()
+
+
+def test_a_direction_shared_by_all_states_does_not_reach_the_mlps(tiny, tmp_path, tiny_llm, monkeypatch):
+    """A causal LM's last hidden states share one large direction; LLMSRec standardises it away (items by the
+    catalog's statistics, users by running statistics) so the MLPs see what tells items and sessions apart."""
+    from recbole_llm.model.llmsrec import LLMSRec
+
+    config = _config(tmp_path, tiny_llm)
+    _, _, (train, _, _), plain = build("LLMSRec", tiny, **config)
+    offset = 100.0 * torch.randn(plain.llm.config.hidden_size)
+    item_states = LLMSRec._item_states
+    monkeypatch.setattr(LLMSRec, "_item_states", lambda self, *args: item_states(self, *args) + offset)
+    _, _, _, shifted = build("LLMSRec", tiny, **config)
+    monkeypatch.setattr(shifted, "llm_user_states", lambda batch: LLMSRec.llm_user_states(shifted, batch) + offset)
+    assert torch.allclose(plain.item_representations()[1:], shifted.item_representations()[1:], atol=1e-3)
+    batch = next(iter(train))
+    plain.train(), shifted.train()
+    with torch.no_grad():
+        assert torch.allclose(plain.user_representation(batch), shifted.user_representation(batch), atol=1e-3)

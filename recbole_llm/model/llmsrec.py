@@ -5,7 +5,8 @@ The prompt lists the session's item titles in order and ends with a user token;
 the frozen LLM's last hidden state there, through a small MLP, represents the
 user. Items are represented by the LLM's hidden state for "title + item token"
 through a second MLP; the LLM is frozen, so those states are computed once and
-cached on disk. Only the MLPs, two projections and the user-token embedding
+cached on disk. Both kinds of state are standardised per dimension before their
+MLP (see ``RunningStandardize``). Only the MLPs, two projections and the user-token embedding
 learn, from: next-item retrieval (softmax over the catalog) + distillation (MSE
 between the projected LLM user representation and the projected, frozen SASRec
 user representation) + a uniformity term that keeps both from collapsing.
@@ -46,6 +47,21 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Linear(d_in, d_hidden), torch.nn.GELU(), torch.nn.Linear(d_hidden, d_out))
 
 
+class RunningStandardize(torch.nn.BatchNorm1d):
+    """Per-dimension standardisation by running statistics, nothing learned. A causal LM's last hidden states
+    share one large direction (SmolLM2-135M: mean pairwise cosine 0.95 over ml-100k's item states, 0.98 over
+    user prompts) that would drown what tells sessions apart; users get their own statistics because the user
+    token's common direction differs from the items'. A lone training row is scaled by the running values."""
+
+    def __init__(self, width: int):
+        super().__init__(width, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and len(x) < 2:
+            return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, eps=self.eps)
+        return super().forward(x)
+
+
 @register_model
 class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
@@ -83,6 +99,10 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self.user_token_id = self.tokenizer.convert_tokens_to_ids(USER_TOKEN)
         self.user_token = torch.nn.Parameter(embeddings[: len(self.tokenizer) - 2].mean(0).clone())
         self.register_buffer("item_states", self._item_states(config, path))
+        catalog = self.item_states[1:]  # the catalog is fixed: its exact statistics standardise item states
+        self.register_buffer("item_state_mean", catalog.mean(0))
+        self.register_buffer("item_state_std", catalog.std(0).clamp_min(1e-6))
+        self.user_state_norm = RunningStandardize(width)
         self.user_mlp = mlp(width, 2 * self.dim, self.dim)
         self.item_mlp = mlp(width, 2 * self.dim, self.dim)
         self.project_llm = torch.nn.Linear(self.dim, self.dim)
@@ -169,11 +189,14 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         return hidden.last_hidden_state[:, -1]
 
     def user_representation(self, interaction) -> torch.Tensor:
-        return self.user_mlp(self.llm_user_states(interaction))
+        return self.user_mlp(self.user_state_norm(self.llm_user_states(interaction)))
+
+    def item_representations(self) -> torch.Tensor:
+        return self.item_mlp((self.item_states - self.item_state_mean) / self.item_state_std)
 
     def calculate_loss(self, interaction):
         user = self.user_representation(interaction)
-        items = self.item_mlp(self.item_states)
+        items = self.item_representations()
         logits = user @ items.T
         logits[:, 0] = -torch.inf
         retrieval = self.loss_fct(logits, interaction[self.POS_ITEM_ID])
@@ -202,6 +225,6 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         # RecBole hands over every evaluated session at once: one padded batch would waste most of its compute
         prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
         users = self._by_length(prompts, self._prompt_states)
-        scores = self.user_mlp(users) @ self.item_mlp(self.item_states).T
+        scores = self.user_mlp(self.user_state_norm(users)) @ self.item_representations().T
         scores[:, 0] = -torch.inf
         return scores
