@@ -63,6 +63,11 @@ def assign_sessions(ordered_uids: np.ndarray, ratios, fold: int | None = None) -
     return [train, bins[fold], bins[fold]]
 
 
+def _by_user_then_time(rows: np.ndarray, uids: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """``rows`` ordered by (user, time), ties in row order: each session's rows in sequence, its target last."""
+    return rows[np.lexsort((rows, times[rows], uids[rows]))]
+
+
 def _split_indices(dataset) -> tuple[list[np.ndarray], dict]:
     """Interaction indices of train sessions, and of the kept valid/test sessions
     with unseen prompt items removed. Returns indices and a small report."""
@@ -80,7 +85,7 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict]:
     seen = np.zeros(dataset.item_num, dtype=bool)
     seen[iids[train_mask]] = True
 
-    order = np.lexsort((np.arange(len(uids)), times, uids))  # stable (user, time)
+    order = _by_user_then_time(np.arange(len(uids)), uids, times)
     result, report = [np.flatnonzero(train_mask)], {"train_sessions": len(groups[0])}
     for name, group in zip(("valid", "test"), groups[1:]):
         rows = order[np.isin(uids[order], group)]
@@ -117,9 +122,8 @@ def session_split(dataset) -> list:
     dataset.logger.info(f"SESSION split: {report}")
     dataset.session_split_report = report
     kept = np.unique(np.concatenate([train_idx, valid_idx, test_idx]))  # a fold's valid and test are one bin
-    # by (user, time): a general model's dataset keeps the file's row order, and the target is the last row
-    times = dataset.inter_feat[dataset.time_field].numpy()
-    kept = kept[np.lexsort((kept, times[kept], all_uids[kept]))]
+    # a general model's dataset keeps the file's row order, and each session's target must be its last row
+    kept = _by_user_then_time(kept, all_uids, dataset.inter_feat[dataset.time_field].numpy())
     dataset.inter_feat = dataset.inter_feat[torch.as_tensor(kept)]
     part_of_user = np.zeros(dataset.user_num, dtype=np.int64)
     for part, rows in ((1, valid_idx), (2, test_idx)):

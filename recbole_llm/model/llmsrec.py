@@ -98,10 +98,11 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         embeddings = llm.get_input_embeddings().weight
         self.user_token_id = self.tokenizer.convert_tokens_to_ids(USER_TOKEN)
         self.user_token = torch.nn.Parameter(embeddings[: len(self.tokenizer) - 2].mean(0).clone())
-        self.register_buffer("item_states", self._item_states(config, path))
-        catalog = self.item_states[1:]  # the catalog is fixed: its exact statistics standardise item states
-        self.register_buffer("item_state_mean", catalog.mean(0))
-        self.register_buffer("item_state_std", catalog.std(0).clamp_min(1e-6))
+        states = self._item_states(config, path)
+        catalog = states[1:]  # the catalog and the LLM are fixed: standardise once, by the catalog's exact statistics
+        states = (states - catalog.mean(0)) / catalog.std(0).clamp_min(1e-6)
+        states[0] = 0.0  # padding; its score is masked
+        self.register_buffer("item_states", states)
         self.user_state_norm = RunningStandardize(width)
         self.user_mlp = mlp(width, 2 * self.dim, self.dim)
         self.item_mlp = mlp(width, 2 * self.dim, self.dim)
@@ -192,7 +193,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         return self.user_mlp(self.user_state_norm(self.llm_user_states(interaction)))
 
     def item_representations(self) -> torch.Tensor:
-        return self.item_mlp((self.item_states - self.item_state_mean) / self.item_state_std)
+        return self.item_mlp(self.item_states)
 
     def calculate_loss(self, interaction):
         user = self.user_representation(interaction)
