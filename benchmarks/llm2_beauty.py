@@ -57,11 +57,20 @@ def report() -> None:
         cells = [name, str(len(mine))] + [_cell([r["test"][m] for r in mine]) for m in SHOWN]
         cells += [_cell([r["sec_per_epoch"] for r in mine]), _cell([float(r["epochs"]) for r in mine])]
         print("| " + " | ".join(cells) + " |")
-    print("\n| pair | seeds | NDCG@20 ratio (mean over paired seeds) |\n|---|---|---|")
+    print("\n| run | seed | epochs | NDCG@10 | NDCG@20 | HR@20 | MRR@20 | CatalogCoverage@20 | best valid NDCG@20 |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    for name in SPECS:
+        for seed, r in sorted(runs.get(name, {}).items()):
+            t = r["test"]
+            print(f"| {name} | {seed} | {r['epochs']} | {t['ndcg@10']:.4f} | {t['ndcg@20']:.4f} | {t['hit@20']:.4f} | "
+                  f"{t['mrr@20']:.4f} | {t['catalogcoverage@20']:.3f} | {r['valid']['ndcg@20']:.4f} |")
+    print("\n| pair | seeds | NDCG@20 ratio per seed | mean |\n|---|---|---|---|")
     for a, b in PAIRS:
         seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
         ratios = [runs[a][s]["test"]["ndcg@20"] / runs[b][s]["test"]["ndcg@20"] for s in seeds]
-        print(f"| {a} / {b} | {seeds} | {statistics.mean(ratios):.3f} |" if ratios else f"| {a} / {b} | - | - |")
+        per_seed = ", ".join(f"{r:.3f}" for r in ratios)
+        print(f"| {a} / {b} | {seeds} | {per_seed} | {statistics.mean(ratios):.3f} |" if ratios
+              else f"| {a} / {b} | - | - | - |")
     print("\nSeconds per epoch in these runs depend on what else shared the CPU; the like-for-like ratio is"
           " measured by benchmarks/llm2_epoch_time.py.")
 
