@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_PATH, build_beauty  # noqa: E402
 
-from recbole_llm.report import load_runs, run_plan  # noqa: E402
+from recbole_llm.report import load_runs, paired_bootstrap, run_plan  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "beauty"
 COMMON = {"epochs": 40, "stopping_step": 5, "train_batch_size": 1024, "embedding_reduction": "pca"}
@@ -46,6 +46,14 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f}±{statistics.stdev(values):.4f}"
 
 
+def _paired_difference(a: dict, b: dict) -> str:
+    """Seed's NDCG@20 gap a - b with its session-bootstrap interval; '-' for runs saved before ranks were kept."""
+    if not (a["sessions"] and b["sessions"]):
+        return "-"
+    mean, low, high = paired_bootstrap(a["sessions"]["rank_cut1"], b["sessions"]["rank_cut1"])
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
 def report() -> None:
     runs = {}
     for run in load_runs(OUT):
@@ -64,13 +72,17 @@ def report() -> None:
             t = r["test"]
             print(f"| {name} | {seed} | {r['epochs']} | {t['ndcg@10']:.4f} | {t['ndcg@20']:.4f} | {t['hit@20']:.4f} | "
                   f"{t['mrr@20']:.4f} | {t['catalogcoverage@20']:.3f} | {r['valid']['ndcg@20']:.4f} |")
-    print("\n| pair | seeds | NDCG@20 ratio per seed | mean |\n|---|---|---|---|")
+    print("\n| pair | seeds | NDCG@20 ratio per seed | mean | NDCG@20 difference per seed [95% CI over test sessions] |"
+          "\n|---|---|---|---|---|")
     for a, b in PAIRS:
         seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        if not seeds:
+            print(f"| {a} / {b} | - | - | - | - |")
+            continue
         ratios = [runs[a][s]["test"]["ndcg@20"] / runs[b][s]["test"]["ndcg@20"] for s in seeds]
         per_seed = ", ".join(f"{r:.3f}" for r in ratios)
-        print(f"| {a} / {b} | {seeds} | {per_seed} | {statistics.mean(ratios):.3f} |" if ratios
-              else f"| {a} / {b} | - | - | - |")
+        print(f"| {a} / {b} | {seeds} | {per_seed} | {statistics.mean(ratios):.3f} | "
+              f"{'; '.join(_paired_difference(runs[a][s], runs[b][s]) for s in seeds)} |")
     print("\nSeconds per epoch in these runs depend on what else shared the CPU; the like-for-like ratio is"
           " measured by benchmarks/llm2_epoch_time.py.")
 

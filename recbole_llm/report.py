@@ -274,6 +274,27 @@ def load_runs(out_dir: Path) -> list[dict]:
     return runs
 
 
+def ndcg_per_session(ranks: np.ndarray, k: int = 20) -> np.ndarray:
+    """NDCG@k of each session from the target's 1-based rank (one relevant item; -1 = not ranked)."""
+    ranks = np.asarray(ranks)
+    hit = (ranks >= 1) & (ranks <= k)
+    return np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 1) + 1.0), 0.0)
+
+
+def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 20, samples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean NDCG@k difference a - b over the same test sessions, with a 95% percentile interval from
+    resampling sessions. It measures how much a single seed's gap owes to which sessions were tested,
+    not to training randomness (that is what several seeds are for)."""
+    if len(ranks_a) != len(ranks_b):
+        raise ValueError(f"paired runs must score the same sessions: {len(ranks_a)} vs {len(ranks_b)}")
+    diff = ndcg_per_session(ranks_a, k) - ndcg_per_session(ranks_b, k)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
+
+
 def _fmt(values) -> str:
     values = [v for v in values if v is not None]
     if not values:

@@ -1,4 +1,5 @@
 """The reproduction report: resumable plan, tables and plots."""
+import numpy as np
 import pytest
 
 from recbole_llm.report import build_report, parse_model_spec, run_plan
@@ -102,3 +103,24 @@ def test_interrupted_run_goes_on_from_its_last_epoch_and_matches_an_uninterrupte
     assert resumed["resumed_at_epoch"] == stopped_after and resumed["epochs"] == 4 and not resume.exists()
     assert resumed["train_loss"] == whole["train_loss"], "same batches, same dropout, same optimizer state"
     assert resumed["valid"] == pytest.approx(whole["valid"]) and resumed["test"] == pytest.approx(whole["test"])
+
+
+def test_ndcg_per_session_matches_the_rank_formula():
+    from recbole_llm.report import ndcg_per_session
+
+    values = ndcg_per_session(np.array([1, 3, 20, 21, -1]), k=20)
+    assert np.allclose(values, [1.0, 0.5, 1 / np.log2(21), 0.0, 0.0])
+
+
+def test_paired_bootstrap_separates_a_real_gap_from_none():
+    from recbole_llm.report import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    ranks = rng.integers(1, 60, size=500)
+    mean, low, high = paired_bootstrap(ranks, ranks)
+    assert mean == low == high == 0.0
+    better = np.where(rng.random(500) < 0.3, 1, ranks)  # 30% of sessions move the target to rank 1
+    mean, low, high = paired_bootstrap(better, ranks)
+    assert 0 < low < mean < high
+    with pytest.raises(ValueError, match="same sessions"):
+        paired_bootstrap(ranks, ranks[:10])
