@@ -274,10 +274,17 @@ def load_runs(out_dir: Path) -> list[dict]:
     return runs
 
 
-def ndcg_per_session(ranks: np.ndarray, k: int = 20) -> np.ndarray:
-    """NDCG@k of each session from the target's 1-based rank (one relevant item; -1 = not ranked)."""
+def hits_per_session(ranks: np.ndarray, k: int = 20) -> np.ndarray:
+    """Whether each session's target is in the top k, from its saved 1-based rank (-1: the prompt was too short
+    for that cut, so no rank)."""
     ranks = np.asarray(ranks)
-    hit = (ranks >= 1) & (ranks <= k)
+    return (ranks >= 1) & (ranks <= k)
+
+
+def ndcg_per_session(ranks: np.ndarray, k: int = 20) -> np.ndarray:
+    """NDCG@k of each session from the target's 1-based rank (one relevant item)."""
+    ranks = np.asarray(ranks)
+    hit = hits_per_session(ranks, k)
     return np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 1) + 1.0), 0.0)
 
 
@@ -388,7 +395,7 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
         for r in (r for r in with_sessions if r["label"] == label):
             s = r["sessions"]
             bins = np.clip(np.searchsorted(edges, s["last_item_popularity"], side="right") - 1, 0, len(edges) - 2)
-            hit = (s["rank_cut1"] >= 1) & (s["rank_cut1"] <= k)
+            hit = hits_per_session(s["rank_cut1"], k)
             hits.append([hit[bins == b].mean() if (bins == b).any() else np.nan for b in range(len(edges) - 1)])
         ax.plot(range(len(edges) - 1), np.nanmean(hits, axis=0), marker="o", label=label)
     ax.set_xticks(range(len(edges) - 1), [f"{edges[b]:.0f}-{edges[b + 1]:.0f}" for b in range(len(edges) - 1)])
@@ -402,8 +409,7 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
             values = []
             for r in (r for r in with_sessions if r["label"] == label):
                 rank = r["sessions"][f"rank_cut{p}"]
-                valid = rank >= 1
-                values.append(((rank <= k) & valid).sum() / max(valid.sum(), 1))
+                values.append(hits_per_session(rank, k).sum() / max((rank >= 1).sum(), 1))
             curve.append(np.mean(values))
         ax.plot(CUT_POSITIONS, curve, marker="o", label=label)
     paths.append(_finish(fig, ax, "position treated as the prompt's last item (1 = the real last item)",

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from recbole_llm.report import build_report, parse_model_spec, run_plan
+from recbole_llm.report import build_report, ndcg_per_session, paired_bootstrap, parse_model_spec, run_plan
 
 
 def test_model_spec_parsing():
@@ -106,15 +106,11 @@ def test_interrupted_run_goes_on_from_its_last_epoch_and_matches_an_uninterrupte
 
 
 def test_ndcg_per_session_matches_the_rank_formula():
-    from recbole_llm.report import ndcg_per_session
-
     values = ndcg_per_session(np.array([1, 3, 20, 21, -1]), k=20)
     assert np.allclose(values, [1.0, 0.5, 1 / np.log2(21), 0.0, 0.0])
 
 
 def test_paired_bootstrap_separates_a_real_gap_from_none():
-    from recbole_llm.report import paired_bootstrap
-
     rng = np.random.default_rng(1)
     ranks = rng.integers(1, 60, size=500)
     mean, low, high = paired_bootstrap(ranks, ranks)
