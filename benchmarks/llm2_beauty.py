@@ -12,6 +12,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_PATH, build_beauty  # noqa: E402
 
@@ -54,6 +56,17 @@ def _paired_difference(a: dict, b: dict) -> str:
     return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
+def _pooled_difference(a: dict, b: dict, seeds: list[int]) -> str:
+    """Seed-averaged NDCG@20 gap over the seeds whose runs kept per-session ranks, with its session-bootstrap
+    interval."""
+    kept = [s for s in seeds if a[s]["sessions"] and b[s]["sessions"]]
+    if not kept:
+        return "-"
+    mean, low, high = paired_bootstrap(np.stack([a[s]["sessions"]["rank_cut1"] for s in kept]),
+                                       np.stack([b[s]["sessions"]["rank_cut1"] for s in kept]))
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] (seeds {', '.join(map(str, kept))})"
+
+
 def report() -> None:
     runs = {}
     for run in load_runs(OUT):
@@ -73,16 +86,17 @@ def report() -> None:
             print(f"| {name} | {seed} | {r['epochs']} | {t['ndcg@10']:.4f} | {t['ndcg@20']:.4f} | {t['hit@20']:.4f} | "
                   f"{t['mrr@20']:.4f} | {t['catalogcoverage@20']:.3f} | {r['valid']['ndcg@20']:.4f} |")
     print("\n| pair | seeds | NDCG@20 ratio per seed | mean | NDCG@20 difference per seed [95% CI over test sessions] |"
-          "\n|---|---|---|---|---|")
+          " seed-averaged difference [95% CI] |\n|---|---|---|---|---|---|")
     for a, b in PAIRS:
         seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
         if not seeds:
-            print(f"| {a} / {b} | - | - | - | - |")
+            print(f"| {a} / {b} | - | - | - | - | - |")
             continue
         ratios = [runs[a][s]["test"]["ndcg@20"] / runs[b][s]["test"]["ndcg@20"] for s in seeds]
         per_seed = ", ".join(f"{r:.3f}" for r in ratios)
         print(f"| {a} / {b} | {seeds} | {per_seed} | {statistics.mean(ratios):.3f} | "
-              f"{'; '.join(_paired_difference(runs[a][s], runs[b][s]) for s in seeds)} |")
+              f"{'; '.join(_paired_difference(runs[a][s], runs[b][s]) for s in seeds)} | "
+              f"{_pooled_difference(runs[a], runs[b], seeds)} |")
     print("\nSeconds per epoch in these runs depend on what else shared the CPU; the like-for-like ratio is"
           " measured by benchmarks/llm2_epoch_time.py.")
 

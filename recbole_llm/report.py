@@ -291,11 +291,17 @@ def ndcg_per_session(ranks: np.ndarray, k: int = 20) -> np.ndarray:
 def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 20, samples: int = 2000,
                      seed: int = 0) -> tuple[float, float, float]:
     """Mean NDCG@k difference a - b over the same test sessions, with a 95% percentile interval from
-    resampling sessions. It measures how much a single seed's gap owes to which sessions were tested,
-    not to training randomness (that is what several seeds are for)."""
-    if len(ranks_a) != len(ranks_b):
-        raise ValueError(f"paired runs must score the same sessions: {len(ranks_a)} vs {len(ranks_b)}")
-    diff = ndcg_per_session(ranks_a, k) - ndcg_per_session(ranks_b, k)
+    resampling sessions. It measures how much a gap owes to which sessions were tested, not to training
+    randomness (that is what several seeds are for).
+
+    Ranks may be one run each (sessions,) or several paired seeds (seeds, sessions): every seed scores the same
+    test sessions, so a resampled session is taken in all seeds at once and the interval is that of the
+    seed-averaged gap."""
+    ranks_a, ranks_b = np.atleast_2d(ranks_a), np.atleast_2d(ranks_b)
+    if ranks_a.shape != ranks_b.shape:
+        raise ValueError(f"paired runs must score the same sessions in the same seeds: {ranks_a.shape} vs "
+                         f"{ranks_b.shape}")
+    diff = (ndcg_per_session(ranks_a, k) - ndcg_per_session(ranks_b, k)).mean(axis=0)
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])

@@ -120,3 +120,15 @@ def test_paired_bootstrap_separates_a_real_gap_from_none():
     assert 0 < low < mean < high
     with pytest.raises(ValueError, match="same sessions"):
         paired_bootstrap(ranks, ranks[:10])
+
+
+def test_paired_bootstrap_pools_seeds_over_the_same_sessions():
+    rng = np.random.default_rng(2)
+    ranks = rng.integers(1, 60, size=(2, 500))
+    better = np.where(rng.random(500) < 0.3, 1, ranks[0])
+    single, _, _ = paired_bootstrap(better, ranks[0])
+    pooled, low, high = paired_bootstrap(np.stack([better, ranks[1]]), ranks)
+    assert pooled == pytest.approx(single / 2), "the seed that did not move adds no gap"
+    assert low < pooled < high
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_bootstrap(ranks, ranks[:1])
