@@ -48,23 +48,16 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f}±{statistics.stdev(values):.4f}"
 
 
-def _paired_difference(a: dict, b: dict) -> str:
-    """Seed's NDCG@20 gap a - b with its session-bootstrap interval; '-' for runs saved before ranks were kept."""
-    if not (a["sessions"] and b["sessions"]):
-        return "-"
-    mean, low, high = paired_bootstrap(a["sessions"]["rank_cut1"], b["sessions"]["rank_cut1"])
-    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
-
-
-def _pooled_difference(a: dict, b: dict, seeds: list[int]) -> str:
-    """Seed-averaged NDCG@20 gap over the seeds whose runs kept per-session ranks, with its session-bootstrap
-    interval."""
+def _difference(a: dict, b: dict, seeds: list[int]) -> str:
+    """NDCG@20 gap a - b averaged over those of ``seeds`` whose runs kept per-session ranks (runs saved before
+    ranks were kept have none), with its session-bootstrap interval."""
     kept = [s for s in seeds if a[s]["sessions"] and b[s]["sessions"]]
     if not kept:
         return "-"
     mean, low, high = paired_bootstrap(np.stack([a[s]["sessions"]["rank_cut1"] for s in kept]),
                                        np.stack([b[s]["sessions"]["rank_cut1"] for s in kept]))
-    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] (seeds {', '.join(map(str, kept))})"
+    which = f" (seeds {', '.join(map(str, kept))})" if len(seeds) > 1 else ""
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]{which}"
 
 
 def report() -> None:
@@ -95,8 +88,8 @@ def report() -> None:
         ratios = [runs[a][s]["test"]["ndcg@20"] / runs[b][s]["test"]["ndcg@20"] for s in seeds]
         per_seed = ", ".join(f"{r:.3f}" for r in ratios)
         print(f"| {a} / {b} | {seeds} | {per_seed} | {statistics.mean(ratios):.3f} | "
-              f"{'; '.join(_paired_difference(runs[a][s], runs[b][s]) for s in seeds)} | "
-              f"{_pooled_difference(runs[a], runs[b], seeds)} |")
+              f"{'; '.join(_difference(runs[a], runs[b], [s]) for s in seeds)} | "
+              f"{_difference(runs[a], runs[b], seeds)} |")
     print("\nSeconds per epoch in these runs depend on what else shared the CPU; the like-for-like ratio is"
           " measured by benchmarks/llm2_epoch_time.py.")
 
