@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_PATH, build_beauty  # noqa: E402
 
-from recbole_llm.report import load_runs, paired_bootstrap, run_plan  # noqa: E402
+from recbole_llm.report import has_session_ranks, load_runs, paired_bootstrap, run_plan  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "beauty"
 COMMON = {"epochs": 40, "stopping_step": 5, "train_batch_size": 1024, "embedding_reduction": "pca"}
@@ -49,9 +49,9 @@ def _cell(values: list[float]) -> str:
 
 
 def _difference(a: dict, b: dict, seeds: list[int]) -> str:
-    """NDCG@20 gap a - b averaged over those of ``seeds`` whose runs kept per-session ranks (runs saved before
-    ranks were kept have none), with its session-bootstrap interval."""
-    kept = [s for s in seeds if a[s]["sessions"] and b[s]["sessions"]]
+    """NDCG@20 gap a - b averaged over those of ``seeds`` whose runs kept per-session ranks, with its
+    session-bootstrap interval."""
+    kept = [s for s in seeds if has_session_ranks(a[s]) and has_session_ranks(b[s])]
     if not kept:
         return "-"
     mean, low, high = paired_bootstrap(np.stack([a[s]["sessions"]["rank_cut1"] for s in kept]),

@@ -274,6 +274,12 @@ def load_runs(out_dir: Path) -> list[dict]:
     return runs
 
 
+def has_session_ranks(run: dict) -> bool:
+    """Whether a loaded run kept per-session target ranks (runs saved before ranks were kept, and models scored
+    only by LLM calls, have none)."""
+    return run["sessions"] is not None and "rank_cut1" in run["sessions"]
+
+
 def hits_per_session(ranks: np.ndarray, k: int = 20) -> np.ndarray:
     """Whether each session's target is in the top k, from its saved 1-based rank (-1: the prompt was too short
     for that cut, so no rank)."""
@@ -389,7 +395,7 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = write_hallucination_plots(runs, out_dir)
-    with_sessions = [r for r in runs if r["sessions"] is not None and "rank_cut1" in r["sessions"]]
+    with_sessions = [r for r in runs if has_session_ranks(r)]
     if not with_sessions:
         return paths
     labels = sorted({r["label"] for r in with_sessions})
