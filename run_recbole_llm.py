@@ -39,10 +39,10 @@ def main() -> int:
             from recbole_llm.quick_start import config_files, prepare_dataset
             from recbole_llm.tuning import tune
 
-            prepare_dataset(args.model, args.dataset, config_files(files), None)
+            prepare_dataset(args.model, args.dataset, config_files(files, args.model, args.dataset), None)
             best = tune(args.model, args.dataset, max_evals=args.max_evals,
                         folds=[int(f) for f in args.folds.split(",")], params_file=args.params_file,
-                        config_file_list=config_files(files), warmup=args.warmup, early_stop=args.early_stop,
+                        config_file_list=config_files(files, args.model, args.dataset), warmup=args.warmup, early_stop=args.early_stop,
                         budget_seconds=args.budget_seconds, output_dir=args.output_dir)
             print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
             return 0

@@ -11,11 +11,21 @@ from .data.datasets import ensure_dataset
 from .registry import PROPERTIES_DIR
 
 PROTOCOL_FILE = PROPERTIES_DIR / "overall.yaml"
+PAPER_CONFIG_DIR = PROPERTIES_DIR / "paper"
 
 
-def config_files(user_files=None) -> list[str]:
-    """Our protocol defaults first, then the user's files (later files win)."""
-    return [str(PROTOCOL_FILE)] + [str(f) for f in (user_files or [])]
+def paper_config_file(model, dataset) -> Path | None:
+    """The paper's published configuration of ``model`` on ``dataset``, if we ship one."""
+    name = model if isinstance(model, str) else getattr(model, "__name__", None)
+    path = PAPER_CONFIG_DIR / str(dataset) / f"{name}.yaml"
+    return path if name and dataset and path.is_file() else None
+
+
+def config_files(user_files=None, model=None, dataset=None) -> list[str]:
+    """The ``paper`` preset: our protocol, then the paper's published configuration of
+    ``model`` on ``dataset`` when we ship one, then the user's files (later files win)."""
+    paper = paper_config_file(model, dataset)
+    return [str(PROTOCOL_FILE)] + ([str(paper)] if paper else []) + [str(f) for f in (user_files or [])]
 
 
 def prepare_dataset(model, dataset, config_file_list, config_dict) -> Config:
@@ -53,7 +63,7 @@ def run(
             f"{torch.cuda.device_count()} CUDA device(s); use --nproc=1 on CPU, or at most that many processes "
             "(and list them in gpu_id, e.g. gpu_id: '0,1')."
         )
-    files = config_files(config_file_list) if protocol_defaults else list(config_file_list or [])
+    files = config_files(config_file_list, model, dataset) if protocol_defaults else list(config_file_list or [])
     prepare_dataset(model, dataset, files, config_dict)
     return recbole.quick_start.run(
         model,

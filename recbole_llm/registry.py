@@ -71,6 +71,24 @@ def get_trainer(model_type, model_name):
     return _recbole_get_trainer(model_type, model_name)
 
 
+# RecBole models that are fitted in one pass over the training data (no early stopping to feed)
+RECBOLE_ONE_PASS_MODELS = frozenset({"Pop"})
+
+
+def fits_in_one_pass(config) -> bool:
+    """Whether ``config['model']`` learns nothing by gradient descent (kNN, LLMSeqSim,
+    Pop, a hybrid over a trained checkpoint): such a model needs no early-stopping
+    holdout and, like the paper's, is fitted on every training session."""
+    name = config["model"]
+    if name in RECBOLE_ONE_PASS_MODELS:
+        return True
+    cls = _MODELS.get(name)
+    if cls is None:
+        return False
+    decide = getattr(cls, "fits_in_one_pass", None)
+    return bool(decide(config)) if callable(decide) else not getattr(cls, "needs_training", True)
+
+
 def model_yaml_files(model_class: type) -> list[Path]:
     """Default yaml for ``model_class``, most general first: RecBole's file for
     each RecBole base class, then ours for each of our classes."""

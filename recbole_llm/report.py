@@ -39,16 +39,36 @@ def parse_model_spec(spec: str) -> tuple[str, str, dict]:
         raise ValueError(f"bad model spec {spec!r}: use Model, Model[key=value,...] or Label=Model[...]")
     label, model, body = match.groups()
     overrides = {}
-    for item in filter(None, (body or "").split(",")):
+    for item in filter(None, _top_level_items(body or "")):
         key, value = item.split("=", 1)
         overrides[key.strip()] = yaml.safe_load(value)
     return label or model, model, overrides
 
 
-def session_analysis(model, test_data, dataset, k: int = 20) -> dict[str, np.ndarray]:
+def _top_level_items(body: str) -> list[str]:
+    """``a=1,b={x: 1, y: 2}`` -> ['a=1', 'b={x: 1, y: 2}']: commas inside braces/brackets stay."""
+    items, depth, current = [], 0, ""
+    for char in body:
+        depth += char in "{["
+        depth -= char in "}]"
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return items + [current]
+
+
+def session_analysis(model, test_data, dataset, k: int = 20, mask_prompts: bool = False) -> dict[str, np.ndarray]:
     """Per evaluated session: target rank with the full prompt and with cut prompts,
-    and the training popularity of the prompt's last item."""
+    and the training popularity of the prompt's last item. ``mask_prompts``: the
+    protocol's prompt masking (the whole prompt for the full prompt, as the
+    trainer; the cut prompt's items for a cut one)."""
     import torch
+
+    from .data.protocol import mask_prompt_items
+
+    prompts = getattr(test_data._dataset, "session_prompt_items", None) if mask_prompts else None
 
     pop = np.zeros(dataset.item_num)
     for item, count in dataset.item_counter.items():
@@ -74,7 +94,12 @@ def session_analysis(model, test_data, dataset, k: int = 20) -> dict[str, np.nda
                     part = interaction[ok.nonzero().squeeze(1)]
                     part.interaction[seq_field] = cut_seq[ok]
                     part.interaction[len_field] = cut[ok]
-                    scores = model.full_sort_predict(part).reshape(int(ok.sum()), -1)
+                    scores = model.full_sort_predict(part).reshape(int(ok.sum()), -1).clone()
+                    if prompts is not None and p == 1:
+                        mask_prompt_items(scores, part[model.USER_ID], prompts)
+                    elif mask_prompts:
+                        scores.scatter_(1, cut_seq[ok], -torch.inf)
+                    scores[:, 0] = -torch.inf
                     target_score = scores.gather(1, target[ok].unsqueeze(1))
                     rank[ok] = (scores >= target_score).sum(1)  # ties count against the target
                 ranks[p].append(rank.cpu().numpy())
@@ -123,7 +148,7 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
     config_dict = {"seed": seed, "show_progress": False, "state": "INFO", **(overrides or {})}
     if data_path:
         config_dict["data_path"] = data_path
-    files = config_files(config_files_)
+    files = config_files(config_files_, model_name, dataset_name)
     prepare_dataset(model_name, dataset_name, files, config_dict)
     config = Config(model=model_name, dataset=dataset_name, config_file_list=files, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -166,7 +191,8 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
     model = trainer.model
     analysis = None
     if hasattr(model, "ITEM_SEQ") and not getattr(model, "expensive_scoring", False):
-        analysis = session_analysis(model, test_data, train_data._dataset)
+        analysis = session_analysis(model, test_data, train_data._dataset,
+                                    mask_prompts=bool(config["exclude_session_items"]))
     details = model.evaluation_arrays() if hasattr(model, "evaluation_arrays") else {}
     if details:
         analysis = {**(analysis or {}), **details}

@@ -1,14 +1,35 @@
 """The paper's temporal session protocol as a RecBole split mode.
 
-``eval_args: {split: {SESSION: [0.72, 0.08, 0.2]}, order: TO}`` orders sessions
-(users) by the time of their last interaction and assigns the oldest share to
-training, the next to validation and the newest to test. Validation and test
-sessions are hidden from training entirely; in each of them all items but the
-last form the prompt and the last is the target. Items never seen in training
-are removed from prompts; sessions whose prompt is then empty are dropped, and
-so are sessions whose target was never seen in training
-(``session_unseen_targets: drop``, the default: no model can rank an item it
-never saw) unless ``session_unseen_targets: keep`` counts them as misses.
+``eval_args: {split: {SESSION: [train, valid, test]}, order: TO}`` orders
+sessions (users) by the time of their last interaction; the newest ``test``
+share are test sessions, hidden from training. Validation is either
+
+- ``valid > 0``: the sessions just before the test sessions (a time split), or
+- ``valid == 0``: ``session_valid_holdout`` (the paper: 500) random training
+  sessions, at most 10% of them, removed from training and used for early
+  stopping (the original ``neural_model.py``). Models fitted in one pass (kNN,
+  LLMSeqSim, Pop) select nothing on validation; they keep those sessions in
+  training, as the original trains them on all training sessions.
+
+In every evaluated session all items but the last form the prompt and the last
+is the target. Items never seen in training are handled by
+``session_unseen_targets``:
+
+- ``retarget`` (the paper's ``mece_split.py``): unseen items are removed from the
+  whole session, so when the target was unseen the last remaining item becomes
+  the target; a session left with fewer than 2 items is dropped.
+- ``drop``: unseen prompt items are removed; sessions whose target is unseen are dropped.
+- ``keep``: unseen prompt items are removed; unseen targets stay (they count as misses).
+
+Timestamps may tie (Beauty has day resolution). ``session_tie_order`` makes the
+order inside one timestamp explicit: ``file`` keeps the file's row order,
+``shuffle`` a random order drawn from ``data_seed``. ``data_seed`` (also the
+seed of the validation holdout) is shared by all models, so runs stay paired.
+
+``exclude_session_items: True`` masks every prompt item at evaluation, for
+every model (the paper's ``PRED_SEEN=False``); ``metric_popularity: all``
+makes Novelty and Serendipity count popularity over all interactions of the
+data set, as the paper does (``train``: training interactions, RecBole's own).
 
 ``temporal_fold: k`` (1..3) replaces validation/test by the paper's forward
 chaining folds for tuning: the training sessions are cut into 4 bins by end time,
@@ -23,11 +44,19 @@ RecBole modes are untouched.
 """
 from __future__ import annotations
 
+import functools
+import math
+from collections import Counter
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 SPLIT_KEY = "SESSION"
 N_FOLD_BINS = 4
+UNSEEN_TARGET_MODES = ("retarget", "drop", "keep")
+TIE_ORDERS = ("file", "shuffle")
+HOLDOUT_MAX_SHARE = 0.1  # the original holds out min(10%, 500) training sessions
 
 
 def session_order(uids: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -63,14 +92,73 @@ def assign_sessions(ordered_uids: np.ndarray, ratios, fold: int | None = None) -
     return [train, bins[fold], bins[fold]]
 
 
-def _by_user_then_time(rows: np.ndarray, uids: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """``rows`` ordered by (user, time), ties in row order: each session's rows in sequence, its target last."""
-    return rows[np.lexsort((rows, times[rows], uids[rows]))]
+def holdout_sessions(train_uids: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``min(size, ceil(10% of training))`` training sessions drawn uniformly with ``seed``, sorted."""
+    n = min(int(size), math.ceil(HOLDOUT_MAX_SHARE * len(train_uids)))
+    if n < 1:
+        return np.zeros(0, dtype=train_uids.dtype)
+    return np.sort(np.random.default_rng(seed).choice(train_uids, n, replace=False))
 
 
-def _split_indices(dataset) -> tuple[list[np.ndarray], dict]:
-    """Interaction indices of train sessions, and of the kept valid/test sessions
-    with unseen prompt items removed. Returns indices and a small report."""
+def tie_keys(n_rows: int, order: str, seed: int) -> np.ndarray:
+    """Rank of each row among rows with the same (session, time): file order or a seeded shuffle."""
+    if order not in TIE_ORDERS:
+        raise ValueError(f"session_tie_order must be one of {TIE_ORDERS}, got {order!r}")
+    if order == "file":
+        return np.arange(n_rows)
+    return np.random.default_rng(seed).permutation(n_rows)
+
+
+def by_session_then_time(rows: np.ndarray, uids: np.ndarray, times: np.ndarray, ties: np.ndarray) -> np.ndarray:
+    """``rows`` ordered by (session, time, tie key): each session's rows in sequence, its target last."""
+    return rows[np.lexsort((ties[rows], times[rows], uids[rows]))]
+
+
+def evaluated_rows(rows: np.ndarray, uids: np.ndarray, iids: np.ndarray, seen: np.ndarray,
+                   mode: str) -> tuple[np.ndarray, dict]:
+    """The rows of evaluated sessions (``rows`` ordered by session then time) after
+    removing items never seen in training as ``mode`` says; each kept session
+    has a prompt of at least one item. Returns the rows and their counts."""
+    if mode not in UNSEEN_TARGET_MODES:
+        raise ValueError(f"session_unseen_targets must be one of {UNSEEN_TARGET_MODES}, got {mode!r}")
+    row_uids = uids[rows]
+    is_target = np.r_[row_uids[1:] != row_uids[:-1], True] if len(rows) else np.zeros(0, bool)
+    row_seen = seen[iids[rows]]
+    unseen_target_uids = set(row_uids[is_target & ~row_seen].tolist())
+    if mode == "retarget":
+        keep = row_seen
+    else:
+        keep = is_target | row_seen
+        if mode == "drop":
+            keep &= ~np.isin(row_uids, list(unseen_target_uids))
+    kept, kept_uids = rows[keep], row_uids[keep]
+    counts = Counter(kept_uids.tolist())
+    enough = np.array([counts[u] >= 2 for u in kept_uids.tolist()], dtype=bool)
+    kept, kept_uids = kept[enough], kept_uids[enough]
+    sessions = set(kept_uids.tolist())
+    report = {
+        "sessions": len(sessions),
+        "dropped": len(set(row_uids.tolist())) - len(sessions),
+        "unseen_items_removed": int((~row_seen).sum() - (~seen[iids[kept]]).sum()),
+        "retargeted": len(unseen_target_uids & sessions) if mode == "retarget" else 0,
+    }
+    return kept, report
+
+
+def _config(config, key, default=None):
+    try:
+        value = config[key]
+    except KeyError:
+        return default
+    return default if value is None else value
+
+
+def _split_indices(dataset) -> tuple[list[np.ndarray], dict, np.ndarray]:
+    """Interaction indices of the training sessions and of the evaluated
+    validation/test sessions (unseen items handled), a report of the counts, and
+    the tie key of every row."""
+    from ..registry import fits_in_one_pass
+
     config = dataset.config
     uid_field, iid_field, time_field = dataset.uid_field, dataset.iid_field, dataset.time_field
     if time_field is None or time_field not in dataset.inter_feat:
@@ -78,36 +166,69 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict]:
     uids = dataset.inter_feat[uid_field].numpy()
     iids = dataset.inter_feat[iid_field].numpy()
     times = dataset.inter_feat[time_field].numpy()
+    data_seed = int(_config(config, "data_seed", 0))
+    tie_order = _config(config, "session_tie_order", "file")
+    ties = tie_keys(len(uids), tie_order, data_seed)
     ratios = config["eval_args"]["split"][SPLIT_KEY]
-    fold = config["temporal_fold"] or None
-    groups = assign_sessions(session_order(uids, times), ratios, fold)
-    train_mask = np.isin(uids, groups[0])
-    seen = np.zeros(dataset.item_num, dtype=bool)
-    seen[iids[train_mask]] = True
-
-    order = _by_user_then_time(np.arange(len(uids)), uids, times)
-    result, report = [np.flatnonzero(train_mask)], {"train_sessions": len(groups[0])}
-    for name, group in zip(("valid", "test"), groups[1:]):
-        rows = order[np.isin(uids[order], group)]
-        row_uids = uids[rows]
-        is_target = np.r_[row_uids[1:] != row_uids[:-1], True] if len(rows) else np.zeros(0, bool)
-        target_uid = row_uids[is_target]
-        target_seen = dict(zip(target_uid, seen[iids[rows[is_target]]]))
-        keep = is_target | seen[iids[rows]]
-        if config["session_unseen_targets"] != "keep":
-            keep &= np.array([target_seen[u] for u in row_uids], dtype=bool)
-        rows, row_uids = rows[keep], row_uids[keep]
-        counts = dict(zip(*np.unique(row_uids, return_counts=True)))
-        rows = rows[np.array([counts[u] >= 2 for u in row_uids], dtype=bool)]
+    fold = _config(config, "temporal_fold") or None
+    train, valid, test = assign_sessions(session_order(uids, times), ratios, fold)
+    report = {"preset": _config(config, "preset", "custom"), "tie_order": tie_order, "data_seed": data_seed}
+    train_for_test = train  # the original removes unseen test items before holding out its validation sessions
+    if fold is None and len(valid) == 0:
+        holdout = int(_config(config, "session_valid_holdout", 0))
+        if holdout < 1:
+            raise ValueError(
+                "The SESSION split has no validation sessions: give the valid share a value > 0 "
+                "(e.g. SESSION: [0.72, 0.08, 0.2]) or set session_valid_holdout (e.g. 500)."
+            )
+        valid = holdout_sessions(train, holdout, data_seed)
+        report["valid_source"] = f"{len(valid)} random training sessions (session_valid_holdout={holdout})"
+        if not fits_in_one_pass(config):
+            train = np.setdiff1d(train, valid)
+        else:
+            report["valid_source"] += ", also in training (a model fitted in one pass selects nothing on them)"
+    else:
+        report["valid_source"] = "the sessions after training in time" if fold is None else f"temporal fold {fold}"
+    mode = _config(config, "session_unseen_targets", "drop")
+    order = by_session_then_time(np.arange(len(uids)), uids, times, ties)
+    train_mask = np.isin(uids, train)
+    result = [np.flatnonzero(train_mask)]
+    report["train_sessions"] = len(train)
+    for name, group, reference in (("valid", valid, train), ("test", test, train_for_test)):
+        seen = np.zeros(dataset.item_num, dtype=bool)
+        seen[iids[np.isin(uids, reference)]] = True
+        rows, counts = evaluated_rows(order[np.isin(uids[order], group)], uids, iids, seen, mode)
         result.append(rows)
-        report[f"{name}_sessions"] = len(np.unique(uids[rows]))
-        report[f"{name}_dropped"] = len(group) - report[f"{name}_sessions"]
-    return result, report
+        report.update({f"{name}_{key}": value for key, value in counts.items()})
+    report["unseen_targets"] = mode
+    return result, report, ties
+
+
+def describe_split(report: dict) -> str:
+    """One log line with the counts a reader needs to compare protocols."""
+    return (
+        f"preset: {report['preset']}. SESSION split: {report['train_sessions']:,} training sessions; validation: {report['valid_sessions']:,} "
+        f"({report['valid_source']}); test: {report['test_sessions']:,} evaluated sessions, "
+        f"{report['test_retargeted']:,} re-targeted, {report['test_dropped']:,} dropped, "
+        f"{report['test_unseen_items_removed']:,} unseen interactions removed (session_unseen_targets="
+        f"{report['unseen_targets']}); same-day order: {report['tie_order']} (data_seed={report['data_seed']})"
+    )
 
 
 def _last_row_per_user(uids: np.ndarray) -> np.ndarray:
     """Indices of each user's last row, for rows already sorted by (user, time)."""
     return np.flatnonzero(np.r_[uids[1:] != uids[:-1], True]) if len(uids) else np.zeros(0, int)
+
+
+def prompt_item_matrix(rows: np.ndarray, uids: np.ndarray, iids: np.ndarray, n_users: int,
+                       n_items: int) -> sp.csr_matrix:
+    """(n_users, n_items) indicator of each evaluated session's prompt items (all its rows but the last)."""
+    row_uids = uids[rows]
+    prompt = np.r_[row_uids[1:] == row_uids[:-1], False] if len(rows) else np.zeros(0, bool)
+    users, items = row_uids[prompt], iids[rows][prompt]
+    matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
+    matrix.sum_duplicates()
+    return matrix
 
 
 def session_split(dataset) -> list:
@@ -117,36 +238,107 @@ def session_split(dataset) -> list:
     if dataset.benchmark_filename_list is not None:
         raise ValueError("The SESSION split cannot be combined with benchmark_filename.")
     Dataset._change_feat_format(dataset)  # format only; augmentation comes after the split
-    (train_idx, valid_idx, test_idx), report = _split_indices(dataset)
     all_uids = dataset.inter_feat[dataset.uid_field].numpy()
-    dataset.logger.info(f"SESSION split: {report}")
+    all_iids = dataset.inter_feat[dataset.iid_field].numpy()
+    all_times = dataset.inter_feat[dataset.time_field].numpy()
+    item_counter_all = Counter(all_iids.tolist())
+    (train_idx, valid_idx, test_idx), report, ties = _split_indices(dataset)
+    dataset.logger.info(describe_split(report))
     dataset.session_split_report = report
+    prompts = [prompt_item_matrix(rows, all_uids, all_iids, dataset.user_num, dataset.item_num)
+               for rows in (valid_idx, test_idx)]
     kept = np.unique(np.concatenate([train_idx, valid_idx, test_idx]))  # a fold's valid and test are one bin
-    # a general model's dataset keeps the file's row order, and each session's target must be its last row
-    kept = _by_user_then_time(kept, all_uids, dataset.inter_feat[dataset.time_field].numpy())
+    # a general model's dataset keeps the file's row order, and each session's target must be its last row;
+    # RecBole's own sort (data_augmentation) is stable, so the tie order set here is the order it keeps
+    kept = by_session_then_time(kept, all_uids, all_times, ties)
     dataset.inter_feat = dataset.inter_feat[torch.as_tensor(kept)]
-    part_of_user = np.zeros(dataset.user_num, dtype=np.int64)
-    for part, rows in ((1, valid_idx), (2, test_idx)):
-        part_of_user[np.unique(all_uids[rows])] = part
+    member = np.zeros((3, dataset.user_num), dtype=bool)  # train / valid / test membership of each session
+    for part, rows in enumerate((train_idx, valid_idx, test_idx)):
+        member[part, np.unique(all_uids[rows])] = True
     if isinstance(dataset, SequentialDataset):
-        dataset.data_augmentation()  # sorts by (user, time): one row per prefix -> next item
+        dataset.data_augmentation()  # sorts by (user, time), stable: one row per prefix -> next item
     uids = dataset.inter_feat[dataset.uid_field].numpy()
-    part = part_of_user[uids]
-    train_rows = np.flatnonzero(part == 0)
-    evaluated = [np.flatnonzero(part == p) for p in (1, 2)]
+    train_rows = np.flatnonzero(member[0, uids])
+    evaluated = [np.flatnonzero(member[p, uids]) for p in (1, 2)]
     evaluated = [rows[_last_row_per_user(uids[rows])] for rows in evaluated]
-    if dataset.config["temporal_fold"]:  # a fold validates and "tests" on the same later bin
+    if _config(dataset.config, "temporal_fold"):  # a fold validates and "tests" on the same later bin
         evaluated[0] = evaluated[1]
-    cap = dataset.config["max_test_sessions"]
+        prompts[0] = prompts[1]
+    cap = _config(dataset.config, "max_test_sessions")
     if cap:  # expensive models (LLM generation): a seeded sample of the evaluated sessions
         rng = np.random.default_rng(dataset.config["seed"])
         evaluated = [np.sort(rng.choice(rows, min(int(cap), len(rows)), replace=False)) for rows in evaluated]
     dataset._drop_unused_col()
-    return [dataset.copy(dataset.inter_feat[torch.as_tensor(rows)]) for rows in [train_rows, *evaluated]]
+    splits = [dataset.copy(dataset.inter_feat[torch.as_tensor(rows)]) for rows in [train_rows, *evaluated]]
+    splits[0].item_counter_all = item_counter_all
+    for split, matrix in zip(splits[1:], prompts):
+        split.session_prompt_items = matrix
+    return splits
+
+
+def mask_prompt_items(scores: torch.Tensor, users: torch.Tensor, prompts: sp.csr_matrix) -> torch.Tensor:
+    """Set the score of every prompt item of each row's session to -inf (in place)."""
+    block = prompts[users.cpu().numpy()].tocoo()
+    if block.nnz:
+        rows = torch.as_tensor(block.row, dtype=torch.long, device=scores.device)
+        cols = torch.as_tensor(block.col, dtype=torch.long, device=scores.device)
+        scores[rows, cols] = -torch.inf
+    return scores
+
+
+def _install_prompt_masking() -> None:
+    """RecBole masks a user's training history at evaluation; under the SESSION
+    split an evaluated session has none, and the paper masks the prompt's items
+    instead (``PRED_SEEN=False``). With ``exclude_session_items`` every model,
+    RecBole's included, gets that mask; other splits are untouched."""
+    from recbole.trainer import Trainer
+
+    original_evaluate = Trainer.evaluate
+    original_batch = Trainer._full_sort_batch_eval
+
+    @functools.wraps(original_evaluate)
+    def evaluate(self, eval_data, *args, **kwargs):
+        prompts = getattr(getattr(eval_data, "_dataset", None), "session_prompt_items", None)
+        self._session_prompts = prompts if _config(self.config, "exclude_session_items", False) else None
+        try:
+            return original_evaluate(self, eval_data, *args, **kwargs)
+        finally:
+            self._session_prompts = None
+
+    @functools.wraps(original_batch)
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = original_batch(self, batched_data)
+        prompts = getattr(self, "_session_prompts", None)
+        if prompts is not None:
+            mask_prompt_items(scores, interaction[self.config["USER_ID_FIELD"]], prompts)
+        return interaction, scores, positive_u, positive_i
+
+    Trainer.evaluate = evaluate
+    Trainer._full_sort_batch_eval = _full_sort_batch_eval
+
+
+def _install_metric_popularity() -> None:
+    """``metric_popularity: all``: Novelty/Serendipity (and RecBole's popularity
+    metrics) read item counts over all interactions of the data set, as the
+    paper's evaluation does; ``train`` keeps RecBole's training counts."""
+    from recbole.evaluator.collector import Collector
+
+    original = Collector.data_collect
+
+    @functools.wraps(original)
+    def data_collect(self, train_data):
+        original(self, train_data)
+        counts = getattr(getattr(train_data, "_dataset", None), "item_counter_all", None)
+        if counts is not None and _config(self.config, "metric_popularity", "train") == "all" \
+                and self.register.need("data.count_items"):
+            self.data_struct.set("data.count_items", counts)
+
+    Collector.data_collect = data_collect
 
 
 def install() -> None:
-    """Teach ``Dataset.build`` the SESSION split mode (both dataset classes)."""
+    """Teach ``Dataset.build`` the SESSION split mode (both dataset classes) and
+    the evaluation the protocol needs (prompt masking, popularity counts)."""
     from recbole.data.dataset import Dataset, SequentialDataset
 
     if getattr(Dataset.build, "_recbole_llm", False):
@@ -164,3 +356,5 @@ def install() -> None:
 
         build._recbole_llm = True
         cls.build = build
+    _install_prompt_masking()
+    _install_metric_popularity()
