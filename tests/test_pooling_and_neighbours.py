@@ -11,15 +11,16 @@ from recbole_llm.embeddings.pooling import STRATEGIES, pool, position_weights
 from recbole_llm.model.hybrids import popularity_cutoff
 from recbole_llm.model.llmseqsim import similarity_scores
 
-# one session of length 4 (positions from the end i = 4, 3, 2, 1), padded to 5
+# one session of length 4 (positions from the end i = 4, 3, 2, 1), padded to 5; the values the paper's
+# decay_utils.compute_decay_array gives (scaling_quadratic/cubic: scaling_linear squared/cubed; log: 1/(ln i + 1))
 EXPECTED = {
     "mean": [1, 1, 1, 1],
     "last": [0, 0, 0, 1],
     "constant_linear": [0.7, 0.8, 0.9, 1.0],
-    "scaling_linear": [1 - 3 / 4, 1 - 2 / 4, 1 - 1 / 4, 1],
-    "scaling_quadratic": [1 - 3 / 16, 1 - 2 / 16, 1 - 1 / 16, 1],
-    "scaling_cubic": [1 - 3 / 64, 1 - 2 / 64, 1 - 1 / 64, 1],
-    "log": [1 / math.log(5), 1 / math.log(4), 1 / math.log(3), 1 / math.log(2)],
+    "scaling_linear": [0.25, 0.5, 0.75, 1],
+    "scaling_quadratic": [0.0625, 0.25, 0.5625, 1],
+    "scaling_cubic": [0.015625, 0.125, 0.421875, 1],
+    "log": [1 / (math.log(4) + 1), 1 / (math.log(3) + 1), 1 / (math.log(2) + 1), 1],
     "harmonic": [1 / 4, 1 / 3, 1 / 2, 1],
     "squared_harmonic": [1 / 16, 1 / 9, 1 / 4, 1],
 }
@@ -31,8 +32,9 @@ def test_position_weights_hand_computed(strategy):
     assert torch.allclose(weights, torch.tensor(EXPECTED[strategy] + [0.0]), atol=1e-6)
 
 
-def test_constant_linear_reaches_zero_and_pool_is_weighted_mean():
-    assert position_weights(torch.tensor([12]), 12, "constant_linear")[0, 0] == 0
+def test_constant_linear_keeps_a_floor_and_pool_is_weighted_mean():
+    # the original floors the linear decay at 1e-5: the 12th item from the end still counts, barely
+    assert position_weights(torch.tensor([12]), 12, "constant_linear")[0, 0].item() == pytest.approx(1e-5)
     table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     session = pool(table, torch.tensor([[1, 2, 0]]), torch.tensor([2]), "harmonic")
     assert torch.allclose(session, torch.tensor([[1 / 3, 2 / 3]]))
@@ -65,44 +67,98 @@ def test_llmseqsim_recommends_same_category_items(tiny):
     assert scores[0, dataset.token2id("item_id", "ilipstick0")] == -torch.inf, "session items excluded"
 
 
-def _hand_made_sknn(model_name, tiny, **overrides):
-    """Training sessions: A B C | A B D | E F; the prompt A B."""
-    _, dataset, _, model = build(model_name, tiny, sknn_k=2, sknn_sample_size=0, **overrides)
-    ids = {t: dataset.token2id("item_id", t) for t in ["ilipstick0", "ilipstick1", "ilipstick2", "ilipstick3",
-                                                         "ishampoo0", "ishampoo1"]}
-    a, b, c, d, e, f = ids.values()
-    model.sessions = [np.array([a, b, c]), np.array([a, b, d]), np.array([e, f])]
-    model.session_end = np.array([1.0, 2.0, 3.0])
-    rows = [0, 0, 0, 1, 1, 1, 2, 2]
-    cols = [a, b, c, a, b, d, e, f]
-    model.M = sp.csr_matrix((np.ones(8, np.float32), (rows, cols)), shape=(3, model.n_items))
-    model.MT = model.M.T.tocsr()
-    model.session_size = np.array([3.0, 3.0, 2.0])
+SESSIONS_ABC_ABD_EF = [["ilipstick0", "ilipstick1", "ilipstick2"], ["ilipstick0", "ilipstick1", "ilipstick3"],
+                       ["ishampoo0", "ishampoo1"]]
+
+
+def _hand_made_sknn(model_name, tiny, sessions=SESSIONS_ABC_ABD_EF, **overrides):
+    """Training sessions (default A B C | A B D | E F, ending at times 1, 2, 3) and the item ids by letter."""
+    _, dataset, _, model = build(model_name, tiny, **{"sknn_k": 2, "sknn_sample_size": 0, **overrides})
+    letters = dict(zip("ABCDEF", ["ilipstick0", "ilipstick1", "ilipstick2", "ilipstick3", "ishampoo0", "ishampoo1"]))
+    ids = {letter: dataset.token2id("item_id", token) for letter, token in letters.items()}
+    by_token = {token: ids[letter] for letter, token in letters.items()}
+    model.sessions = [np.array([by_token[t] for t in s]) for s in sessions]
+    model.session_end = np.arange(1.0, len(sessions) + 1)
+    model._index_sessions()
+    if hasattr(model, "_index_followers"):
+        model._index_followers()
     return dataset, model, ids
+
+
+def _letters(dataset, ids, *prompts):
+    tokens = {v: dataset.id2token("item_id", v) for v in ids.values()}
+    return _batch(dataset, [[tokens[ids[c]] for c in p] for p in prompts])
 
 
 def test_sknn_scores_on_hand_made_sessions(tiny):
     dataset, model, ids = _hand_made_sknn("SKNN", tiny)
-    scores = model.full_sort_predict(_batch(dataset, [["ilipstick0", "ilipstick1"]]))[0]
-    cosine = 2 / math.sqrt(2 * 3)  # |{A,B} ∩ S| / sqrt(|prompt| |S|)
-    assert scores[ids["ilipstick2"]].item() == pytest.approx(cosine)
-    assert scores[ids["ilipstick3"]].item() == pytest.approx(cosine)
-    assert scores[ids["ishampoo0"]].item() == 0.0, "E F shares nothing with the prompt"
+    scores = model.full_sort_predict(_letters(dataset, ids, "AB"))[0]
+    cosine = 2 / math.sqrt(2 * 3)  # |{A,B} ∩ S| / sqrt(|prompt| |S|), for A B C and for A B D
+    assert scores[ids["C"]].item() == pytest.approx(cosine)
+    assert scores[ids["D"]].item() == pytest.approx(cosine)
+    assert scores[ids["A"]] == -torch.inf and scores[ids["B"]] == -torch.inf, "prompt items are never recommended"
+    # E F shares nothing with the prompt: no evidence, ranked below every evidenced item, by popularity
+    never_seen = dataset.token2id("item_id", "inail0")
+    assert scores[ids["E"]] < 0 < scores[ids["C"]]
+    assert scores[never_seen] < scores[ids["E"]], "E occurs in training, inail0 does not"
+    model.backfill = "none"
+    assert model.full_sort_predict(_letters(dataset, ids, "AB"))[0][ids["E"]] == -torch.inf
 
 
-def test_sfsknn_only_scores_followers_of_last_item(tiny):
-    dataset, model, ids = _hand_made_sknn("SFSKNN", tiny)
-    scores = model.full_sort_predict(_batch(dataset, [["ilipstick1", "ilipstick0"]]))[0]  # last item A
-    assert scores[ids["ilipstick2"]] == 0 and scores[ids["ilipstick3"]] == 0, "C, D follow B, not A"
-    scores = model.full_sort_predict(_batch(dataset, [["ilipstick0", "ilipstick1"]]))[0]  # last item B
-    assert scores[ids["ilipstick2"]] > 0 and scores[ids["ilipstick3"]] > 0
+def test_sknn_dot_similarity_sums_the_prompt_weights_of_shared_items(tiny):
+    dataset, model, ids = _hand_made_sknn("VSKNN", tiny, sknn_similarity="dot", sknn_decay="harmonic", sknn_k=3)
+    scores = model.full_sort_predict(_letters(dataset, ids, "EA"))[0]  # harmonic: A (last) 1, E 1/2
+    assert scores[ids["C"]].item() == pytest.approx(1.0)  # A B C shares A
+    assert scores[ids["B"]].item() == pytest.approx(2.0)  # A B C and A B D
+    assert scores[ids["F"]].item() == pytest.approx(0.5)  # E F shares E
+
+
+def test_ssknn_weights_neighbours_by_the_position_of_the_latest_shared_item(tiny):
+    dataset, model, ids = _hand_made_sknn("SSKNN", tiny, sknn_k=3)
+    scores = model.full_sort_predict(_letters(dataset, ids, "AE"))[0]  # positions A = 1, E = 2 of |s| = 2
+    cosine_abx, cosine_ef = 1 / math.sqrt(2 * 3), 1 / math.sqrt(2 * 2)
+    assert scores[ids["C"]].item() == pytest.approx(cosine_abx * 1 / 2)  # latest shared item A: x = 1
+    assert scores[ids["B"]].item() == pytest.approx(2 * cosine_abx * 1 / 2)
+    assert scores[ids["F"]].item() == pytest.approx(cosine_ef * 2 / 2)  # latest shared item E: x = 2
+    model.weighting = "div"  # session-rec: 1 / distance from the end (A: 2, E: 1)
+    scores = model.full_sort_predict(_letters(dataset, ids, "AE"))[0]
+    assert scores[ids["C"]].item() == pytest.approx(cosine_abx / 2)
+    assert scores[ids["F"]].item() == pytest.approx(cosine_ef / 1)
+
+
+def test_sfsknn_scores_global_followers_of_the_last_item(tiny):
+    sessions = [["ilipstick0", "ilipstick1", "ilipstick2"], ["ilipstick0", "ilipstick2", "ilipstick1"]]
+    dataset, model, ids = _hand_made_sknn("SFSKNN", tiny, sessions=sessions)
+    # followed-by map: A -> B, B -> C, A -> C, C -> B. Prompt A B: only followers of B (C) are scored,
+    # by both neighbours, though in A C B the item C does not follow B
+    scores = model.full_sort_predict(_letters(dataset, ids, "AB"))[0]
+    cosine = 2 / math.sqrt(2 * 3)
+    assert scores[ids["C"]].item() == pytest.approx(2 * cosine)
+    scores = model.full_sort_predict(_letters(dataset, ids, "BA"))[0]  # followers of A: B, C; B is in the prompt
+    assert scores[ids["C"]].item() == pytest.approx(2 * cosine)
+    followers = model.followers[ids["B"]].indices.tolist()
+    assert followers == [ids["C"]]
 
 
 def test_vsknn_decay_and_sampling_recent(tiny):
     dataset, model, ids = _hand_made_sknn("VSKNN", tiny, sknn_sampling="recent")
     model.sample_size = 1  # only the most recent session sharing an item: A B D (end 2.0)
-    scores = model.full_sort_predict(_batch(dataset, [["ilipstick0", "ilipstick1"]]))[0]
-    assert scores[ids["ilipstick3"]] > 0 and scores[ids["ilipstick2"]] == 0
+    scores = model.full_sort_predict(_letters(dataset, ids, "AB"))[0]
+    assert scores[ids["D"]] > 0 and scores[ids["C"]] < 0
+
+
+def test_sknn_emb_candidates_share_an_item_then_rank_by_embedding(tiny):
+    dataset, model, ids = _hand_made_sknn("SKNNEmb", tiny, sknn_k=1, sknn_similarity="dot",
+                                          sknn_prompt_pooling="harmonic", sknn_train_pooling="mean")
+    table = torch.zeros_like(model.item_table[:, :2])
+    for letter, vector in zip("ABCDEF", [(1, 0), (0, 1), (0, 1), (1, 0), (1, 0), (1, 0)]):
+        table[ids[letter]] = torch.tensor(vector, dtype=table.dtype)
+    model.item_table = table
+    model.session_table = model.pool_sessions()  # means: ABC (1/3, 2/3), ABD (2/3, 1/3), EF (1, 0)
+    scores = model.full_sort_predict(_letters(dataset, ids, "A"))[0]
+    # E F is the most similar embedding but shares no item with the prompt: not a candidate
+    assert scores[ids["D"]].item() == pytest.approx(2 / 3) and scores[ids["B"]].item() == pytest.approx(2 / 3)
+    assert scores[ids["F"]] < 0 and scores[ids["C"]] < 0
 
 
 def test_sknn_emb_neighbour_is_semantic(tiny):
@@ -129,8 +185,35 @@ def test_seq_hybrid_switches_at_the_popularity_cutoff(tiny):
     assert popularity_cutoff(torch.tensor([0.0, 1, 2, 3, 4]), 50) == 2.5
 
 
+def test_pop_hybrid_drops_unpopular_items_best_ranked_first_while_the_list_is_long_enough(tiny):
+    _, dataset, _, model = build("LLMSeqSimPopHybrid", tiny)
+    scores = torch.full((1, model.n_items), -torch.inf)
+    scores[0, 1:6] = torch.tensor([5.0, 4, 3, 2, 1])  # ranked list: items 1 2 3 4 5
+    model.allowed = torch.zeros(model.n_items, dtype=torch.bool)
+    model.allowed[[2, 4]] = True  # 1, 3, 5 unpopular
+    model.diversity_pool = 5
+    model.list_length = 2  # remove 3 = 5 - 2 unpopular items: 1, 3, 5
+    kept = model.drop_unpopular(scores)[0]
+    assert torch.isfinite(kept).nonzero().ravel().tolist() == [2, 4]
+    model.list_length = 3  # remove only 2 of them, the best-ranked ones: 1 and 3
+    kept = model.drop_unpopular(scores)[0]
+    assert torch.isfinite(kept).nonzero().ravel().tolist() == [2, 4, 5]
+    assert kept[2] > kept[4] > kept[5], "the list keeps LLMSeqSim's order"
+
+
+def test_hybrid_popularity_is_the_share_of_training_sessions_holding_the_item(tiny):
+    from recbole_llm.model.hybrids import item_popularity
+    from recbole_llm.model.sknn import training_sessions
+
+    _, dataset, (train, _, _), model = build("LLMSeqSimPopHybrid", tiny)
+    sessions, _ = training_sessions(train._dataset)
+    item = int(sessions[0][0])
+    expected = sum(item in s for s in sessions) / len(sessions)
+    assert item_popularity(train._dataset, model.n_items)[item].item() == pytest.approx(expected)
+
+
 def test_pop_hybrid_filters_unpopular_and_similar_items(tiny):
-    _, dataset, _, model = build("LLMSeqSimPopHybrid", tiny, hybrid_popularity_quantile=0.5)
+    _, dataset, _, model = build("LLMSeqSimPopHybrid", tiny, hybrid_popularity_quantile=0.5, hybrid_pop_rule="mask")
     batch = _batch(dataset, [["ilipstick0"]])
     scores = model.full_sort_predict(batch)[0]
     assert torch.all(scores[~model.allowed] == -torch.inf)

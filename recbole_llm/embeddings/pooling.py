@@ -1,16 +1,17 @@
 """Pooling item embeddings of a session into one session embedding.
 
 Position i counts from the end of the session (i = 1 is the last item). The
-weighted strategies of the paper:
+weighted strategies as the paper's code computes them
+(``main/utils/session_utils/decay_utils.py``):
 
 =================  =========================================
 mean               w_i = 1
 last               w_1 = 1, all others 0
-constant_linear    w_i = max(0, 1 - (i-1) / 10)
-scaling_linear     w_i = max(0, 1 - (i-1) / |S|)
-scaling_quadratic  w_i = max(0, 1 - (i-1) / |S|^2)
-scaling_cubic      w_i = max(0, 1 - (i-1) / |S|^3)
-log                w_i = 1 / log(i + 1)
+constant_linear    w_i = max(1e-5, 1 - (i-1) / 10)
+scaling_linear     w_i = max(1e-5, 1 - (i-1) / |S|)
+scaling_quadratic  w_i = max(1e-5, 1 - (i-1) / |S|)^2
+scaling_cubic      w_i = max(1e-5, 1 - (i-1) / |S|)^3
+log                w_i = 1 / (ln(i) + 1)
 harmonic           w_i = 1 / i
 squared_harmonic   w_i = 1 / i^2
 =================  =========================================
@@ -26,6 +27,8 @@ STRATEGIES = (
     "mean", "last", "constant_linear", "scaling_linear", "scaling_quadratic", "scaling_cubic", "log", "harmonic",
     "squared_harmonic",
 )
+
+FLOOR = 1e-5  # the original's floor for the linear decays: old items keep a tiny weight
 
 
 def position_weights(lengths: torch.Tensor, max_len: int, strategy: str) -> torch.Tensor:
@@ -43,15 +46,12 @@ def position_weights(lengths: torch.Tensor, max_len: int, strategy: str) -> torc
     elif strategy == "last":
         w = (i == 1).to(i.dtype)
     elif strategy == "constant_linear":
-        w = (1 - (i - 1) / 10).clamp_min(0)
-    elif strategy == "scaling_linear":
-        w = (1 - (i - 1) / lengths).clamp_min(0)
-    elif strategy == "scaling_quadratic":
-        w = (1 - (i - 1) / lengths**2).clamp_min(0)
-    elif strategy == "scaling_cubic":
-        w = (1 - (i - 1) / lengths**3).clamp_min(0)
+        w = (1 - (i - 1) / 10).clamp_min(FLOOR)
+    elif strategy in ("scaling_linear", "scaling_quadratic", "scaling_cubic"):
+        power = {"scaling_linear": 1, "scaling_quadratic": 2, "scaling_cubic": 3}[strategy]
+        w = (1 - (i - 1) / lengths.clamp_min(1)).clamp_min(FLOOR) ** power
     elif strategy == "log":
-        w = 1 / torch.log(i + 1)
+        w = 1 / (torch.log(i) + 1)
     elif strategy == "harmonic":
         w = 1 / i
     else:

@@ -27,9 +27,16 @@ class PCAReducer(_Reducer):
         self.random_state = random_state
 
     def fit(self, X, y=None):
+        """At most min(items, features) components: a larger target (the paper's 512 for a
+        384-d embedder) is capped, with a warning, and ``n_components_`` says what was produced."""
         from sklearn.decomposition import PCA
 
-        self.pca_ = PCA(n_components=self.n_components, random_state=self.random_state).fit(X)
+        X = np.asarray(X)
+        self.n_components_ = min(self.n_components, *X.shape)
+        if self.n_components_ < self.n_components:
+            logger.warning("PCA gives at most min(items, features) = %d components; capped %d -> %d",
+                           self.n_components_, self.n_components, self.n_components_)
+        self.pca_ = PCA(n_components=self.n_components_, random_state=self.random_state).fit(X)
         return self
 
     def transform(self, X):

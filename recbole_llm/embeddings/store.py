@@ -54,6 +54,7 @@ class EmbeddingSpec:
     class_field: str = "class"
     seed: int = 42
     empty_text: str = "unknown item"
+    normalize: bool = False  # L2-normalise rows after reduction (the original DimReducer's normalize=True)
     options: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -96,6 +97,7 @@ class EmbeddingSpec:
             class_field=get("embedding_class_field", "class"),
             seed=int(get("embedding_seed", 42)),
             empty_text=get("embedding_empty_text", "unknown item"),
+            normalize=bool(get("embedding_normalize", False)),
             options=options,
         )
 
@@ -103,7 +105,7 @@ class EmbeddingSpec:
     def suffix(self) -> str:
         model = re.sub(r"[^a-z0-9]+", "-", Path(str(self.model)).name.lower()).strip("-")
         dim = "full" if self.reduction == "none" else str(self.dim)
-        return f"itememb_{self.provider}_{model}_{self.reduction}_{dim}"
+        return f"itememb_{self.provider}_{model}_{self.reduction}_{dim}" + ("_l2" if self.normalize else "")
 
     def recipe(self) -> dict:
         recipe = asdict(self)
@@ -166,6 +168,12 @@ def read_itememb(path: os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return ids, vectors
 
 
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; a zero row stays zero (as the original: norm 0 -> 1)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
 def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike = "dataset") -> Path:
     """Compute (or reuse) the embedding file of dataset ``name`` for ``spec``."""
     out = artifact_dir(name, data_path) / f"{name}.{spec.suffix}"
@@ -189,6 +197,8 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
             raise ValueError(f"reduction '{spec.reduction}' needs a target dimension (embedding_dim)")
         labels = item_classes(catalog, spec) if spec.reduction == "lda" else None
         vectors = make_reducer(spec.reduction, spec.dim, random_state=spec.seed).fit_transform(vectors, labels)
+    if spec.normalize:
+        vectors = l2_normalize(vectors)
     recipe = dict(spec.recipe(), empty_texts=empty, embed_seconds=round(seconds, 2))
     write_itememb(out, catalog["item_id"].to_numpy(), vectors, recipe)
     logger.info("wrote %s (%d items x %d)", out, len(catalog), vectors.shape[1])

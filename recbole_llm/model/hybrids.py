@@ -1,13 +1,20 @@
 """The paper's two popularity hybrids around LLMSeqSim.
 
+An item's popularity is the share of training sessions holding it (the paper's
+``main/hybrids/properties.py``, which counts over the whole data set; we count
+training sessions only, so the test sessions never inform a model).
+
 LLMSeqSimSeqHybrid: sessions whose last item is unpopular (below a popularity
 quantile) get LLMSeqSim's semantic neighbours, the others a sequential model's
-recommendations (LLM2SASRec, LLM2BERT4Rec, SKNNEmb, ...; loaded from a
-checkpoint or trained in the same run by RecBole's trainer).
+recommendations (any model: LLM2BERT4Rec, LLM2SASRec, SKNNEmb, ...; loaded from
+a checkpoint or trained in the same run by RecBole's trainer).
 
-LLMSeqSimPopHybrid: LLMSeqSim restricted to items above a popularity quantile,
-optionally dropping any item whose embedding similarity to a higher-ranked item
-of the list exceeds a threshold (more diverse lists).
+LLMSeqSimPopHybrid (``hybrid_pop_rule: paper``): LLMSeqSim's top
+``hybrid_diversity_pool`` (100) list; its items below the popularity quantile are
+removed, best-ranked first, while more than ``topk`` (20) items remain; the
+list keeps its order. ``mask``: every item below the quantile is removed from the
+whole catalog (the earlier variant). Either may also drop any item whose embedding
+similarity to a higher-ranked item exceeds ``hybrid_diversity_threshold``.
 """
 from __future__ import annotations
 
@@ -25,11 +32,16 @@ from .llmseqsim import LLMSeqSim
 
 
 def item_popularity(dataset, n_items: int) -> torch.Tensor:
-    """Training counts per item id (RecBole's ``item_counter``), padding 0."""
-    pop = torch.zeros(n_items)
-    for item, count in dataset.item_counter.items():
-        pop[int(item)] = count
-    return pop
+    """Share of training sessions holding each item id, padding 0."""
+    from .sknn import training_sessions
+
+    sessions, _ = training_sessions(dataset)
+    pop = torch.zeros(n_items, dtype=torch.float64)
+    if sessions:
+        held = np.concatenate([np.unique(s) for s in sessions])
+        pop += torch.as_tensor(np.bincount(held, minlength=n_items)[:n_items], dtype=torch.float64) / len(sessions)
+    pop[0] = 0
+    return pop.float()
 
 
 def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
@@ -38,11 +50,21 @@ def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
     return float(torch.quantile(pop[1:].double(), quantile))
 
 
+POP_RULES = ("paper", "mask")
+
+
 @register_model
 class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = FitOnceTrainer
     companion_model_key = "hybrid_sequential_model"
+
+    @classmethod
+    def fits_in_one_pass(cls, config) -> bool:
+        """No training here when the partner comes from a checkpoint or is itself fitted in one pass."""
+        from ..registry import fits_in_one_pass
+
+        return bool(config["hybrid_checkpoint"]) or fits_in_one_pass({"model": config["hybrid_sequential_model"]})
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -87,15 +109,34 @@ class LLMSeqSimPopHybrid(LLMSeqSim):
         pop = item_popularity(dataset, self.n_items)
         cutoff = popularity_cutoff(pop, float(config["hybrid_popularity_quantile"]))
         self.register_buffer("allowed", pop >= cutoff)
+        self.rule = config["hybrid_pop_rule"] or "paper"
+        if self.rule not in POP_RULES:
+            raise ValueError(f"hybrid_pop_rule must be one of {', '.join(POP_RULES)}; got {self.rule!r}")
+        self.list_length = max(config["topk"])
         self.diversity_threshold = config["hybrid_diversity_threshold"]
         self.diversity_pool = int(config["hybrid_diversity_pool"] or 100)
 
     def full_sort_predict(self, interaction):
         scores = super().full_sort_predict(interaction)
-        scores = scores.masked_fill(~self.allowed, -torch.inf)
+        if self.rule == "mask":
+            scores = scores.masked_fill(~self.allowed, -torch.inf)
+        else:
+            scores = self.drop_unpopular(scores)
         if self.diversity_threshold is None:
             return scores
         return self.diversify(scores, float(self.diversity_threshold))
+
+    def drop_unpopular(self, scores: torch.Tensor) -> torch.Tensor:
+        """The paper's rule on the top-``diversity_pool`` list: remove unpopular items,
+        best-ranked first, while the list is longer than ``list_length``; everything
+        else scores -inf."""
+        pool = min(self.diversity_pool, scores.shape[1])
+        top, candidates = scores.topk(pool, dim=1)
+        unpopular = ~self.allowed[candidates] & torch.isfinite(top)
+        removable = (torch.isfinite(top).sum(1, keepdim=True) - self.list_length).clamp_min(0)
+        removed = unpopular & (unpopular.cumsum(1) <= removable)
+        kept = torch.where(removed, torch.full_like(top, -torch.inf), top)
+        return torch.full_like(scores, -torch.inf).scatter(1, candidates, kept)
 
     def diversify(self, scores: torch.Tensor, threshold: float) -> torch.Tensor:
         """Greedy: walk each list best-first and drop an item more similar than

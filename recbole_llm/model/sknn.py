@@ -1,18 +1,24 @@
-"""Session-kNN (Ludewig & Jannach 2018) and SKNN-Emb, vectorised with sparse matrices.
+"""Session-kNN (Ludewig & Jannach 2018) and SKNN-Emb, as the paper's code computes them.
 
 Training sessions are rows of a binary session x item matrix M. A batch of
-prompts becomes a sparse matrix Q; Q @ M.T gives the item overlap with every
-training session at once, and the item scores of the k nearest neighbours are
-one sparse product W @ M.
+prompts becomes a sparse matrix Q; Q @ M.T gives, for every prompt, the
+candidate neighbours (training sessions sharing at least one item with it).
+Of those, ``sknn_sample_size`` are kept (the most recent, or a random sample),
+the ``sknn_k`` most similar become neighbours, and an item's score is the sum of
+the similarities of the neighbours holding it (``main/sknn/sknn.py`` of the
+original). Items that no neighbour holds have no evidence; they are ranked
+after every evidenced item, by training popularity (``sknn_backfill:
+popularity``), instead of filling the list as arbitrary zero-score ties.
 
 - SKNN: set overlap, cosine or dot similarity.
 - VSKNN: prompt items weighted by position decay (any pooling strategy).
-- SSKNN: a neighbour counts by how recent (in the prompt) the latest item it
-  shares with the prompt is.
-- SFSKNN: only items that directly follow the prompt's last item in a
-  neighbour are scored (sequential filter).
-- SKNNEmb: neighbours by cosine of pooled LLM session embeddings, with separate
-  pooling for training sessions and the prompt.
+- SSKNN: a neighbour's similarity is scaled by x/|s|, x the position (1 = oldest)
+  of the latest prompt item it shares (``sknn_sequential_weighting: linear``, the
+  original); ``div``: 1 / distance of that item from the prompt's end (session-rec).
+- SFSKNN: only items that follow the prompt's last item somewhere in the training
+  data (a global "followed-by" map) are scored.
+- SKNNEmb: candidates as above, similarity between LLM session embeddings, with
+  separate pooling for training sessions and the prompt.
 """
 from __future__ import annotations
 
@@ -27,6 +33,10 @@ from ..embeddings.store import item_embedding_table
 from ..registry import register_model
 from .common import ScoresFromFullSort
 from ..trainer import FitOnceTrainer
+
+SAMPLINGS = ("recent", "random")
+SIMILARITIES = ("cosine", "dot")
+BACKFILLS = ("popularity", "none")
 
 
 def training_sessions(dataset) -> tuple[list[np.ndarray], np.ndarray]:
@@ -50,23 +60,37 @@ def training_sessions(dataset) -> tuple[list[np.ndarray], np.ndarray]:
     return sessions, np.asarray(ends, dtype=np.float64)
 
 
+def _check(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
 class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
-    """Shared neighbourhood machinery; subclasses choose how neighbours are found."""
+    """Shared neighbourhood machinery; subclasses choose the similarity, the
+    neighbour weights and which items may be scored."""
 
     input_type = InputType.POINTWISE
     trainer_class = FitOnceTrainer
     needs_training = False
+    decay = "mean"  # SKNN weighs every prompt item the same
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.k = int(config["sknn_k"])
         self.sample_size = int(config["sknn_sample_size"] or 0)
-        self.sampling = config["sknn_sampling"]
-        self.similarity = config["sknn_similarity"]
+        self.sampling = _check("sknn_sampling", config["sknn_sampling"], SAMPLINGS)
+        self.similarity = _check("sknn_similarity", config["sknn_similarity"], SIMILARITIES)
         self.idf_weighting = bool(config["sknn_idf_weighting"])
+        self.backfill = _check("sknn_backfill", config["sknn_backfill"] or "popularity", BACKFILLS)
         self.exclude_session_items = bool(config["exclude_session_items"])
         self.rng = np.random.default_rng(config["seed"])
         self.sessions, self.session_end = training_sessions(dataset)
+        self._index_sessions()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def _index_sessions(self) -> None:
+        """The session x item matrix and what is derived from it (called again by tests that swap sessions)."""
         rows = np.repeat(np.arange(len(self.sessions)), [len(s) for s in self.sessions])
         cols = np.concatenate(self.sessions) if self.sessions else np.zeros(0, np.int64)
         matrix = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(self.sessions), self.n_items))
@@ -74,9 +98,11 @@ class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
         self.M = matrix
         self.MT = matrix.T.tocsr()
         self.session_size = np.asarray(matrix.sum(1)).ravel()
-        df = np.asarray((matrix > 0).sum(0)).ravel()
+        df = np.asarray(matrix.sum(0)).ravel()
         self.idf = np.log(len(self.sessions) / np.maximum(df, 1)).astype(np.float32)
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        # the backfill order: training interactions per item, scaled into [0, 1)
+        counts = np.bincount(cols, minlength=self.n_items).astype(np.float32)
+        self.backfill_scores = torch.as_tensor(counts / (counts.max() + 1.0) if len(cols) else counts)
 
     def calculate_loss(self, interaction):
         return self.dummy.sum()
@@ -92,11 +118,24 @@ class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
         order = np.lexsort((weights, keys))
         last = np.r_[keys[order][1:] != keys[order][:-1], True]
         rows, items, weights = rows[order][last], items[order][last], weights[order][last]
-        if self.idf_weighting:
-            weights = weights * self.idf[items]
         return sp.csr_matrix((weights, (rows, items)), shape=(len(seq), self.n_items))
 
-    decay = "mean"  # SKNN weighs every prompt item the same
+    def sample(self, cand: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """At most ``sample_size`` candidate sessions: the most recent, or a random sample."""
+        if not self.sample_size or len(cand) <= self.sample_size:
+            return cand, values
+        if self.sampling == "recent":
+            keep = np.argpartition(-self.session_end[cand], self.sample_size - 1)[: self.sample_size]
+        else:
+            keep = self.rng.choice(len(cand), self.sample_size, replace=False)
+        return cand[keep], values[keep]
+
+    def similarities(self, b: int, interaction, cand: np.ndarray, overlap: np.ndarray, q_norm: float) -> np.ndarray:
+        """Similarity of prompt ``b`` to candidate sessions ``cand``; ``overlap`` is the
+        weighted count of shared items (the dot product of the binary session vectors)."""
+        if self.similarity == "cosine":
+            return overlap / np.maximum(q_norm * np.sqrt(self.session_size[cand]), 1e-12)
+        return overlap
 
     def neighbours(self, interaction) -> sp.csr_matrix:
         """(B, n_sessions) similarity of each prompt to its k nearest training sessions."""
@@ -108,15 +147,8 @@ class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
         rows, cols, vals = [], [], []
         for b in range(overlap.shape[0]):
             start, stop = overlap.indptr[b], overlap.indptr[b + 1]
-            cand, sim = overlap.indices[start:stop], overlap.data[start:stop]
-            if self.sample_size and len(cand) > self.sample_size:
-                if self.sampling == "recent":
-                    keep = np.argpartition(-self.session_end[cand], self.sample_size - 1)[: self.sample_size]
-                else:
-                    keep = self.rng.choice(len(cand), self.sample_size, replace=False)
-                cand, sim = cand[keep], sim[keep]
-            if self.similarity == "cosine":
-                sim = sim / np.maximum(q_norm[b] * np.sqrt(self.session_size[cand]), 1e-12)
+            cand, shared = self.sample(overlap.indices[start:stop], overlap.data[start:stop])
+            sim = self.similarities(b, interaction, cand, shared, q_norm[b])
             if len(cand) > self.k:
                 top = np.argpartition(-sim, self.k - 1)[: self.k]
                 cand, sim = cand[top], sim[top]
@@ -125,17 +157,39 @@ class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
             cols.append(cand)
             vals.append(sim)
         rows, cols, vals = (np.concatenate(x) if x else np.zeros(0) for x in (rows, cols, vals))
-        return sp.csr_matrix((vals, (rows, cols)), shape=(overlap.shape[0], len(self.sessions)))
+        return sp.csr_matrix((vals, (rows, cols.astype(np.int64))), shape=(overlap.shape[0], len(self.sessions)))
 
     def reweight(self, b, prompt, cand, sim):
         return sim
 
-    def item_scores(self, interaction, weights: sp.csr_matrix) -> torch.Tensor:
-        return torch.as_tensor((weights @ self.M).toarray(), dtype=torch.float32)
+    def scorable(self, interaction) -> sp.csr_matrix | None:
+        """(B, n_items) mask of the items a prompt may score, or None for all of them."""
+        return None
+
+    def item_scores(self, interaction, weights: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores (sum of the similarities of the neighbours holding each item) and the evidence mask."""
+        scores = (weights @ self.M).toarray()
+        held = weights.copy()
+        held.data = np.ones_like(held.data)
+        evidence = (held @ self.M).toarray() > 0
+        allowed = self.scorable(interaction)
+        if allowed is not None:
+            evidence &= allowed.toarray() > 0
+        if self.idf_weighting:
+            scores = scores * self.idf[None, :]
+        return torch.as_tensor(scores, dtype=torch.float32), torch.as_tensor(evidence)
 
     def full_sort_predict(self, interaction):
-        weights = self.neighbours(interaction)
-        scores = self.item_scores(interaction, weights).to(interaction[self.ITEM_SEQ].device)
+        device = interaction[self.ITEM_SEQ].device
+        scores, evidence = self.item_scores(interaction, self.neighbours(interaction))
+        if self.backfill == "popularity":
+            # evidenced items keep their scores; every other item goes below them, ordered by popularity
+            lowest = torch.where(evidence, scores, torch.full_like(scores, torch.inf)).amin(1, keepdim=True)
+            below = torch.where(torch.isfinite(lowest), lowest.clamp_max(0.0), torch.zeros_like(lowest)) - 1.0
+            scores = torch.where(evidence, scores, below + self.backfill_scores.expand_as(scores))
+        else:
+            scores = torch.where(evidence, scores, torch.full_like(scores, -torch.inf))
+        scores = scores.to(device)
         if self.exclude_session_items:
             scores.scatter_(1, interaction[self.ITEM_SEQ], -torch.inf)
         scores[:, 0] = -torch.inf
@@ -156,60 +210,103 @@ class VSKNN(SessionKNNBase):
 
 @register_model
 class SSKNN(SessionKNNBase):
-    """A neighbour's weight is scaled by how recent, in the prompt, the latest
-    item it shares with the prompt is (1 / distance from the prompt's end)."""
+    """A neighbour's similarity is scaled by where, in the prompt, the latest item
+    it shares with the prompt stands: ``linear`` (the paper's code) x/|s| with x the
+    1-based position from the oldest item; ``div`` (session-rec) 1 / its distance
+    from the prompt's end."""
+
+    WEIGHTINGS = ("linear", "div")
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.weighting = _check("sknn_sequential_weighting", config["sknn_sequential_weighting"] or "linear",
+                                self.WEIGHTINGS)
 
     def reweight(self, b, prompt, cand, sim):
-        distance_from_end = {item: len(prompt) - p for p, item in enumerate(prompt)}
-        factors = np.ones(len(cand))
+        unique = list(dict.fromkeys(int(i) for i in prompt))  # the original deduplicates, first occurrence
+        position = {item: p + 1 for p, item in enumerate(unique)}
+        factors = np.zeros(len(cand))
         for j, n in enumerate(cand):
-            shared = [distance_from_end[i] for i in self.sessions[n] if i in distance_from_end]
-            factors[j] = 1.0 / min(shared) if shared else 0.0
+            shared = [position[i] for i in self.sessions[n].tolist() if i in position]
+            if shared:
+                x = max(shared)
+                factors[j] = x / len(unique) if self.weighting == "linear" else 1.0 / (len(unique) - x + 1)
         return sim * factors
 
 
 @register_model
 class SFSKNN(SessionKNNBase):
-    """Sequential filter: a neighbour only scores the items that directly follow
-    the prompt's last item in it."""
+    """Sequential filter: only items that directly follow the prompt's last item
+    in some training session (a global "followed-by" map, as session-rec's
+    SeqFilterContextKNN and the paper's code) are scored."""
 
-    def item_scores(self, interaction, weights):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._index_followers()
+
+    def _index_followers(self) -> None:
+        pairs = [np.stack([s[:-1], s[1:]], 1) for s in self.sessions if len(s) > 1]
+        pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+        follows = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+                                shape=(self.n_items, self.n_items))
+        follows.data[:] = 1.0
+        self.followers = follows
+
+    def scorable(self, interaction):
         seq = interaction[self.ITEM_SEQ].cpu().numpy()
         last = seq[np.arange(len(seq)), interaction[self.ITEM_SEQ_LEN].cpu().numpy() - 1]
-        scores = np.zeros((len(seq), self.n_items), dtype=np.float32)
-        for b in range(len(seq)):
-            start, stop = weights.indptr[b], weights.indptr[b + 1]
-            for n, w in zip(weights.indices[start:stop], weights.data[start:stop]):
-                session = self.sessions[n]
-                followers = session[1:][session[:-1] == last[b]]
-                np.add.at(scores[b], followers, w)
-        return torch.as_tensor(scores)
+        return self.followers[last]
 
 
 @register_model
 class SKNNEmb(SessionKNNBase):
-    """Neighbours by cosine similarity of pooled LLM session embeddings:
-    score(i, S) = sum over the k nearest training sessions S' of sim(e_S', e_S) * 1(i in S')."""
+    """Candidates share an item with the prompt (then ``sknn_sample_size`` of them,
+    most recent or random); the ``sknn_k`` whose LLM session embedding is most
+    similar to the prompt's (dot or cosine) are the neighbours. Training sessions
+    are pooled with ``sknn_train_pooling``, the prompt (its last
+    MAX_ITEM_LIST_LENGTH items, deduplicated) with ``sknn_prompt_pooling``."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.prompt_pooling = config["sknn_prompt_pooling"]
-        table = item_embedding_table(config, dataset)
-        self.register_buffer("item_table", table)
+        self.train_pooling = config["sknn_train_pooling"]
+        self.register_buffer("item_table", item_embedding_table(config, dataset))
+        self.register_buffer("session_table", self.pool_sessions())
+        self._prompt_embeddings = None
+
+    def pool_sessions(self) -> torch.Tensor:
+        """(n_sessions, d) embeddings of the whole training sessions (repeated items included, as the original)."""
         width = max((len(s) for s in self.sessions), default=1)
         padded = np.zeros((len(self.sessions), width), dtype=np.int64)
         for n, s in enumerate(self.sessions):
             padded[n, : len(s)] = s
         lengths = torch.as_tensor([len(s) for s in self.sessions])
-        session_emb = pool(table, torch.as_tensor(padded), lengths, config["sknn_train_pooling"])
-        self.register_buffer("session_table", torch.nn.functional.normalize(session_emb, dim=1))
+        return pool(self.item_table, torch.as_tensor(padded), lengths, self.train_pooling)
 
     def neighbours(self, interaction):
-        prompt = pool(self.item_table, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.prompt_pooling)
-        sims = torch.nn.functional.normalize(prompt, dim=1) @ self.session_table.T
-        k = min(self.k, sims.shape[1])
-        values, index = sims.topk(k, dim=1)
-        rows = np.repeat(np.arange(len(values)), k)
-        return sp.csr_matrix(
-            (values.cpu().numpy().ravel(), (rows, index.cpu().numpy().ravel())), shape=(len(values), len(self.sessions))
-        )
+        seq, lengths = deduplicate_prompts(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        prompt = pool(self.item_table, seq, lengths, self.prompt_pooling)
+        if self.similarity == "cosine":
+            prompt = torch.nn.functional.normalize(prompt, dim=1)
+        self._prompt_embeddings = prompt.cpu()
+        try:
+            return super().neighbours(interaction)
+        finally:
+            self._prompt_embeddings = None
+
+    def similarities(self, b, interaction, cand, overlap, q_norm):
+        sessions = self.session_table[torch.as_tensor(cand, dtype=torch.long)].cpu()
+        if self.similarity == "cosine":
+            sessions = torch.nn.functional.normalize(sessions, dim=1)
+        return (sessions @ self._prompt_embeddings[b]).numpy().astype(np.float64)
+
+
+def deduplicate_prompts(seq: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-aligned prompts with repeated items kept at their first occurrence (the original's ``pd.unique``)."""
+    out = torch.zeros_like(seq)
+    new_lengths = torch.zeros_like(lengths)
+    for b, (row, n) in enumerate(zip(seq.tolist(), lengths.tolist())):
+        unique = list(dict.fromkeys(row[:n]))
+        out[b, : len(unique)] = torch.as_tensor(unique, dtype=seq.dtype)
+        new_lengths[b] = len(unique)
+    return out, new_lengths
