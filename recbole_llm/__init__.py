@@ -8,12 +8,13 @@ from . import compat
 
 compat.apply()
 
-from . import metrics, registry  # noqa: E402
+from . import all_positions, metrics, registry  # noqa: E402
 from .data import protocol  # noqa: E402
 
 registry.install()
 metrics.register()
 protocol.install()
+all_positions.install()
 
 from . import model  # noqa: E402,F401  (registers the models)
 from .quick_start import load_data_and_model, run  # noqa: E402

@@ -162,7 +162,8 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     out = Path(out)
     resume_file = out.with_suffix(".resume.pth")
-    progress = {"epoch_seconds": [], "train_loss": [], "wall_before": 0.0, "resumed_at_epoch": None}
+    progress = {"epoch_seconds": [], "train_loss": [], "valid_curve": [], "wall_before": 0.0,
+                "resumed_at_epoch": None}
     if resume_file.exists():
         progress = _restore_training(trainer, train_data, resume_file)
     epoch_seconds, train_loss = progress["epoch_seconds"], progress["train_loss"]
@@ -175,7 +176,10 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
         train_loss.append(float(sum(loss) if isinstance(loss, tuple) else loss))
         return loss
 
-    def save_progress(epoch, _score):
+    def save_progress(epoch, score):
+        wall = progress["wall_before"] + time.perf_counter() - started
+        progress.setdefault("valid_curve", []).append({"epoch": epoch, "valid_score": float(score),
+                                                      "wall_seconds": round(wall, 1)})
         _save_training(trainer, train_data, resume_file, epoch, {
             **progress, "wall_before": progress["wall_before"] + time.perf_counter() - started})
 
@@ -205,6 +209,7 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
         "init_seconds": init_seconds, "eval_seconds": eval_seconds,
         "wall_seconds": progress["wall_before"] + time.perf_counter() - started,
         "checkpoint": trainer.saved_model_file, "test_sessions": len(test_data.dataset.inter_feat),
+        "valid_curve": progress.get("valid_curve", []),  # validation score and wall time after each epoch
     }
     if progress["resumed_at_epoch"] is not None:
         result["resumed_at_epoch"] = progress["resumed_at_epoch"]

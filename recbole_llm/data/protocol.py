@@ -336,6 +336,25 @@ def _install_metric_popularity() -> None:
     Collector.data_collect = data_collect
 
 
+def _with_train_mode(dataset, datasets: list) -> list:
+    """``train_mode: all_positions``: the training split as one row per session window
+    (see recbole_llm/all_positions.py); ``prefixes`` (default): RecBole's rows."""
+    from recbole.data.dataset import SequentialDataset
+
+    from ..all_positions import TRAIN_MODES, to_all_positions
+
+    mode = _config(dataset.config, "train_mode", "prefixes")
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"train_mode must be one of {', '.join(TRAIN_MODES)}; got {mode!r}")
+    if mode == "all_positions" and isinstance(dataset, SequentialDataset):
+        cloze = _config(dataset.config, "transform") == "mask_itemseq"
+        before = len(datasets[0].inter_feat)
+        datasets[0] = to_all_positions(datasets[0], cloze=cloze)
+        dataset.logger.info(f"train_mode all_positions: {before:,} prefix rows -> {len(datasets[0].inter_feat):,} "
+                            f"window rows ({'cloze' if cloze else 'causal'})")
+    return datasets
+
+
 def install() -> None:
     """Teach ``Dataset.build`` the SESSION split mode (both dataset classes) and
     the evaluation the protocol needs (prompt masking, popularity counts)."""
@@ -351,8 +370,10 @@ def install() -> None:
             if isinstance(split, dict) and SPLIT_KEY in split:
                 if self.config["eval_args"]["order"] != "TO":
                     raise ValueError("The SESSION split needs eval_args.order: TO.")
-                return session_split(self)
-            return _original(self)
+                datasets = session_split(self)
+            else:
+                datasets = _original(self)
+            return _with_train_mode(self, datasets)
 
         build._recbole_llm = True
         cls.build = build

@@ -1,0 +1,139 @@
+"""All-position training (``train_mode: all_positions``) for RecBole's sequential models.
+
+RecBole turns every prefix of a training session into its own padded row and
+supervises its last position only, so a session of n items is encoded n-1
+times. The original SASRec, Transformers4Rec, SASRec+ and the paper's code feed
+each sequence once and supervise every position under the causal mask: the same
+(prefix, next item) pairs, far fewer forward passes.
+
+The data side keeps RecBole's rows and selects from them: the row whose target
+is a session's last item, then every ``MAX_ITEM_LIST_LENGTH``-th row before it,
+so that each target is predicted exactly once; a session longer than the window
+is cut into windows (the later window's first positions then see a shorter
+prefix than in ``prefixes`` mode). Each selected row gains
+``target_item_id_list``, the next item at every position (0 on padding).
+
+- Causal models (SASRec, GRU4Rec and their LLM2 subclasses): RecBole's own
+  ``forward`` ends in ``gather_indexes(output, length - 1)``; the loss reads the
+  output at every position by running that forward without the gather, then CE
+  over the catalog (or BPR with one uniformly sampled negative) at every target.
+- Cloze models (BERT4Rec, LLM2BERT4Rec; ``transform: mask_itemseq``): the row's
+  item list becomes the window itself (target included), one row per window, and
+  RecBole's own masking transform and loss do the rest.
+
+Evaluation, checkpoints, the trainer, HyperTuning and DDP are RecBole's. Rows
+without ``target_item_id_list`` (``prefixes``, RecBole's default) take RecBole's
+own loss, so nothing changes for a user who does not ask for this mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+import torch
+
+TARGETS = "target_item_id_list"
+TRAIN_MODES = ("prefixes", "all_positions")
+
+
+def window_end_rows(uids: np.ndarray, lengths_before: np.ndarray, window: int) -> np.ndarray:
+    """Indices of the rows to keep among RecBole's augmented rows, given each row's
+    session id and the number of its session's items before its target (its target
+    index): the last target of each session, then every ``window``-th before it."""
+    order = np.lexsort((lengths_before, uids))
+    uids_sorted, index = uids[order], lengths_before[order]
+    last = np.r_[uids_sorted[1:] != uids_sorted[:-1], True]
+    stops = np.flatnonzero(last)
+    ends = np.repeat(index[stops], np.diff(np.r_[-1, stops]))  # each session's last target index, per row
+    keep = (ends - index) % window == 0
+    return np.sort(order[keep])
+
+
+def to_all_positions(dataset, cloze: bool = False):
+    """The training dataset with one row per window and every position's target."""
+    from recbole.utils import FeatureSource, FeatureType
+
+    inter = dataset.inter_feat
+    seq_field, len_field, iid_field = dataset.item_id_list_field, dataset.item_list_length_field, dataset.iid_field
+    uids = inter[dataset.uid_field].numpy()
+    seq, lengths, targets = inter[seq_field].numpy(), inter[len_field].numpy(), inter[iid_field].numpy()
+    # the target index of a row is its session position; RecBole's rows of one session have strictly growing
+    # lengths until the window is full, then equal lengths: count rows per session instead
+    order = np.lexsort((np.arange(len(uids)), uids))
+    first = np.r_[True, uids[order][1:] != uids[order][:-1]]
+    position = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    target_index = np.empty(len(order), dtype=np.int64)
+    target_index[order] = position + 1
+    rows = window_end_rows(uids, target_index, int(seq.shape[1]))
+    seq, lengths, targets = seq[rows], lengths[rows], targets[rows]
+    width = seq.shape[1]
+    full = np.zeros((len(rows), width + 1), dtype=seq.dtype)  # each row's items, then its target
+    full[:, :width] = seq
+    full[np.arange(len(rows)), lengths] = targets
+    new = inter[torch.as_tensor(rows)]
+    if cloze:  # the window itself, target included, at most `width` items
+        start = np.maximum(lengths + 1 - width, 0)
+        window = np.zeros_like(seq)
+        for r, (s, n) in enumerate(zip(start, lengths)):
+            window[r, : n + 1 - s] = full[r, s : n + 1]
+        new.interaction[seq_field] = torch.as_tensor(window)
+        new.interaction[len_field] = torch.as_tensor(lengths + 1 - start)
+    else:
+        next_items = full[:, 1 : width + 1].copy()
+        next_items[np.arange(width)[None, :] >= lengths[:, None]] = 0
+        new.interaction[TARGETS] = torch.as_tensor(next_items)
+        dataset.set_field_property(TARGETS, FeatureType.TOKEN_SEQ, FeatureSource.INTERACTION, width)
+    out = dataset.copy(new)
+    out.train_mode = "all_positions"
+    return out
+
+
+@contextlib.contextmanager
+def every_position(model):
+    """Within the block, the model's ``forward`` returns [B, L, H]: RecBole's SASRec
+    and GRU4Rec end their forward by gathering the last position, which becomes
+    the identity here."""
+    model.gather_indexes = lambda output, index: output
+    try:
+        yield model
+    finally:
+        del model.gather_indexes
+
+
+def all_positions_loss(model, interaction) -> torch.Tensor:
+    """Mean loss over every supervised position of the batch."""
+    item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+    targets = interaction[TARGETS]
+    with every_position(model):
+        output = model.forward(item_seq, item_seq_len)  # [B, L, H]
+    supervised = targets > 0
+    output, targets = output[supervised], targets[supervised]
+    table = model.item_embedding.weight[: model.n_items]
+    if model.loss_type == "BPR":
+        negatives = torch.randint(1, model.n_items, targets.shape, device=targets.device)
+        pos = (output * table[targets]).sum(-1)
+        neg = (output * table[negatives]).sum(-1)
+        return model.loss_fct(pos, neg)
+    logits = output @ table.T
+    return torch.nn.functional.cross_entropy(logits, targets)
+
+
+def install() -> None:
+    """Route SASRec's and GRU4Rec's loss (and their subclasses') to the all-position loss
+    for rows that carry every position's target; other rows keep RecBole's loss."""
+    from recbole.model.sequential_recommender import GRU4Rec, SASRec
+
+    for cls in (SASRec, GRU4Rec):
+        original = cls.calculate_loss
+        if getattr(original, "_recbole_llm", False):
+            continue
+
+        @functools.wraps(original)
+        def calculate_loss(self, interaction, _original=original):
+            if TARGETS in interaction.interaction:
+                return all_positions_loss(self, interaction)
+            return _original(self, interaction)
+
+        calculate_loss._recbole_llm = True
+        cls.calculate_loss = calculate_loss

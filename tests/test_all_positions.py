@@ -1,0 +1,110 @@
+"""train_mode: all_positions supervises the same (prefix, next item) pairs as RecBole's prefix rows."""
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from conftest import build
+
+from recbole_llm.all_positions import TARGETS, all_positions_loss, every_position, window_end_rows
+
+
+def _prefix_pairs(train):
+    feat = train._dataset.inter_feat
+    seq, lengths, target = feat["item_id_list"].numpy(), feat["item_length"].numpy(), feat["item_id"].numpy()
+    return Counter((tuple(s[:n]), t) for s, n, t in zip(seq, lengths, target))
+
+
+def _position_pairs(train):
+    feat = train._dataset.inter_feat
+    seq, lengths, targets = feat["item_id_list"].numpy(), feat["item_length"].numpy(), feat[TARGETS].numpy()
+    pairs = Counter()
+    for s, n, t in zip(seq, lengths, targets):
+        assert (t[n:] == 0).all() and (t[:n] > 0).all(), "a target at every item, none on padding"
+        pairs.update((tuple(s[: j + 1]), t[j]) for j in range(n))
+    return pairs
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+def test_same_prefix_target_pairs_as_prefix_rows(tiny, model_name):
+    _, _, (prefix_train, _, _), _ = build(model_name, tiny)
+    _, _, (train, _, _), _ = build(model_name, tiny, train_mode="all_positions")
+    assert len(train._dataset.inter_feat) < len(prefix_train._dataset.inter_feat) / 3
+    assert _position_pairs(train) == _prefix_pairs(prefix_train)
+
+
+def test_long_sessions_are_cut_into_windows_each_target_once(tiny):
+    _, _, (prefix_train, _, _), _ = build("SASRec", tiny, MAX_ITEM_LIST_LENGTH=3)
+    _, _, (train, _, _), _ = build("SASRec", tiny, MAX_ITEM_LIST_LENGTH=3, train_mode="all_positions")
+    feat, prefix_feat = train._dataset.inter_feat, prefix_train._dataset.inter_feat
+    supervised = Counter()
+    for u, t, n in zip(feat["user_id"].numpy(), feat[TARGETS].numpy(), feat["item_length"].numpy()):
+        supervised.update((u, x) for x in t[:n])
+    assert supervised == Counter(zip(prefix_feat["user_id"].numpy(), prefix_feat["item_id"].numpy()))
+    assert window_end_rows(np.array([7, 7, 7, 7, 7]), np.array([1, 2, 3, 4, 5]), 2).tolist() == [0, 2, 4]
+
+
+def test_no_position_sees_a_later_item(tiny):
+    _, dataset, (train, _, _), model = build("SASRec", tiny, train_mode="all_positions")
+    model.eval()
+    seq = torch.tensor([[1, 2, 3, 4, 5]])
+    changed = seq.clone()
+    changed[0, 3] = 9
+    with torch.no_grad(), every_position(model):
+        a = model.forward(seq, torch.tensor([5]))
+        b = model.forward(changed, torch.tensor([5]))
+    assert torch.allclose(a[0, :3], b[0, :3]), "positions before the change are untouched"
+    assert not torch.allclose(a[0, 3], b[0, 3])
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "LLM2SASRec"])
+def test_loss_is_the_mean_of_the_prefix_rows_losses(tiny, model_name):
+    _, _, (train, _, _), model = build(model_name, tiny, train_mode="all_positions")
+    model.eval()  # no dropout: the two computations must agree exactly
+    batch = next(iter(train))
+    with torch.no_grad():
+        loss = model.calculate_loss(batch)
+        assert loss == all_positions_loss(model, batch)
+        seq, lengths, targets = batch["item_id_list"], batch["item_length"], batch[TARGETS]
+        losses = []
+        for s, n, t in zip(seq, lengths, targets):
+            for j in range(int(n)):
+                prefix = torch.zeros_like(s)
+                prefix[: j + 1] = s[: j + 1]
+                output = model.forward(prefix.unsqueeze(0), torch.tensor([j + 1]))
+                logits = output @ model.item_embedding.weight[: model.n_items].T
+                losses.append(torch.nn.functional.cross_entropy(logits, t[j : j + 1]))
+    assert loss.item() == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+
+
+def test_cloze_rows_hold_each_window_with_its_target(tiny):
+    _, _, (prefix_train, _, _), _ = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5)
+    _, _, (train, _, _), _ = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions")
+    feat, prefix_feat = train._dataset.inter_feat, prefix_train._dataset.inter_feat
+    assert TARGETS not in feat.interaction
+    items = Counter()
+    for u, s, n in zip(feat["user_id"].numpy(), feat["item_id_list"].numpy(), feat["item_length"].numpy()):
+        assert 2 <= n <= 4
+        items.update((u, x) for x in s[:n])
+    targets = Counter(zip(prefix_feat["user_id"].numpy(), prefix_feat["item_id"].numpy()))
+    assert all(items[key] == 1 for key in targets), "every target item sits in exactly one window"
+    batch = next(iter(train))
+    assert "Mask_item_id_list" in batch.interaction, "RecBole's own cloze transform still applies"
+
+
+def test_trains_evaluates_and_reloads_through_recboles_trainer(tiny):
+    from recbole_llm.quick_start import load_data_and_model
+    from recbole_llm.registry import get_trainer
+
+    config, _, (train, valid, test), model = build("SASRec", tiny, train_mode="all_positions", epochs=2)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    result = trainer.evaluate(test, load_best_model=True, show_progress=False)
+    assert np.isfinite(trainer.train_loss_dict[0])
+    config2, model2, _, train2, _, test2 = load_data_and_model(trainer.saved_model_file)
+    from recbole.trainer import Trainer
+
+    trainer2 = Trainer(config2, model2)
+    trainer2.eval_collector.data_collect(train2)
+    again = trainer2.evaluate(test2, load_best_model=False, show_progress=False)
+    assert again == result
