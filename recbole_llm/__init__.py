@@ -16,6 +16,10 @@ metrics.register()
 protocol.install()
 all_positions.install()
 
+from .model import output_bias  # noqa: E402
+
+output_bias.install()
+
 from . import model  # noqa: E402,F401  (registers the models)
 from .quick_start import load_data_and_model, run  # noqa: E402
 from .registry import get_model, register_model  # noqa: E402

@@ -110,13 +110,16 @@ def all_positions_loss(model, interaction) -> torch.Tensor:
     supervised = targets > 0
     output, targets = output[supervised], targets[supervised]
     table = model.item_embedding.weight[: model.n_items]
+    bias = getattr(model, "item_bias", None)  # output_bias: True
     if model.loss_type == "BPR":
         negatives = torch.randint(1, model.n_items, targets.shape, device=targets.device)
         pos = (output * table[targets]).sum(-1)
         neg = (output * table[negatives]).sum(-1)
+        if bias is not None:
+            pos, neg = pos + bias[targets], neg + bias[negatives]
         return model.loss_fct(pos, neg)
     logits = output @ table.T
-    return torch.nn.functional.cross_entropy(logits, targets)
+    return torch.nn.functional.cross_entropy(logits if bias is None else logits + bias, targets)
 
 
 def install() -> None:

@@ -108,3 +108,26 @@ def test_trains_evaluates_and_reloads_through_recboles_trainer(tiny):
     trainer2.eval_collector.data_collect(train2)
     again = trainer2.evaluate(test2, load_best_model=False, show_progress=False)
     assert again == result
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "LLM2SASRec"])
+def test_output_bias_is_off_by_default_and_adds_to_every_score(tiny, model_name):
+    _, _, (train, _, _), plain = build(model_name, tiny)
+    assert not hasattr(plain, "item_bias"), "RecBole's models are unchanged unless asked"
+    _, _, (train, _, _), model = build(model_name, tiny, output_bias=True, train_mode="all_positions")
+    assert torch.count_nonzero(model.item_bias) == 0 and "item_bias" in model.state_dict()
+    model.eval()
+    batch = next(iter(train))
+    with torch.no_grad():
+        before, loss_before = model.full_sort_predict(batch), model.calculate_loss(batch)
+        model.item_bias[3] = 5.0
+        after, loss_after = model.full_sort_predict(batch), model.calculate_loss(batch)
+    assert torch.allclose(after[:, 3], before[:, 3] + 5.0) and torch.equal(after[:, 4], before[:, 4])
+    assert loss_after != loss_before
+    _, _, (prefix_train, _, _), prefix_model = build(model_name, tiny, output_bias=True)
+    prefix_model.eval()
+    prefix_batch = next(iter(prefix_train))[torch.tensor([0])]  # one row: its target alone
+    with torch.no_grad():
+        first = prefix_model.calculate_loss(prefix_batch)
+        prefix_model.item_bias[prefix_batch["item_id"][0]] = 3.0
+        assert prefix_model.calculate_loss(prefix_batch) < first, "a bias on a target lowers its CE"

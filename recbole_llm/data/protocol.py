@@ -220,6 +220,13 @@ def _last_row_per_user(uids: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[uids[1:] != uids[:-1], True]) if len(uids) else np.zeros(0, int)
 
 
+def _sessions_of(uids: np.ndarray, iids: np.ndarray) -> list[np.ndarray]:
+    """Every session's items (any order), from all interactions loaded."""
+    order = np.argsort(uids, kind="stable")
+    cuts = np.flatnonzero(np.diff(uids[order])) + 1
+    return np.split(iids[order], cuts)
+
+
 def prompt_item_matrix(rows: np.ndarray, uids: np.ndarray, iids: np.ndarray, n_users: int,
                        n_items: int) -> sp.csr_matrix:
     """(n_users, n_items) indicator of each evaluated session's prompt items (all its rows but the last)."""
@@ -271,6 +278,7 @@ def session_split(dataset) -> list:
     dataset._drop_unused_col()
     splits = [dataset.copy(dataset.inter_feat[torch.as_tensor(rows)]) for rows in [train_rows, *evaluated]]
     splits[0].item_counter_all = item_counter_all
+    splits[0].all_sessions = _sessions_of(all_uids, all_iids)  # analysis only (hybrid_popularity_source: all)
     for split, matrix in zip(splits[1:], prompts):
         split.session_prompt_items = matrix
     return splits

@@ -31,11 +31,21 @@ from .common import ScoresFromFullSort
 from .llmseqsim import LLMSeqSim
 
 
-def item_popularity(dataset, n_items: int) -> torch.Tensor:
-    """Share of training sessions holding each item id, padding 0."""
+def item_popularity(dataset, n_items: int, source: str = "train") -> torch.Tensor:
+    """Share of sessions holding each item id, padding 0. ``source``: ``train`` (the
+    training sessions) or ``all`` (every session of the data set, test sessions
+    included, as the paper's code computes it: that lets the test sessions decide
+    which items are "popular", so it is an analysis option, not a protocol)."""
     from .sknn import training_sessions
 
-    sessions, _ = training_sessions(dataset)
+    if source == "all":
+        sessions = getattr(dataset, "all_sessions", None)
+        if sessions is None:
+            raise ValueError("hybrid_popularity_source: all needs the SESSION split (it keeps every session's items)")
+    elif source == "train":
+        sessions, _ = training_sessions(dataset)
+    else:
+        raise ValueError(f"hybrid_popularity_source must be train or all; got {source!r}")
     pop = torch.zeros(n_items, dtype=torch.float64)
     if sessions:
         held = np.concatenate([np.unique(s) for s in sessions])
@@ -82,7 +92,7 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
             self.needs_training = False
         else:
             self.needs_training = getattr(self.sequential, "needs_training", True)
-        pop = item_popularity(dataset, self.n_items)
+        pop = item_popularity(dataset, self.n_items, config["hybrid_popularity_source"] or "train")
         self.register_buffer("popularity", pop)
         self.cutoff = popularity_cutoff(pop, float(config["hybrid_popularity_quantile"]))
 
@@ -106,7 +116,7 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
 class LLMSeqSimPopHybrid(LLMSeqSim):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        pop = item_popularity(dataset, self.n_items)
+        pop = item_popularity(dataset, self.n_items, config["hybrid_popularity_source"] or "train")
         cutoff = popularity_cutoff(pop, float(config["hybrid_popularity_quantile"]))
         self.register_buffer("allowed", pop >= cutoff)
         self.rule = config["hybrid_pop_rule"] or "paper"

@@ -1,0 +1,70 @@
+"""Choose LLMSeqSim's pooling and embedding recipe on Beauty's three temporal folds (never the test split).
+
+    python benchmarks/llmseqsim_folds.py
+
+Mean validation NDCG@20 over folds 1-3 for every pooling strategy x recipe,
+under the paper preset. Each fold's data is built once; every candidate is
+scored on it. Results: benchmarks/results/beauty_paper/llmseqsim_folds.json
+(resumable: finished candidates are kept).
+"""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA_PATH, build_beauty  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "beauty_paper" / "llmseqsim_folds.json"
+POOLINGS = ["mean", "last", "constant_linear", "scaling_linear", "scaling_quadratic", "scaling_cubic", "log",
+            "harmonic", "squared_harmonic"]
+RECIPES = {
+    "none": {"embedding_reduction": "none", "embedding_dim": None, "embedding_normalize": False},
+    "pca128+l2": {"embedding_reduction": "pca", "embedding_dim": 128, "embedding_normalize": True},
+    "pca256+l2": {"embedding_reduction": "pca", "embedding_dim": 256, "embedding_normalize": True},
+    "pca512+l2": {"embedding_reduction": "pca", "embedding_dim": 512, "embedding_normalize": True},
+}
+
+
+def main():
+    import numpy as np
+    import torch
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_llm import get_model
+    from recbole_llm.quick_start import config_files
+    from recbole_llm.registry import get_trainer
+
+    torch.set_num_threads(1)
+    build_beauty()
+    scores = json.loads(OUT.read_text()) if OUT.exists() else {}
+    for fold in (1, 2, 3):
+        todo = [(p, r) for r in RECIPES for p in POOLINGS if f"{p}|{r}|fold{fold}" not in scores]
+        if not todo:
+            continue
+        config = Config(model="LLMSeqSim", dataset="beauty", config_file_list=config_files(None, "LLMSeqSim", "beauty"),
+                        config_dict={"data_path": str(DATA_PATH), "temporal_fold": fold, "show_progress": False,
+                                     "state": "ERROR"})
+        init_seed(config["seed"], True)
+        train, valid, _ = data_preparation(config, create_dataset(config))
+        for pooling, recipe in todo:
+            for key, value in {"llmseqsim_pooling": pooling, **RECIPES[recipe]}.items():
+                config[key] = value
+            model = get_model("LLMSeqSim")(config, train._dataset)
+            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+            trainer.eval_collector.data_collect(train)
+            result = trainer.evaluate(valid, load_best_model=False, show_progress=False)
+            scores[f"{pooling}|{recipe}|fold{fold}"] = float(result["ndcg@20"])
+            OUT.write_text(json.dumps(scores, indent=1))
+            print(f"fold {fold} {pooling} {recipe}: {result['ndcg@20']:.4f}", flush=True)
+    table = {(p, r): np.mean([scores[f"{p}|{r}|fold{f}"] for f in (1, 2, 3)]) for r in RECIPES for p in POOLINGS}
+    print("| pooling | " + " | ".join(RECIPES) + " |\n|---|" + "---|" * len(RECIPES))
+    for p in POOLINGS:
+        print(f"| {p} | " + " | ".join(f"{table[(p, r)]:.4f}" for r in RECIPES) + " |")
+    best = max(table, key=table.get)
+    print(f"best on the folds: pooling {best[0]}, recipe {best[1]} (mean valid NDCG@20 {table[best]:.4f})")
+
+
+if __name__ == "__main__":
+    main()
