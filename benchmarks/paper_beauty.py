@@ -24,6 +24,17 @@ SKNNEMB_PAPER = ("{embedding_reduction: lda, embedding_dim: 512, embedding_norma
 MEMORY = ["Pop", "SKNN", "VSKNN", "SSKNN", "SFSKNN", "SKNNEmb", "LLMSeqSim", "LLMSeqSimPopHybrid",
           f"LLMSeqSimSeqHybrid[hybrid_sequential_model=SKNNEmb,hybrid_sequential_config={SKNNEMB_PAPER},"
           "MAX_ITEM_LIST_LENGTH=50]"]
+# trained models: the published configurations, all-position training, early stopping on the 500-session holdout
+NEURAL = ["SASRec", "LLM2SASRec", "GRU4Rec", "LLM2GRU4Rec", "BERT4Rec", "LLM2BERT4Rec"]
+
+# analysis variants, not headline rows: what one protocol or algorithm choice moves
+VARIANTS = [
+    "LLMSeqSimPopHybrid-allpop=LLMSeqSimPopHybrid[hybrid_popularity_source=all]",  # the paper code's popularity
+    "LLMSeqSim-trainpop=LLMSeqSim[metric_popularity=train]",  # Novelty/Serendipity from training counts
+    "Pop-unmasked=Pop[exclude_session_items=False]",  # the paper's Pop does not filter prompt items
+    "LLMSeqSim-unreduced=LLMSeqSim[embedding_reduction=none,embedding_dim=~,embedding_normalize=False]",
+    "LLM2SASRec-std=LLM2SASRec[embedding_scale=std]",  # rescaled table (our earlier default) vs raw PCA
+]
 
 
 def main():
@@ -33,12 +44,14 @@ def main():
     parser.add_argument("--only", nargs="+", help="labels (model names) to run")
     parser.add_argument("--tables-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", action="store_true", help="the analysis variants, in <ties>-variants/")
+    parser.add_argument("--neural", action="store_true", help="the trained models instead of the memory-based ones")
     args = parser.parse_args()
     build_beauty()
     from recbole_llm.report import build_report, parse_model_spec, run_plan
 
-    out = OUT / args.ties
-    specs = [s for s in MEMORY if not args.only or parse_model_spec(s)[0] in args.only]
+    out = OUT / (args.ties + ("-variants" if args.variants else ""))
+    specs = [s for s in (VARIANTS if args.variants else NEURAL if args.neural else MEMORY) if not args.only or parse_model_spec(s)[0] in args.only]
     if not args.tables_only:
         run_plan(out, "beauty", specs, args.seeds, {"session_tie_order": args.ties}, args.threads,
                  data_path=str(DATA_PATH))

@@ -22,7 +22,8 @@ output_bias.install()
 
 from . import model  # noqa: E402,F401  (registers the models)
 from .quick_start import load_data_and_model, run  # noqa: E402
+from .recommend import recommend  # noqa: E402
 from .registry import get_model, register_model  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["run", "load_data_and_model", "get_model", "register_model"]
+__all__ = ["run", "load_data_and_model", "get_model", "register_model", "recommend"]

@@ -80,6 +80,35 @@ def _report(args) -> int:
     return 0
 
 
+def _recommend(args) -> int:
+    import json
+
+    from .recommend import UnknownItemError, build_fitted_model, recommend
+
+    try:
+        if args.checkpoint:
+            results = recommend(args.checkpoint, args.session, args.k)
+        else:
+            if not (args.model and args.dataset):
+                print("error: give --checkpoint, or --model and --dataset for a model that needs no training",
+                      file=sys.stderr)
+                return 2
+            settings = {"data_path": args.data_path} if args.data_path else {}
+            files = args.config_files.split() if args.config_files else None
+            model, dataset = build_fitted_model(args.model, args.dataset, files, settings)
+            results = recommend((model, dataset), args.session, args.k)
+    except (UnknownItemError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=1))
+    else:
+        width = max((len(r.item_id) for r in results), default=4)
+        for r in results:
+            print(f"{r.rank:>3}  {r.item_id:<{width}}  {r.score:>10.4f}  {r.title}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recbole_llm")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +157,22 @@ def main(argv=None) -> int:
     report.add_argument("--data_path", default=None)
     report.add_argument("--tables_only", action="store_true", help="rebuild tables/plots from finished runs")
     report.set_defaults(func=_report)
+
+    rec = commands.add_parser(
+        "recommend", help="top-k items for one session, with titles",
+        description="Top-k recommendations for one session. Examples:\n"
+                    "  python -m recbole_llm recommend --dataset ml-100k --model LLMSeqSim --session 'toy story' 50\n"
+                    "  python -m recbole_llm recommend --checkpoint saved/SASRec-X.pth --session 50 181 -k 5 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rec.add_argument("--session", nargs="+", required=True, help="item ids or titles, oldest first")
+    rec.add_argument("-k", type=int, default=10, help="how many items to recommend")
+    rec.add_argument("--checkpoint", default=None, help="a RecBole checkpoint (saved/<Model>-<time>.pth)")
+    rec.add_argument("--model", default=None, help="a model that needs no training (LLMSeqSim, SKNN, ..., Pop)")
+    rec.add_argument("--dataset", default=None, help="dataset name (with --model)")
+    rec.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's dataset/)")
+    rec.add_argument("--config_files", default=None, help="space-separated yaml files (with --model)")
+    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.set_defaults(func=_recommend)
 
     one = commands.add_parser("run-one", help=argparse.SUPPRESS)
     one.add_argument("--model", required=True)
