@@ -62,8 +62,17 @@ def main() -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(result)
+    print(format_result(result))
     return 0
+
+
+def format_result(result: dict) -> str:
+    """RecBole's result dict as two readable lines (valid, test), plain floats."""
+    lines = []
+    for name, key in (("best valid", "best_valid_result"), ("test", "test_result")):
+        metrics = result.get(key) or {}
+        lines.append(f"{name:>10}: " + "  ".join(f"{k} {float(v):.4f}" for k, v in metrics.items()))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,18 @@ Importing the package makes RecBole 1.2.1 run on this stack (``compat``),
 registers our models so RecBole finds them by name, registers the
 beyond-accuracy metrics and adds the temporal SESSION split.
 """
-from . import compat
+import warnings
+
+# Known third-party noise, shown on every command and tuning trial and not actionable by a user:
+# ray's import of pkg_resources, RecBole's pandas chained-assignment FutureWarnings, and the CUDA
+# GradScaler notice RecBole triggers on CPU. Filtered by message and origin, nothing else.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"Deprecated call to `pkg_resources", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+warnings.filterwarnings("ignore", message=r".*GradScaler.*", category=UserWarning)
+warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\..*is deprecated", category=FutureWarning)
+
+from . import compat  # noqa: E402
 
 compat.apply()
 

@@ -45,6 +45,11 @@ def test_script_runs_builtin_model_with_all_metrics(tiny, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     for metric in ("ndcg@10", "hit@20", "mrr@20", "catalogcoverage@10", "serendipity@20", "novelty@10"):
         assert metric in done.stdout
+    test_line = [line for line in done.stdout.splitlines() if line.strip().startswith("test:")]
+    assert len(test_line) == 1 and "np.float64" not in done.stdout, "the result printed once, readably"
+    for noise in ("pkg_resources is deprecated", "FutureWarning", "GradScaler"):
+        assert noise not in done.stderr, f"known third-party noise shown: {noise}"
+    assert "preset: paper" in done.stderr and "re-targeted" in done.stderr, "the log names the preset and split"
 
 
 def test_models_found_by_name_and_class(tiny):
