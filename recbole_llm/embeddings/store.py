@@ -58,6 +58,8 @@ class EmbeddingSpec:
     options: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
+        if self.provider == "file" and not self.model:
+            raise ValueError("embedding_provider: file needs embedding_model: the path of the embedding file")
         object.__setattr__(self, "model", self.model or DEFAULT_MODELS.get(self.provider))
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
         if self.reduction in (None, "none", "None"):
@@ -86,6 +88,7 @@ class EmbeddingSpec:
             "confirm_cost": bool(get("embedding_confirm_cost", False)),
             "cache_path": get("embedding_cache_path"),
             "show_progress": bool(get("show_progress", True)),
+            "id_map": get("embedding_id_map"),
         }
         return cls(
             provider=get("embedding_provider", "local"),
@@ -111,6 +114,10 @@ class EmbeddingSpec:
         recipe = asdict(self)
         recipe.pop("options")
         recipe["text_fields"] = list(self.text_fields)
+        if self.provider == "file":  # the external file's identity: another file under the same name rebuilds
+            path = Path(str(self.model))
+            recipe["source"] = {"path": str(path.resolve()), "bytes": path.stat().st_size if path.exists() else None,
+                                "id_map": self.options.get("id_map")}
         return recipe
 
 
@@ -186,11 +193,17 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
     catalog = read_catalog(dataset_dir(name, data_path), name)
     texts, empty = item_texts(catalog, spec)
     options = dict(spec.options)
-    cache = EmbeddingCache(options.pop("cache_path", None))
-    gate = {k: options.pop(k) for k in ("max_cost_usd", "confirm_cost", "show_progress") if k in options}
-    provider = make_provider(spec.provider, spec.model, **{k: v for k, v in options.items() if v is not None})
     started = time.perf_counter()
-    vectors = embed_texts(provider, texts, cache, **gate)
+    if spec.provider == "file":  # embeddings made elsewhere (e.g. the paper's ada/PaLM files)
+        from .external import read_external_embeddings
+
+        vectors = read_external_embeddings(spec.model, catalog["item_id"].tolist(), options.get("id_map"))
+    else:
+        cache = EmbeddingCache(options.pop("cache_path", None))
+        gate = {k: options.pop(k) for k in ("max_cost_usd", "confirm_cost", "show_progress") if k in options}
+        options.pop("id_map", None)
+        provider = make_provider(spec.provider, spec.model, **{k: v for k, v in options.items() if v is not None})
+        vectors = embed_texts(provider, texts, cache, **gate)
     seconds = time.perf_counter() - started
     if spec.reduction != "none":
         if spec.dim is None:
