@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE")
     parser.add_argument("--early_stop", type=int, default=10, help="stop after N trials without improvement")
     parser.add_argument("--output_dir", type=str, default="tuning", help="where tuning writes its yaml/csv")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args, _ = parser.parse_known_args()
     files = args.config_files.strip().split(" ") if args.config_files else None
     try:
@@ -57,8 +58,8 @@ def main() -> int:
             group_offset=args.group_offset,
             protocol_defaults=not args.recbole_defaults,
         )
-    except (ValueError, DatasetNotFoundError) as error:
-        if not isinstance(error, (DatasetNotFoundError, MultiProcessNeedsGPUs)) and "Unknown model" not in str(error):
+    except (ValueError, FileNotFoundError, DatasetNotFoundError, MultiProcessNeedsGPUs) as error:
+        if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -184,12 +184,19 @@ def main(argv=None) -> int:
     one.add_argument("--data_path", default=None)
     one.set_defaults(func=_run_one)
 
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     import recbole_llm  # noqa: F401  (compat fixes)
 
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:  # a user's input: one line, no traceback (--debug: all of it)
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

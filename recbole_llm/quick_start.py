@@ -24,6 +24,9 @@ def paper_config_file(model, dataset) -> Path | None:
 def config_files(user_files=None, model=None, dataset=None) -> list[str]:
     """The ``paper`` preset: our protocol, then the paper's published configuration of
     ``model`` on ``dataset`` when we ship one, then the user's files (later files win)."""
+    missing = [str(f) for f in (user_files or []) if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"config file not found: {', '.join(missing)} (--config_files)")
     paper = paper_config_file(model, dataset)
     return [str(PROTOCOL_FILE)] + ([str(paper)] if paper else []) + [str(f) for f in (user_files or [])]
 
@@ -31,8 +34,32 @@ def config_files(user_files=None, model=None, dataset=None) -> list[str]:
 def prepare_dataset(model, dataset, config_file_list, config_dict) -> Config:
     """Resolve the config as RecBole will and make sure the dataset's files exist."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    ensure_dataset(config["dataset"], Path(config["data_path"]).parent)
+    folder = ensure_dataset(config["dataset"], Path(config["data_path"]).parent)
+    check_run_settings(config, folder)
     return config
+
+
+def check_run_settings(config: Config, folder: Path) -> None:
+    """Settings that would run and give a wrong or empty result, refused before any work."""
+    from .registry import fits_in_one_pass
+
+    epochs = config["epochs"]
+    if not fits_in_one_pass(config) and (epochs is None or int(epochs) < 1):
+        raise ValueError(f"epochs={epochs}: {config['model']} learns by training, give --epochs=1 or more")
+    split = (config["eval_args"] or {}).get("split")
+    time_field = config["TIME_FIELD"]
+    inter = Path(folder) / f"{config['dataset']}.inter"
+    if isinstance(split, dict) and "SESSION" in split and inter.is_file():
+        import pandas as pd
+
+        header = pd.read_csv(inter, sep="\t", nrows=0).columns
+        column = next((c for c in header if c.split(":")[0] == time_field), None)
+        if column is not None:
+            times = pd.read_csv(inter, sep="\t", usecols=[column])[column]
+            bad = int(pd.to_numeric(times, errors="coerce").isna().sum())
+            if bad:
+                raise ValueError(f"{inter}: {bad} interactions have no valid {time_field}; the SESSION split orders "
+                                 "sessions by time, so fix or drop those rows (RecBole would fill them with the mean)")
 
 
 class MultiProcessNeedsGPUs(ValueError):

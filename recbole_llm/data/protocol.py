@@ -201,7 +201,23 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict, np.ndarray]:
         result.append(rows)
         report.update({f"{name}_{key}": value for key, value in counts.items()})
     report["unseen_targets"] = mode
+    _refuse_empty(result, report, len(np.unique(uids)))
     return result, report, ties
+
+
+def _refuse_empty(result: list[np.ndarray], report: dict, n_sessions: int) -> None:
+    """A split with no sessions would end in torch's 'num_samples=0': say which one and why."""
+    if not len(result[0]):
+        raise ValueError(f"the SESSION split left no training sessions ({n_sessions} sessions in all): "
+                         "give the train share a larger value or use a larger data set")
+    for name, rows in (("validation", result[1]), ("test", result[2])):
+        key = "valid" if name == "validation" else "test"
+        if not len(rows):
+            raise ValueError(
+                f"the SESSION split left no {name} sessions: {report.get(key + '_dropped', 0)} were dropped "
+                f"(each needs at least 2 items seen in training; session_unseen_targets={report['unseen_targets']}) "
+                f"of {n_sessions} sessions in all; use a larger data set or a larger {name} share"
+            )
 
 
 def describe_split(report: dict) -> str:

@@ -31,6 +31,13 @@ STRATEGIES = (
 FLOOR = 1e-5  # the original's floor for the linear decays: old items keep a tiny weight
 
 
+def check_strategy(option: str, strategy: str) -> str:
+    """``strategy`` if it is a known pooling strategy, else one clear error naming ``option``."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"{option} must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    return strategy
+
+
 def position_weights(lengths: torch.Tensor, max_len: int, strategy: str) -> torch.Tensor:
     """Weights (B, max_len) for left-aligned sequences (RecBole's layout: item
     ``length - 1`` is the last); padding positions get 0."""

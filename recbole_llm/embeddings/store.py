@@ -25,7 +25,9 @@ from ..data.datasets import artifact_dir, dataset_dir, recbole_builtin_path
 from .cache import EmbeddingCache
 from .embed import embed_texts
 from .providers import DEFAULT_MODELS, make_provider
-from .reduction import make_reducer
+from .reduction import REDUCTIONS, make_reducer
+
+PROVIDERS = ("local", "openai", "vertex", "file")
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,12 @@ class EmbeddingSpec:
     options: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"embedding_provider must be one of {', '.join(PROVIDERS)}; got {self.provider!r}")
+        if self.reduction not in REDUCTIONS + (None, "None"):
+            raise ValueError(f"embedding_reduction must be one of {', '.join(REDUCTIONS)}; got {self.reduction!r}")
+        if self.reduction not in (None, "none", "None") and self.dim is not None and int(self.dim) < 1:
+            raise ValueError(f"embedding_dim must be a positive integer; got {self.dim!r}")
         if self.provider == "file" and not self.model:
             raise ValueError("embedding_provider: file needs embedding_model: the path of the embedding file")
         object.__setattr__(self, "model", self.model or DEFAULT_MODELS.get(self.provider))
@@ -126,8 +134,15 @@ def read_catalog(folder: os.PathLike, name: str) -> pd.DataFrame:
     path = Path(folder) / f"{name}.item"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: item texts are needed to compute embeddings")
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3, encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 (byte {error.start}): re-save it as UTF-8") from None
     frame.columns = [c.split(":")[0] for c in frame.columns]
+    if "item_id" in frame:
+        repeated = frame["item_id"][frame["item_id"].duplicated()]
+        if len(repeated):
+            raise ValueError(f"{path}: item ids repeated ({len(repeated)}, e.g. {repeated.iloc[0]!r}): one row per item")
     return frame
 
 
@@ -167,11 +182,23 @@ def write_itememb(path: Path, ids, vectors: np.ndarray, recipe: dict) -> None:
 
 
 def read_itememb(path: os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and vectors of an ``.itememb`` file, checked: one row per item, rows of one
+    length, finite values (a NaN would otherwise reach training or scores silently)."""
     frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
     ids = frame.iloc[:, 0].to_numpy()
-    vectors = np.array([np.fromstring(v, sep=" ", dtype=np.float32) for v in frame.iloc[:, 1]])
-    if vectors.ndim != 2:
-        raise EmbeddingMismatchError(f"{path}: rows have different lengths")
+    rows = [np.array(v.split(), dtype=np.float32) for v in frame.iloc[:, 1]]
+    lengths = sorted({len(r) for r in rows})
+    if len(lengths) > 1:
+        short = next(i for i, r in zip(ids, rows) if len(r) != max(lengths))
+        raise EmbeddingMismatchError(f"{path}: rows have different lengths {lengths[:4]} (e.g. item {short}); "
+                                     "rebuild it with `python -m recbole_llm embed --force`")
+    vectors = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise EmbeddingMismatchError(f"{path}: {int(bad.sum())} rows hold NaN or inf (e.g. item {ids[bad][0]})")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise EmbeddingMismatchError(f"{path}: item ids repeated (e.g. {unique[counts > 1][0]}): one row per item")
     return ids, vectors
 
 

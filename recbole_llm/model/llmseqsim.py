@@ -5,7 +5,7 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from ..embeddings.pooling import pool
+from ..embeddings.pooling import check_strategy, pool
 from ..embeddings.store import item_embedding_table
 from ..registry import register_model
 from .common import ScoresFromFullSort
@@ -33,8 +33,10 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.pooling = config["llmseqsim_pooling"]
+        self.pooling = check_strategy("llmseqsim_pooling", config["llmseqsim_pooling"])
         self.similarity = config["llmseqsim_similarity"]
+        if self.similarity not in SIMILARITIES:  # checked before the embeddings are built (a possibly paid call)
+            raise ValueError(f"llmseqsim_similarity must be one of {', '.join(SIMILARITIES)}; got {self.similarity!r}")
         self.exclude_session_items = bool(config["exclude_session_items"])
         self.register_buffer("item_table", item_embedding_table(config, dataset))
         self.dummy = torch.nn.Parameter(torch.zeros(1))  # RecBole's optimiser needs one parameter

@@ -28,7 +28,7 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from ..embeddings.pooling import pool, position_weights
+from ..embeddings.pooling import check_strategy, pool, position_weights
 from ..embeddings.store import item_embedding_table
 from ..registry import register_model
 from .common import ScoresFromFullSort
@@ -205,7 +205,7 @@ class SKNN(SessionKNNBase):
 class VSKNN(SessionKNNBase):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.decay = config["sknn_decay"]
+        self.decay = check_strategy("sknn_decay", config["sknn_decay"])
 
 
 @register_model
@@ -268,8 +268,8 @@ class SKNNEmb(SessionKNNBase):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.prompt_pooling = config["sknn_prompt_pooling"]
-        self.train_pooling = config["sknn_train_pooling"]
+        self.prompt_pooling = check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
+        self.train_pooling = check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
         self.register_buffer("item_table", item_embedding_table(config, dataset))
         self.register_buffer("session_table", self.pool_sessions())
         self._prompt_embeddings = None

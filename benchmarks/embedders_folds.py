@@ -1,0 +1,101 @@
+"""Which offline embedder serves which model family, chosen on Beauty's three temporal folds (never test).
+
+    python benchmarks/embedders_folds.py [--embedders all-MiniLM-L6-v2 all-mpnet-base-v2] [--families ...]
+
+For each memory-based family (LLMSeqSim, SKNNEmb, LLMSeqSimPopHybrid, LLMSeqSimSeqHybrid with the SKNN-Emb
+partner), with its published Beauty configuration: mean validation NDCG@20 over folds 1-3 for every embedder,
+and each embedder's speed (titles/s, 512 titles, one thread, nothing cached). Embeddings are computed once per
+embedder and cached. Results: benchmarks/results/beauty_paper/embedders_folds.json (resumable).
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA_PATH, build_beauty  # noqa: E402
+from paper_beauty import SKNNEMB_PAPER  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "beauty_paper" / "embedders_folds.json"
+FAMILIES = {
+    "LLMSeqSim": ("LLMSeqSim", {}),
+    "SKNNEmb": ("SKNNEmb", {}),
+    "LLMSeqSimPopHybrid": ("LLMSeqSimPopHybrid", {}),
+    "LLMSeqSimSeqHybrid": ("LLMSeqSimSeqHybrid", {"hybrid_sequential_model": "SKNNEmb", "MAX_ITEM_LIST_LENGTH": 50}),
+}
+
+
+def titles_per_second(model: str, n: int = 512) -> float:
+    import pandas as pd
+
+    from recbole_llm.embeddings.providers.local import LocalProvider
+
+    titles = pd.read_csv(DATA_PATH / "beauty" / "beauty.item", sep="\t", dtype=str, keep_default_na=False,
+                         quoting=3).iloc[:n, 1].tolist()
+    provider = LocalProvider(model)
+    provider._embed_batch(titles[:8])  # load the weights first
+    started = time.perf_counter()
+    for start in range(0, len(titles), 64):
+        provider._embed_batch(titles[start : start + 64])
+    return len(titles) / (time.perf_counter() - started)
+
+
+def main():
+    import numpy as np
+    import torch
+    import yaml
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_llm import get_model
+    from recbole_llm.quick_start import config_files
+    from recbole_llm.registry import get_trainer
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--embedders", nargs="+", default=["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    build_beauty()
+    scores = json.loads(OUT.read_text()) if OUT.exists() else {}
+    for embedder in args.embedders:
+        if f"speed|{embedder}" not in scores:
+            scores[f"speed|{embedder}"] = titles_per_second(embedder)
+            OUT.write_text(json.dumps(scores, indent=1))
+    for family in args.families:
+        model_name, extra = FAMILIES[family]
+        if family == "LLMSeqSimSeqHybrid":
+            extra = {**extra, "hybrid_sequential_config": yaml.safe_load(SKNNEMB_PAPER)}
+        for fold in (1, 2, 3):
+            todo = [e for e in args.embedders if f"{family}|{e}|fold{fold}" not in scores]
+            if not todo:
+                continue
+            config = Config(model=model_name, dataset="beauty",
+                            config_file_list=config_files(None, model_name, "beauty"),
+                            config_dict={"data_path": str(DATA_PATH), "temporal_fold": fold, "show_progress": False,
+                                         "state": "ERROR", **extra})
+            init_seed(config["seed"], True)
+            train, valid, _ = data_preparation(config, create_dataset(config))
+            for embedder in todo:
+                config["embedding_model"] = embedder
+                if family == "LLMSeqSimSeqHybrid":
+                    config["hybrid_sequential_config"] = {**extra["hybrid_sequential_config"],
+                                                          "embedding_model": embedder}
+                model = get_model(model_name)(config, train._dataset)
+                trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+                trainer.eval_collector.data_collect(train)
+                result = trainer.evaluate(valid, load_best_model=False, show_progress=False)
+                scores[f"{family}|{embedder}|fold{fold}"] = float(result["ndcg@20"])
+                OUT.write_text(json.dumps(scores, indent=1))
+                print(f"{family} fold {fold} {embedder}: {result['ndcg@20']:.4f}", flush=True)
+    print("| family | " + " | ".join(args.embedders) + " |\n|---|" + "---|" * len(args.embedders))
+    for family in args.families:
+        cells = [np.mean([scores[f"{family}|{e}|fold{f}"] for f in (1, 2, 3)]) for e in args.embedders]
+        print(f"| {family} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    print("| titles/s (1 thread) | " + " | ".join(f"{scores[f'speed|{e}']:.0f}" for e in args.embedders) + " |")
+
+
+if __name__ == "__main__":
+    main()
