@@ -460,6 +460,38 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
     return paths
 
 
+def _mean_std(values: list[float]) -> str:
+    """One run (or identical runs): the value; several: mean ± std."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1 or np.ptp(values) == 0:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def paper_table(runs: list[dict], reference: dict, alternative: list[dict] | None = None,
+                alternative_name: str = "alternative") -> str:
+    """Our test figures at k = 20 beside the paper's (``reference``: model -> name, ndcg, hit, coverage), with
+    our/paper NDCG@20, in the paper's order; ``alternative`` runs add one NDCG@20 column (e.g. shuffled ties)."""
+    header = ["model (paper's row)", "seeds", "NDCG@20", "paper", "ours/paper", "HR@20", "paper",
+              "CatCov@20", "paper"]
+    if alternative is not None:
+        header.append(f"NDCG@20, {alternative_name}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, ref in reference.items():
+        mine = [r for r in runs if r["label"] == model]
+        ndcg = [r["test"]["ndcg@20"] for r in mine]
+        cells = [f"{model} ({ref['name']})", str(len(mine)), _mean_std(ndcg), f"{ref['ndcg']:.3f}",
+                 f"{np.mean(ndcg) / ref['ndcg']:.2f}" if mine else "-",
+                 _mean_std([r["test"]["hit@20"] for r in mine]), f"{ref['hit']:.3f}",
+                 _mean_std([r["test"]["catalogcoverage@20"] for r in mine]), f"{ref['coverage']:.3f}"]
+        if alternative is not None:
+            cells.append(_mean_std([r["test"]["ndcg@20"] for r in alternative if r["label"] == model]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def build_report(out_dir: Path) -> str:
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
