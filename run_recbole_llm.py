@@ -28,8 +28,11 @@ def main() -> int:
     parser.add_argument("--folds", type=str, default="1,2,3", help="temporal folds used while tuning")
     parser.add_argument("--params_file", type=str, default=None, help="search space (default properties/hyper/)")
     parser.add_argument("--budget_seconds", type=float, default=None, help="tuning wall-clock budget")
-    parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE")
-    parser.add_argument("--early_stop", type=int, default=10, help="stop after N trials without improvement")
+    parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE (the paper: 40)")
+    parser.add_argument("--early_stop", type=int, default=10,
+                        help="stop after N trials without improvement (the paper: 100)")
+    parser.add_argument("--prune_after", type=int, default=4,
+                        help="prune a trial in the bottom 20%% of a fold once N trials ran it (the paper: 10)")
     parser.add_argument("--output_dir", type=str, default="tuning", help="where tuning writes its yaml/csv")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args, _ = parser.parse_known_args()
@@ -44,7 +47,8 @@ def main() -> int:
             best = tune(args.model, args.dataset, max_evals=args.max_evals,
                         folds=[int(f) for f in args.folds.split(",")], params_file=args.params_file,
                         config_file_list=config_files(files, args.model, args.dataset), warmup=args.warmup, early_stop=args.early_stop,
-                        budget_seconds=args.budget_seconds, output_dir=args.output_dir)
+                        budget_seconds=args.budget_seconds, output_dir=args.output_dir,
+                        prune_after=args.prune_after)
             print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
             return 0
         result = recbole_llm.run(

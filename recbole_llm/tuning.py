@@ -53,7 +53,7 @@ class FoldObjective:
     with pruning of trials in the bottom ``prune_quantile`` after any fold."""
 
     def __init__(self, model: str, dataset: str, folds=(1, 2, 3), base_config: dict | None = None,
-                 prune_quantile: float | None = 0.2, min_trials_to_prune: int = 4):
+                 prune_quantile: float | None = 0.2, min_trials_to_prune: int = 4, csv_path: Path | None = None):
         self.model, self.dataset, self.folds = model, dataset, tuple(folds)
         self.base_config = dict(base_config or {})
         self.prune_quantile = prune_quantile
@@ -61,6 +61,20 @@ class FoldObjective:
         self.fold_history: dict[int, list[float]] = {fold: [] for fold in self.folds}
         self.rows: list[dict] = []
         self.bigger = True
+        self.csv_path = Path(csv_path) if csv_path else None
+        if self.csv_path and self.csv_path.exists():  # a rerun: the finished trials stay, and count
+            import pandas as pd
+
+            self.rows = pd.read_csv(self.csv_path).to_dict("records")
+
+    def record(self, row: dict) -> None:
+        """Keep a finished (or failed) trial and append it to the CSV at once."""
+        self.rows.append(row)
+        if self.csv_path:
+            import pandas as pd
+
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(self.rows).to_csv(self.csv_path, index=False)
 
     def __call__(self, params: dict, config_file_list=None) -> dict:
         started, scores, pruned = time.perf_counter(), [], False
@@ -77,8 +91,8 @@ class FoldObjective:
             history.append(score)
         mean = statistics.mean(scores)
         row = {**params, "score": mean, "folds_run": len(scores), "pruned": pruned,
-               "seconds": round(time.perf_counter() - started, 1)}
-        self.rows.append(row)
+               "seconds": round(time.perf_counter() - started, 1), "status": "ok"}
+        self.record(row)
         return {"model": self.model, "best_valid_score": mean, "valid_score_bigger": self.bigger,
                 "best_valid_result": {"mean_valid_score": round(mean, 6), "folds_run": len(scores), "pruned": pruned},
                 "test_result": {"test": "not evaluated while tuning"}}
@@ -94,8 +108,11 @@ class FoldObjective:
 class TemporalHyperTuning(HyperTuning):
     """RecBole's HyperTuning plus TPE warm-up trials and a wall-clock budget."""
 
-    def __init__(self, objective_function, *, warmup: int = 5, budget_seconds: float | None = None, **kwargs):
+    def __init__(self, objective_function, *, warmup: int = 5, budget_seconds: float | None = None,
+                 trials_path: Path | None = None, **kwargs):
         super().__init__(objective_function, **kwargs)
+        self.trials_path = Path(trials_path) if trials_path else None
+        self.trials = None
         if kwargs.get("algo", "bayes") == "bayes":
             from hyperopt import tpe
 
@@ -104,34 +121,74 @@ class TemporalHyperTuning(HyperTuning):
         self._bar = None
 
     def trial(self, params):
-        result = super().trial(params)
+        """RecBole's trial; a trial that raises (an invalid combination, a crash) is logged, written
+        to the CSV as failed and reported to hyperopt as failed, and the search goes on."""
+        import hyperopt
+
+        self._save_trials()
+        try:
+            result = super().trial(params)
+        except Exception as error:  # noqa: BLE001  (any failure of one trial must not end the search)
+            logger.warning("trial failed, the search goes on: %s: %s", type(error).__name__, error)
+            self.objective_function.record({**{k: _plain(v) for k, v in params.items()}, "score": None,
+                                            "folds_run": 0, "pruned": False, "seconds": None,
+                                            "status": f"failed: {type(error).__name__}: {error}"[:300]})
+            result = {"status": hyperopt.STATUS_FAIL, "loss": float("inf")}  # early stopping reads a loss
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(best=f"{self.best_score:.4f}")
+            if self.best_score is not None:
+                self._bar.set_postfix(best=f"{self.best_score:.4f}")
         return result
 
-    def run(self):
-        from hyperopt import fmin
+    def _save_trials(self) -> None:
+        if self.trials_path is not None and self.trials is not None:
+            import pickle
 
-        with tqdm(total=self.max_evals, desc="tuning trials") as self._bar:
+            tmp = self.trials_path.with_suffix(".tmp")
+            tmp.write_bytes(pickle.dumps(self.trials))
+            tmp.replace(self.trials_path)
+
+    def run(self):
+        import pickle
+
+        from hyperopt import Trials, fmin
+
+        self.trials = Trials()
+        if self.trials_path is not None and self.trials_path.exists():  # resume the study where it stopped
+            self.trials = pickle.loads(self.trials_path.read_bytes())
+            logger.info("resuming the study: %d trials done", len(self.trials.trials))
+        with tqdm(total=self.max_evals, initial=len(self.trials.trials), desc="tuning trials") as self._bar:
             fmin(self.trial, self.space, algo=self.algo, max_evals=self.max_evals, early_stop_fn=self.early_stop_fn,
-                 timeout=self.budget_seconds, show_progressbar=False)
+                 timeout=self.budget_seconds, show_progressbar=False, trials=self.trials)
+        self._save_trials()
 
 
 def tune(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3), params_file=None, config_file_list=None,
          base_config: dict | None = None, warmup: int = 5, early_stop: int = 10, budget_seconds=None,
-         prune_quantile: float | None = 0.2, output_dir: str | Path = "tuning", algo: str = "bayes") -> dict:
+         prune_quantile: float | None = 0.2, output_dir: str | Path = "tuning", algo: str = "bayes",
+         prune_after: int = 4) -> dict:
     """Tune ``model`` on ``dataset``; writes ``<output_dir>/<model>-<dataset>.yaml`` (rerunnable config)
-    and ``.csv`` (all trials). Returns the best parameters and score."""
-    objective = FoldObjective(model, dataset, folds, base_config, prune_quantile)
+    and ``.csv`` (every trial, appended as it ends; failed ones marked). A rerun resumes the study from
+    ``.trials.pkl``. The paper's search: ``warmup=40, early_stop=100, prune_after=10``. Returns the best
+    parameters and score."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = output_dir / f"{model}-{dataset}.csv"
+    objective = FoldObjective(model, dataset, folds, base_config, prune_quantile, prune_after, csv_path=csv_path)
     tuner = TemporalHyperTuning(
         objective, params_file=str(params_file or search_space_file(model)), fixed_config_file_list=config_file_list,
         algo=algo, max_evals=max_evals, early_stop=early_stop, warmup=warmup, budget_seconds=budget_seconds,
+        trials_path=output_dir / f"{model}-{dataset}.trials.pkl",
     )
     tuner.run()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    best = {k: _plain(v) for k, v in (tuner.best_params or {}).items()}
+    finished = [r for r in objective.rows if r.get("status", "ok") == "ok" and r.get("score") is not None]
+    if not finished:
+        raise RuntimeError(f"every tuning trial failed; see {csv_path}")
+    pick = max if objective.bigger else min
+    best_row = pick(finished, key=lambda r: r["score"])
+    reserved = {"score", "folds_run", "pruned", "seconds", "status"}
+    best = {k: _plain(v) for k, v in best_row.items() if k not in reserved}
+    tuner.best_score = best_row["score"]
     best_config = {**(base_config or {}), **best}
     best_config.pop("temporal_fold", None)
     target = output_dir / f"{model}-{dataset}.yaml"
@@ -141,8 +198,7 @@ def tune(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3), para
     target.write_text(header + yaml.safe_dump(best_config, sort_keys=True))
     import pandas as pd
 
-    table = pd.DataFrame(objective.rows).sort_values("score", ascending=not objective.bigger)
-    table.to_csv(output_dir / f"{model}-{dataset}.csv", index=False)
+    table = pd.DataFrame(objective.rows).sort_values("score", ascending=not objective.bigger, na_position="last")
     print(table.to_string(index=False))
     return {"best_params": best, "best_score": tuner.best_score, "config_file": str(target), "trials": objective.rows}
 

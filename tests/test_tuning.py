@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import build
 
@@ -48,3 +49,29 @@ def test_fold_objective_prunes_bottom_trials_and_never_tests(tiny, monkeypatch):
     assert calls == [1], "a trial in the bottom 20% after fold 1 is pruned"
     assert objective.rows[-1]["pruned"] and result["best_valid_score"] == 0.1
     assert result["test_result"] == {"test": "not evaluated while tuning"}
+
+
+def test_a_failing_trial_does_not_stop_the_search_and_a_rerun_resumes(tiny, tmp_path, monkeypatch):
+    import pandas as pd
+
+    def fake_train(model, dataset, files, config_dict):
+        if config_dict["n_layers"] == 3:
+            raise ValueError("an invalid combination")
+        config, *_ = build("SASRec", tiny)
+        return 0.1 * config_dict["n_layers"], {}, config
+
+    monkeypatch.setattr("recbole_llm.tuning.train_and_validate", fake_train)
+    space = tmp_path / "space.hyper"
+    space.write_text("n_layers choice [1,2,3]\n")
+    csv = tmp_path / "SASRec-tiny.csv"
+    result = tune("SASRec", "tiny", max_evals=8, folds=[1], params_file=space, output_dir=tmp_path, warmup=8,
+                  early_stop=100, algo="random")
+    rows = pd.read_csv(csv)
+    assert len(rows) == 8, "every trial, finished or failed, is in the CSV"
+    failed = rows[rows["status"].str.startswith("failed")]
+    assert len(failed) and (failed["n_layers"] == 3).all() and "invalid combination" in failed["status"].iloc[0]
+    assert result["best_params"] == {"n_layers": 2} and result["best_score"] == pytest.approx(0.2)
+    again = tune("SASRec", "tiny", max_evals=11, folds=[1], params_file=space, output_dir=tmp_path, warmup=11,
+                 early_stop=100, algo="random")
+    assert len(pd.read_csv(csv)) == 11, "the rerun adds 3 trials to the 8 it found"
+    assert len(again["trials"]) == 11
