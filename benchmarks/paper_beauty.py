@@ -21,7 +21,7 @@ OUT = Path(__file__).resolve().parent / "results" / "beauty_paper"
 SKNNEMB_PAPER = ("{embedding_reduction: lda, embedding_dim: 512, embedding_normalize: true, sknn_k: 60, "
                  "sknn_sample_size: 1370, sknn_sampling: recent, sknn_similarity: dot, "
                  "sknn_prompt_pooling: harmonic, sknn_train_pooling: mean}")
-MEMORY = ["Pop", "SKNN", "VSKNN", "SSKNN", "SFSKNN", "SKNNEmb", "LLMSeqSim", "LLMSeqSimPopHybrid",
+MEMORY = ["MostPopular", "SKNN", "VSKNN", "SSKNN", "SFSKNN", "SKNNEmb", "LLMSeqSim", "LLMSeqSimPopHybrid",
           f"LLMSeqSimSeqHybrid[hybrid_sequential_model=SKNNEmb,hybrid_sequential_config={SKNNEMB_PAPER},"
           "MAX_ITEM_LIST_LENGTH=50]"]
 # trained models: the published configurations, all-position training, early stopping on the 500-session holdout
@@ -31,7 +31,7 @@ NEURAL = ["SASRec", "LLM2SASRec", "GRU4Rec", "LLM2GRU4Rec", "BERT4Rec", "LLM2BER
 VARIANTS = [
     "LLMSeqSimPopHybrid-allpop=LLMSeqSimPopHybrid[hybrid_popularity_source=all]",  # the paper code's popularity
     "LLMSeqSim-trainpop=LLMSeqSim[metric_popularity=train]",  # Novelty/Serendipity from training counts
-    "Pop-unmasked=Pop[exclude_session_items=False]",  # the paper's Pop does not filter prompt items
+    "MostPopular-unmasked=MostPopular[exclude_session_items=False]",  # the paper's does not filter prompt items
     "LLMSeqSim-unreduced=LLMSeqSim[embedding_reduction=none,embedding_dim=~,embedding_normalize=False]",
     "LLM2SASRec-std=LLM2SASRec[embedding_scale=std]",  # rescaled table (our earlier default) vs raw PCA
 ]
@@ -50,7 +50,7 @@ DEVIATIONS = """## What still differs from the paper
   LLM2BERT4Rec (`properties/paper/beauty/LLMSeqSimSeqHybrid.yaml`).
 - **Hybrid popularity** counts training sessions only; the paper's code counts every session, test included
   (`hybrid_popularity_source: all` reproduces that, see the variants table).
-- **MostPopular** masks the prompt's items like every model here; the paper's does not (variant `Pop-unmasked`).
+- **MostPopular** masks the prompt's items like every model here; the paper's does not (variant `MostPopular-unmasked`).
 - **Empty titles** (7 items) are embedded as "unknown item"; the paper gave them zero vectors.
 """
 

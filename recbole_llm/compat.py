@@ -146,23 +146,6 @@ def _ddp_ranks_load_rank0s_checkpoint() -> None:
     Trainer.evaluate = evaluate
 
 
-def _pop_counts_every_interaction() -> None:
-    """RecBole's Pop counts with ``item_cnt[item] = item_cnt[item] + 1``: an item that occurs
-    several times in one batch is counted once, so its "popularity" is the number of batches
-    it appears in. Popular items saturate at the batch count, their order is decided by the
-    shuffle (the seed) and the batch size (RecBole issues #1844 and #2198). Count every
-    interaction, as the model means to."""
-    from recbole.model.general_recommender import Pop
-
-    def calculate_loss(self, interaction):
-        item = interaction[self.ITEM_ID].long()
-        self.item_cnt.index_add_(0, item, torch.ones(len(item), 1, dtype=self.item_cnt.dtype, device=self.item_cnt.device))
-        self.max_cnt = torch.max(self.item_cnt, dim=0)[0]
-        return torch.nn.Parameter(torch.zeros(1)).to(self.device)
-
-    Pop.calculate_loss = calculate_loss
-
-
 def apply() -> None:
     """Apply every fix once. Safe to call repeatedly."""
     global _APPLIED
@@ -173,7 +156,6 @@ def apply() -> None:
     _guard_collector_cpu()
     _race_free_ensure_dir()
     _ddp_ranks_load_rank0s_checkpoint()
-    _pop_counts_every_interaction()
     _APPLIED = True
 
 

@@ -144,6 +144,6 @@ def build_fitted_model(model_name: str, dataset_name: str, config_file_list=None
     dataset = create_dataset(config)
     train, _, _ = data_preparation(config, dataset)
     model = get_model(config["model"])(config, train._dataset)
-    if config["MODEL_TYPE"].name == "GENERAL":  # Pop counts in its one pass
+    if config["MODEL_TYPE"].name != "SEQUENTIAL":  # Pop / MostPopular count in their one pass
         get_trainer(config["MODEL_TYPE"], config["model"])(config, model)._train_epoch(train, 0)
     return model, dataset

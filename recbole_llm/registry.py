@@ -72,7 +72,7 @@ def get_trainer(model_type, model_name):
 
 
 # RecBole models that are fitted in one pass over the training data (no early stopping to feed)
-RECBOLE_ONE_PASS_MODELS = frozenset({"Pop"})
+RECBOLE_ONE_PASS_MODELS = frozenset({"Pop", "ItemKNN"})
 
 
 def fits_in_one_pass(config) -> bool:

@@ -93,7 +93,7 @@ def test_nan_timestamps_are_refused_not_filled(tiny, tmp_path):
     lines = inter.read_text().splitlines(keepends=True)
     lines[3] = "\t".join(lines[3].split("\t")[:2]) + "\t\n"
     inter.write_text("".join(lines))
-    done = _script("--model=Pop", "--dataset=tiny", f"--data_path={tiny['path']}", cwd=tmp_path)
+    done = _script("--model=MostPopular", "--dataset=tiny", f"--data_path={tiny['path']}", cwd=tmp_path)
     _one_clear_line(done, "1 interactions have no valid timestamp")
 
 

@@ -1,16 +1,21 @@
-"""RecBole bugs that recbole_llm.compat fixes, each checked on the behaviour a user sees."""
+"""RecBole bugs we correct, each checked on the behaviour a user sees, without changing RecBole's own models."""
 import torch
-
 from conftest import build
 
 
-def test_pop_counts_every_training_interaction(tiny):
+def test_most_popular_counts_every_training_interaction_and_pop_stays_recboles(tiny):
     """RecBole's Pop counts an item once per batch, however often it occurs there; its ranking
-    then depends on the batch size and the shuffle. Popularity is the number of interactions."""
-    _, _, (train, _, _), pop = build("Pop", tiny, train_batch_size=256)
+    then depends on the batch size and the shuffle. MostPopular counts every interaction."""
+    from recbole.model.general_recommender import Pop
+
+    _, _, (train, _, _), popular = build("MostPopular", tiny, train_batch_size=256)
+    _, _, _, pop = build("Pop", tiny, train_batch_size=256)
+    assert type(pop) is Pop and Pop.calculate_loss.__module__ == "recbole.model.general_recommender.pop"
     for batch in train:
+        popular.calculate_loss(batch)
         pop.calculate_loss(batch)
     items = train._dataset.inter_feat[train._dataset.iid_field]
-    expected = torch.bincount(items, minlength=pop.n_items)
+    expected = torch.bincount(items, minlength=popular.n_items)
     assert expected.max() > 1  # the tiny data has items repeated within a batch
-    assert torch.equal(pop.item_cnt.squeeze(1), expected)
+    assert torch.equal(popular.item_cnt.squeeze(1), expected)
+    assert not torch.equal(pop.item_cnt.squeeze(1), expected), "RecBole's Pop keeps RecBole's counting"

@@ -4,9 +4,10 @@ from .llm2seq import LLM2BERT4Rec, LLM2GRU4Rec, LLM2SASRec
 from .llmseqprompt import LLMSeqPrompt
 from .llmseqsim import LLMSeqSim
 from .llmsrec import LLMSRec
+from .most_popular import MostPopular
 from .sknn import SFSKNN, SKNN, SSKNN, VSKNN, SKNNEmb
 
 __all__ = [
     "LLM2SASRec", "LLM2BERT4Rec", "LLM2GRU4Rec", "LLMSeqSim", "SKNN", "VSKNN", "SSKNN", "SFSKNN", "SKNNEmb",
-    "LLMSeqSimSeqHybrid", "LLMSeqSimPopHybrid", "LLMSeqPrompt", "LLMSRec",
+    "LLMSeqSimSeqHybrid", "LLMSeqSimPopHybrid", "LLMSeqPrompt", "LLMSRec", "MostPopular",
 ]
