@@ -129,6 +129,36 @@ def _install_config_defaults() -> None:
     configurator.Config._load_internal_config_dict = _load_internal_config_dict
 
 
+UNIFORM_NEGATIVE = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
+
+
+def _install_negative_sampling_per_model() -> None:
+    """One protocol for every model: the preset turns negative sampling off (CE over the catalog), which a
+    pairwise model (BPR, a loss_type: BPR model) cannot train without; RecBole's defaults turn it on, which a
+    sequential CE model refuses. Each model gets what its loss needs; only settings RecBole would refuse or
+    crash on are changed, and the log says so."""
+    import logging
+
+    from recbole.config import configurator
+    from recbole.utils import InputType, ModelType
+
+    original = configurator.Config._set_default_parameters
+
+    def _set_default_parameters(self):
+        config = self.final_config_dict
+        sampling = config.get("train_neg_sample_args")
+        if (not hasattr(self.model_class, "input_type") and config.get("loss_type") == "CE"
+                and getattr(self.model_class, "type", None) == ModelType.SEQUENTIAL and sampling is not None):
+            logging.getLogger(__name__).info("loss_type CE scores the whole catalog: train_neg_sample_args off")
+            config["train_neg_sample_args"] = None
+        original(self)
+        if config.get("MODEL_INPUT_TYPE") == InputType.PAIRWISE and config.get("train_neg_sample_args") is None:
+            logging.getLogger(__name__).info("a pairwise loss needs negatives: train_neg_sample_args uniform, 1")
+            config["train_neg_sample_args"] = dict(UNIFORM_NEGATIVE)
+
+    configurator.Config._set_default_parameters = _set_default_parameters
+
+
 def install() -> None:
     """Route RecBole's model/trainer lookups through this registry (idempotent)."""
     global _recbole_get_model, _recbole_get_trainer
@@ -147,6 +177,7 @@ def install() -> None:
         if hasattr(module, "get_trainer"):
             module.get_trainer = get_trainer
     _install_config_defaults()
+    _install_negative_sampling_per_model()
 
 
 def load_yaml(path: os.PathLike) -> dict:

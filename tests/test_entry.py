@@ -76,3 +76,20 @@ def test_checkpoint_save_and_reload(tiny, model):
     saved_state = torch.load(checkpoint, weights_only=False)["state_dict"]
     for key, value in loaded.state_dict().items():
         assert torch.equal(value.cpu(), saved_state[key].cpu())
+
+
+def test_pairwise_recbole_model_runs_under_the_protocol_and_is_warned_about(tiny, tmp_path):
+    done = _script("--model=BPR", "--dataset=tiny", f"--data_path={tiny['path']}", "--epochs=1", "--state=INFO",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test:" in done.stdout
+    assert "BPR scores a session by its user id" in done.stderr
+
+
+def test_recbole_defaults_with_an_llm2_ce_model(embedding_cache, tmp_path):
+    """RecBole's defaults sample negatives, which a CE model refuses: the CE model trains without them."""
+    done = _script("--model=LLM2SASRec", "--dataset=ml-100k", "--epochs=1", "--recbole_defaults", "--hidden_size=16",
+                   "--inner_size=16", "--MAX_ITEM_LIST_LENGTH=5", "--train_batch_size=4096", "--state=ERROR",
+                   f"--embedding_cache_path={embedding_cache}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test:" in done.stdout

@@ -220,6 +220,22 @@ def _refuse_empty(result: list[np.ndarray], report: dict, n_sessions: int) -> No
             )
 
 
+def _warn_if_scored_by_user_id(dataset) -> None:
+    """A model that scores a user id (BPR, LightGCN, ...) meets only unseen users among the SESSION split's
+    evaluated sessions: it ranks them with untrained user embeddings, which looks like a result but is not."""
+    from recbole.utils import ModelType
+
+    from ..registry import fits_in_one_pass
+
+    config = dataset.config
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL and not fits_in_one_pass(config):
+        dataset.logger.warning(
+            f"{config['model']} scores a session by its user id, but every validation and test session of the "
+            "SESSION split is a user it never trained on, so it ranks them with untrained user embeddings. "
+            "Use a sequential model (it reads the session's items), or --recbole_defaults for a leave-one-out split."
+        )
+
+
 def describe_split(report: dict) -> str:
     """One log line with the counts a reader needs to compare protocols."""
     return (
@@ -267,6 +283,7 @@ def session_split(dataset) -> list:
     item_counter_all = Counter(all_iids.tolist())
     (train_idx, valid_idx, test_idx), report, ties = _split_indices(dataset)
     dataset.logger.info(describe_split(report))
+    _warn_if_scored_by_user_id(dataset)
     dataset.session_split_report = report
     prompts = [prompt_item_matrix(rows, all_uids, all_iids, dataset.user_num, dataset.item_num)
                for rows in (valid_idx, test_idx)]
