@@ -15,6 +15,13 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
 warnings.filterwarnings("ignore", message=r".*GradScaler.*", category=UserWarning)
 warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\..*is deprecated", category=FutureWarning)
 
+import torch as _torch  # noqa: E402
+
+# RecBole's SINE module turns anomaly detection on when it is imported; keep it on only if the user had
+# turned it on before RecBole could (turn it on after importing recbole_llm to debug a NaN)
+_ANOMALY_BEFORE = _torch.is_anomaly_enabled() and "recbole.model.sequential_recommender.sine" not in __import__(
+    "sys").modules
+
 from . import compat  # noqa: E402
 
 compat.apply()
@@ -32,6 +39,8 @@ from .model import output_bias  # noqa: E402
 output_bias.install()
 
 from . import model  # noqa: E402,F401  (registers the models)
+
+compat.restore_anomaly_detection(_ANOMALY_BEFORE)
 from .quick_start import load_data_and_model, run  # noqa: E402
 from .recommend import recommend  # noqa: E402
 from .registry import get_model, register_model  # noqa: E402

@@ -146,6 +146,17 @@ def _ddp_ranks_load_rank0s_checkpoint() -> None:
     Trainer.evaluate = evaluate
 
 
+def restore_anomaly_detection(enabled_before: bool) -> None:
+    """``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)``
+    at import, so importing any RecBole sequential model makes every backward pass of the whole process
+    check every gradient for NaN: on Beauty's SASRec that was a fifth of a training step (``aten::ne`` and
+    ``aten::any`` on every tensor). Numbers are unchanged; we put the switch back where it was before
+    RecBole was imported (a user who turned it on keeps it)."""
+    import recbole.model.sequential_recommender  # noqa: F401  (the import that flips it)
+
+    torch.autograd.set_detect_anomaly(enabled_before)
+
+
 def apply() -> None:
     """Apply every fix once. Safe to call repeatedly."""
     global _APPLIED
