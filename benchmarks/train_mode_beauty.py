@@ -45,14 +45,25 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=list(BATCH))
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--speed", action="store_true",
+                        help="2 epochs only (label <mode>-speed): seconds per epoch on the current code")
     args = parser.parse_args()
     if args.mode:
         build_beauty()
         from recbole_llm.report import run_plan
 
-        spec = f"SASRec-{args.mode}=SASRec[train_mode={args.mode},train_batch_size={BATCH[args.mode]}]"
-        run_plan(OUT, "beauty", [spec], [1], SETTINGS, threads=1, data_path=str(DATA_PATH))
+        label = f"SASRec-{args.mode}" + ("-speed" if args.speed else "")
+        spec = f"{label}=SASRec[train_mode={args.mode},train_batch_size={BATCH[args.mode]}]"
+        settings = {**SETTINGS, "epochs": 2} if args.speed else SETTINGS
+        run_plan(OUT, "beauty", [spec], [1], settings, threads=1, data_path=str(DATA_PATH))
     report()
+    speed = {m: json.loads((OUT / f"SASRec-{m}-speed__seed1.json").read_text()) for m in BATCH
+             if (OUT / f"SASRec-{m}-speed__seed1.json").exists()}
+    for mode, run in speed.items():
+        print(f"{mode}, current code, 2 epochs: {run['sec_per_epoch']:.1f} s/epoch")
+    if len(speed) == 2:
+        print(f"seconds per epoch on the current code, all_positions / prefixes: "
+              f"{speed['all_positions']['sec_per_epoch'] / speed['prefixes']['sec_per_epoch']:.3f}")
 
 
 if __name__ == "__main__":

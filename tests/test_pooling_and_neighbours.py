@@ -217,7 +217,7 @@ def test_pop_hybrid_filters_unpopular_and_similar_items(tiny):
     batch = _batch(dataset, [["ilipstick0"]])
     scores = model.full_sort_predict(batch)[0]
     assert torch.all(scores[~model.allowed] == -torch.inf)
-    model.diversity_threshold = 0.0  # every pair of items is "too similar" -> one item survives per list
+    model.diversity_threshold = -1.01  # every pair of items is "too similar" (cosine > -1.01): one survives
     diverse = model.full_sort_predict(batch)[0]
     assert torch.isfinite(diverse).sum() == 1
     assert int(diverse.argmax()) == int(scores.argmax()), "the best item is always kept"
