@@ -1,84 +1,11 @@
 """Entry point: the same flags as RecBole's run_recbole.py, for our models and RecBole's.
 
     python run_recbole_llm.py --model=LLM2SASRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]
+    python run_recbole_llm.py --help
 """
-import argparse
 import sys
 
-import recbole_llm
-from recbole_llm.data.datasets import DatasetNotFoundError
-from recbole_llm.quick_start import MultiProcessNeedsGPUs
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", "-m", type=str, default="LLM2SASRec", help="model name")
-    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
-    parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
-    parser.add_argument("--nproc", type=int, default=1, help="processes for DDP (GPU)")
-    parser.add_argument("--world_size", type=int, default=-1)
-    parser.add_argument("--ip", type=str, default="localhost")
-    parser.add_argument("--port", type=str, default="5678")
-    parser.add_argument("--group_offset", type=int, default=0)
-    parser.add_argument(
-        "--recbole_defaults", action="store_true", help="use RecBole's defaults instead of the paper's protocol"
-    )
-    parser.add_argument("--tune", action="store_true", help="tune with RecBole's HyperTuning on temporal folds")
-    parser.add_argument("--max_evals", type=int, default=20, help="tuning trials")
-    parser.add_argument("--folds", type=str, default="1,2,3", help="temporal folds used while tuning")
-    parser.add_argument("--params_file", type=str, default=None, help="search space (default properties/hyper/)")
-    parser.add_argument("--budget_seconds", type=float, default=None, help="tuning wall-clock budget")
-    parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE (the paper: 40)")
-    parser.add_argument("--early_stop", type=int, default=10,
-                        help="stop after N trials without improvement (the paper: 100)")
-    parser.add_argument("--prune_after", type=int, default=4,
-                        help="prune a trial in the bottom 20%% of a fold once N trials ran it (the paper: 10)")
-    parser.add_argument("--output_dir", type=str, default="tuning", help="where tuning writes its yaml/csv")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args, _ = parser.parse_known_args()
-    files = args.config_files.strip().split(" ") if args.config_files else None
-    try:
-        recbole_llm.get_model(args.model)
-        if args.tune:
-            from recbole_llm.quick_start import config_files, prepare_dataset
-            from recbole_llm.tuning import tune
-
-            prepare_dataset(args.model, args.dataset, config_files(files, args.model, args.dataset), None)
-            best = tune(args.model, args.dataset, max_evals=args.max_evals,
-                        folds=[int(f) for f in args.folds.split(",")], params_file=args.params_file,
-                        config_file_list=config_files(files, args.model, args.dataset), warmup=args.warmup, early_stop=args.early_stop,
-                        budget_seconds=args.budget_seconds, output_dir=args.output_dir,
-                        prune_after=args.prune_after)
-            print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
-            return 0
-        result = recbole_llm.run(
-            args.model,
-            args.dataset,
-            config_file_list=files,
-            nproc=args.nproc,
-            world_size=args.world_size,
-            ip=args.ip,
-            port=args.port,
-            group_offset=args.group_offset,
-            protocol_defaults=not args.recbole_defaults,
-        )
-    except (ValueError, FileNotFoundError, DatasetNotFoundError, MultiProcessNeedsGPUs) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(format_result(result))
-    return 0
-
-
-def format_result(result: dict) -> str:
-    """RecBole's result dict as two readable lines (valid, test), plain floats."""
-    lines = []
-    for name, key in (("best valid", "best_valid_result"), ("test", "test_result")):
-        metrics = result.get(key) or {}
-        lines.append(f"{name:>10}: " + "  ".join(f"{k} {float(v):.4f}" for k, v in metrics.items()))
-    return "\n".join(lines)
-
+from recbole_llm.cli import run_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main())

@@ -109,52 +109,73 @@ def _recommend(args) -> int:
     return 0
 
 
+EXAMPLES = """examples:
+  python -m recbole_llm run --model=LLM2SASRec --dataset=ml-100k --epochs=5
+  python -m recbole_llm tune --model=SASRec --dataset=beauty --max_evals=30
+  python -m recbole_llm recommend --dataset ml-100k --model LLMSeqSim --session "toy story" 50 -k 10
+  python -m recbole_llm embed --dataset beauty --reduce pca --dim 128
+  python -m recbole_llm convert --name mydata --interactions inter.csv --items items.csv
+  python -m recbole_llm report --dataset beauty --models SASRec LLMSeqSim --seeds 1 2 3 --out results/
+run `python -m recbole_llm <command> --help` for a command's options"""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recbole_llm")
-    commands = parser.add_subparsers(dest="command", required=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("run", "tune"):  # RecBole's flags (--key=value), read by RecBole's Config
+        from .cli import run_main
+
+        rest = argv[1:] + (["--tune"] if argv[0] == "tune" else [])
+        sys.argv = [f"python -m recbole_llm {argv[0]}"] + rest
+        return run_main(rest, prog=f"python -m recbole_llm {argv[0]}")
+    parser = argparse.ArgumentParser(prog="python -m recbole_llm", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{run,tune,recommend,embed,convert,report}")
+    commands.add_parser("run", help="train and evaluate a model (RecBole's flags; see run --help)")
+    commands.add_parser("tune", help="tune a model on the temporal folds (RecBole's HyperTuning)")
 
     embed = commands.add_parser("embed", help="compute (or reuse) item embeddings of a dataset")
-    embed.add_argument("--dataset", required=True)
-    embed.add_argument("--data_path", default="dataset")
-    embed.add_argument("--provider", default="local", choices=["local", "openai", "vertex"])
-    embed.add_argument("--model", default=None)
-    embed.add_argument("--reduce", default="none", choices=["none", "pca", "lda", "autoencoder", "random"])
-    embed.add_argument("--dim", type=int, default=None)
+    embed.add_argument("--dataset", required=True, help="dataset name")
+    embed.add_argument("--data_path", default="dataset", help="folder holding <dataset>/")
+    embed.add_argument("--provider", default="local", choices=["local", "openai", "vertex", "file"], help="who embeds the titles (file: --model is an embedding file)")
+    embed.add_argument("--model", default=None, help="embedding model (provider default) or file")
+    embed.add_argument("--reduce", default="none", choices=["none", "pca", "lda", "autoencoder", "random"], help="dimensionality reduction")
+    embed.add_argument("--dim", type=int, default=None, help="target size of the reduction")
     embed.add_argument("--fields", nargs="+", default=None, help="item columns holding the text")
     embed.add_argument("--template", default=None, help='e.g. "{title} ({class})"')
-    embed.add_argument("--seed", type=int, default=42)
+    embed.add_argument("--seed", type=int, default=42, help="random state of the reduction")
     embed.add_argument("--base_url", default=None, help="OpenAI-compatible server")
     embed.add_argument("--project", default=None, help="Vertex AI project")
     embed.add_argument("--location", default=None, help="Vertex AI location")
-    embed.add_argument("--max_cost_usd", type=float, default=1.0)
+    embed.add_argument("--max_cost_usd", type=float, default=1.0, help="paid providers: refuse above this estimate")
     embed.add_argument("--confirm_cost", action="store_true", help="allow a paid run above --max_cost_usd")
     embed.add_argument("--force", action="store_true", help="rebuild the file (the cache still answers)")
     embed.set_defaults(func=_embed)
 
     convert = commands.add_parser("convert", help="raw data -> RecBole atomic files")
-    convert.add_argument("--name", required=True)
-    convert.add_argument("--data_path", default="dataset")
+    convert.add_argument("--name", required=True, help="dataset name to write")
+    convert.add_argument("--data_path", default="dataset", help="where <name>/ is written")
     convert.add_argument("--amazon_category", default=None, help="e.g. Beauty (reads --raw_dir)")
-    convert.add_argument("--raw_dir", default="dataset/raw")
-    convert.add_argument("--interactions")
-    convert.add_argument("--items")
-    convert.add_argument("--user_col", default="user_id")
-    convert.add_argument("--item_col", default="item_id")
-    convert.add_argument("--time_col", default="timestamp")
-    convert.add_argument("--title_col", default="title")
-    convert.add_argument("--class_col", default=None)
-    convert.add_argument("--core", type=int, default=0)
-    convert.add_argument("--clean_titles", action="store_true")
+    convert.add_argument("--raw_dir", default="dataset/raw", help="Amazon 2014 raw files")
+    convert.add_argument("--interactions", help="table of (user, item, time) rows")
+    convert.add_argument("--items", help="table of items with their titles")
+    convert.add_argument("--user_col", default="user_id", help="user (session) column")
+    convert.add_argument("--item_col", default="item_id", help="item column")
+    convert.add_argument("--time_col", default="timestamp", help="time column")
+    convert.add_argument("--title_col", default="title", help="title column of the items table")
+    convert.add_argument("--class_col", default=None, help="item class column (LDA labels)")
+    convert.add_argument("--core", type=int, default=0, help="iterative k-core filter (0: none)")
+    convert.add_argument("--clean_titles", action="store_true", help="strip HTML entities and spaces from titles")
     convert.set_defaults(func=_convert)
 
     report = commands.add_parser("report", help="models x seeds -> results.csv, leaderboard.md, plots")
-    report.add_argument("--dataset", required=True)
+    report.add_argument("--dataset", required=True, help="dataset name")
     report.add_argument("--models", nargs="+", required=True, help="Model | Model[key=value,...] | Label=Model[...]")
-    report.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    report.add_argument("--out", required=True)
+    report.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds per model")
+    report.add_argument("--out", required=True, help="folder of the run files and tables")
     report.add_argument("--set", nargs="*", help="key=value applied to every run")
-    report.add_argument("--threads", type=int, default=1)
-    report.add_argument("--data_path", default=None)
+    report.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    report.add_argument("--data_path", default=None, help="folder holding <dataset>/")
     report.add_argument("--tables_only", action="store_true", help="rebuild tables/plots from finished runs")
     report.set_defaults(func=_report)
 
@@ -174,7 +195,7 @@ def main(argv=None) -> int:
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.set_defaults(func=_recommend)
 
-    one = commands.add_parser("run-one", help=argparse.SUPPRESS)
+    one = commands.add_parser("run-one")  # one (model, seed) of a report, in its own process; not listed
     one.add_argument("--model", required=True)
     one.add_argument("--dataset", required=True)
     one.add_argument("--seed", type=int, required=True)

@@ -93,3 +93,45 @@ def test_recbole_defaults_with_an_llm2_ce_model(embedding_cache, tmp_path):
                    f"--embedding_cache_path={embedding_cache}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test:" in done.stdout
+
+
+def test_module_help_lists_every_command_with_examples_and_helped_options():
+    import argparse
+
+    done = subprocess.run([sys.executable, "-m", "recbole_llm", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    for command in ("run", "tune", "recommend", "embed", "convert", "report", "examples:"):
+        assert command in done.stdout
+    assert "SUPPRESS" not in done.stdout and "run-one" not in done.stdout
+    import recbole_llm.__main__ as cli
+
+    captured = {}
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        captured["parser"] = self
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        with pytest.raises(SystemExit):
+            cli.main(["embed", "--dataset", "x"])
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    subparsers = next(a for a in captured["parser"]._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        if name in ("run-one", "run", "tune"):
+            continue
+        unhelped = [a.dest for a in sub._actions if a.help is None]
+        assert not unhelped, f"{name}: options without help {unhelped}"
+    run_help = subprocess.run([sys.executable, "-m", "recbole_llm", "run", "--help"], capture_output=True, text=True,
+                              timeout=120).stdout
+    assert "examples:" in run_help and "--tune" in run_help
+
+
+def test_module_run_command(tiny, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "recbole_llm", "run", "--model=MostPopular", "--dataset=tiny",
+                           f"--data_path={tiny['path']}", "--state=ERROR"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test:" in done.stdout and "ndcg@20" in done.stdout

@@ -118,6 +118,12 @@ class EmbeddingSpec:
         dim = "full" if self.reduction == "none" else str(self.dim)
         return f"itememb_{self.provider}_{model}_{self.reduction}_{dim}" + ("_l2" if self.normalize else "")
 
+    def describe(self) -> str:
+        """The recipe in one phrase, for the run log."""
+        size = "" if self.reduction == "none" else f" {self.dim}"
+        return (f"{self.provider}/{Path(str(self.model)).name} -> {self.reduction}{size}"
+                + (" + L2" if self.normalize else ""))
+
     def recipe(self) -> dict:
         recipe = asdict(self)
         recipe.pop("options")
@@ -215,6 +221,7 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
     if out.exists() and sidecar.exists():
         made = json.loads(sidecar.read_text())
         if {k: made.get(k) for k in spec.recipe()} == spec.recipe():
+            logger.info("embeddings %s: reused %s", spec.describe(), out)
             return out
         logger.info("%s was made differently (%s); rebuilding", out, made)
     catalog = read_catalog(dataset_dir(name, data_path), name)
@@ -241,7 +248,7 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
         vectors = l2_normalize(vectors)
     recipe = dict(spec.recipe(), empty_texts=empty, embed_seconds=round(seconds, 2))
     write_itememb(out, catalog["item_id"].to_numpy(), vectors, recipe)
-    logger.info("wrote %s (%d items x %d)", out, len(catalog), vectors.shape[1])
+    logger.info("embeddings %s: wrote %s (%d items x %d)", spec.describe(), out, len(catalog), vectors.shape[1])
     return out
 
 

@@ -20,6 +20,10 @@ class MostPopular(Pop):
     def fits_in_one_pass(cls, config) -> bool:
         return True  # one counting pass, nothing to early-stop
 
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.max_cnt = torch.ones(1, dtype=self.item_cnt.dtype)  # before counting (RecBole's FLOPs probe)
+
     def calculate_loss(self, interaction):
         item = interaction[self.ITEM_ID].long()
         ones = torch.ones(len(item), 1, dtype=self.item_cnt.dtype, device=self.item_cnt.device)
