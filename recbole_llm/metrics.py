@@ -1,6 +1,6 @@
 """Beyond-accuracy metrics of the paper, registered next to RecBole's own.
 
-``metrics: [NDCG, Hit, MRR, CatalogCoverage, Serendipity, Novelty]`` in a
+``metrics: [NDCG, Hit, MRR, CatalogCoverage, Serendipity, Novelty, IntraListDiversity]`` in a
 RecBole config finds them by name. Popularity is RecBole's training-set
 ``item_counter`` (``data.count_items``), the same counts RecBole's
 AveragePopularity uses.
@@ -101,7 +101,59 @@ class Novelty(AbstractMetric):
         }
 
 
-OUR_METRICS = (CatalogCoverage, Serendipity, Novelty)
+ITEM_EMBEDDINGS = "data.item_embeddings"
+
+
+class IntraListDiversity(AbstractMetric):
+    """1 - mean pairwise cosine similarity of the top-k items' LLM embeddings (Ziegler et al. 2005, with
+    semantic item vectors), averaged over lists: 0 when a list repeats one kind of product, near 1 when its
+    items have nothing in common. The embeddings follow the run's recipe (``embedding_*`` settings; the
+    local default for models that set none), built or reused like every embedding file."""
+
+    metric_type = EvaluatorType.RANKING
+    metric_need = ["rec.items", ITEM_EMBEDDINGS]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.topk = config["topk"]
+
+    def calculate_metric(self, dataobject):
+        items = dataobject.get("rec.items").long()
+        table = torch.nn.functional.normalize(dataobject.get(ITEM_EMBEDDINGS).float(), dim=1)
+        if not len(table):  # no item texts
+            return {f"intralistdiversity@{k}": float("nan") for k in self.topk}
+        result = {}
+        for k in self.topk:
+            if k < 2:
+                result[f"intralistdiversity@{k}"] = 0.0
+                continue
+            vectors = table[items[:, :k]]  # (lists, k, d)
+            similarity = vectors @ vectors.transpose(1, 2)
+            off_diagonal = (similarity.sum((1, 2)) - similarity.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))
+            result[f"intralistdiversity@{k}"] = round(float((1 - off_diagonal).mean()), self.decimal_place)
+        return result
+
+
+OUR_METRICS = (CatalogCoverage, Serendipity, Novelty, IntraListDiversity)
+
+
+def diversity_embeddings(config, dataset) -> torch.Tensor:
+    """The embedder's own item vectors (the run's provider and model, no reduction) for IntraListDiversity;
+    an empty table, with a warning, when the catalog has no texts (the metric then reports NaN)."""
+    import logging
+
+    from .embeddings.store import item_embedding_table
+
+    keys = ("dataset", "data_path", "embedding_provider", "embedding_model", "embedding_text_fields",
+            "embedding_text_template", "embedding_cache_path", "embedding_data_path", "embedding_id_map",
+            "embedding_empty_text", "show_progress", "embedding_max_cost_usd", "embedding_confirm_cost")
+    recipe = {key: config[key] for key in keys}
+    recipe.update(embedding_reduction="none", embedding_normalize=False)
+    try:
+        return item_embedding_table(recipe, dataset)
+    except (FileNotFoundError, ValueError) as error:
+        logging.getLogger(__name__).warning("IntraListDiversity needs item texts to embed; reporting NaN (%s)", error)
+        return torch.zeros(0, 1)
 
 
 def _collect_positive_pairs() -> None:
@@ -130,6 +182,16 @@ def _collect_positive_pairs() -> None:
 
     Collector.eval_batch_collect = eval_batch_collect
     Collector.get_data_struct = get_data_struct
+
+    original_data_collect = Collector.data_collect
+
+    def data_collect(self, train_data):
+        original_data_collect(self, train_data)
+        if self.register.need(ITEM_EMBEDDINGS):
+            dataset = getattr(train_data, "_dataset", None) or train_data.dataset
+            self.data_struct.set(ITEM_EMBEDDINGS, diversity_embeddings(self.config, dataset))
+
+    Collector.data_collect = data_collect
 
 
 def register() -> None:

@@ -26,7 +26,7 @@ import yaml
 
 METRICS = [
     "ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@10", "mrr@20", "catalogcoverage@10", "catalogcoverage@20",
-    "serendipity@10", "serendipity@20", "novelty@10", "novelty@20",
+    "serendipity@10", "serendipity@20", "novelty@10", "novelty@20", "intralistdiversity@10", "intralistdiversity@20",
 ]
 CUT_POSITIONS = (1, 2, 3, 4, 5)  # 1: the real last item; p: the prompt ends p-1 items earlier
 POPULARITY_BINS = 5
@@ -364,7 +364,8 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
     frame.to_csv(out_dir / "results.csv", index=False)
     labels = sorted({r["label"] for r in runs},
                     key=lambda m: -np.mean([r["test"]["ndcg@20"] for r in runs if r["label"] == m]))
-    header = ["model", "seeds", "test sessions"] + [m.replace("catalogcoverage", "coverage") for m in METRICS]
+    header = ["model", "seeds", "test sessions"] + [m.replace("catalogcoverage", "coverage").replace(
+        "intralistdiversity", "ILD") for m in METRICS]
     header.append("s/epoch")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels:
@@ -381,45 +382,71 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
     return table
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def series_style(index: int) -> dict:
+    """Colour and marker of the index-th series: 20 distinct combinations (tab20 colours, 10 markers)."""
+    import matplotlib
+
+    return {"color": matplotlib.colormaps["tab20"](index % 20), "marker": MARKERS[index % len(MARKERS)]}
+
+
 def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
-    """Label, save and close one plot."""
+    """Label, put the legend outside the data, save and close one plot."""
     import matplotlib.pyplot as plt
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def write_hallucination_plots(runs: list[dict], out_dir: Path) -> list[Path]:
-    """For LLMSeqPrompt runs: hallucination rate per run, and how close each hallucinated
-    title was to the catalog item it was mapped to."""
+    """For LLMSeqPrompt runs: a table of hallucination figures per run (a two-bar chart says less), and a
+    histogram of how close each hallucinated title was to the catalog item it was mapped to."""
     import matplotlib.pyplot as plt
 
     prompt_runs = [r for r in runs if "hallucination_rate" in r["test"]]
     if not prompt_runs:
         return []
     labels = sorted({r["label"] for r in prompt_runs})
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rates = [np.mean([r["test"]["hallucination_rate"] for r in prompt_runs if r["label"] == label]) for label in labels]
-    ax.bar(labels, rates, label="share of generated titles not in the catalog")
-    path_rate = _finish(fig, ax, "run", "hallucination rate", out_dir / "llmseqprompt_hallucination_rate.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    lines = ["| run | seeds | hallucination rate | unique recommendations | mean mapped similarity |",
+             "|---|---|---|---|---|"]
     for label in labels:
+        mine = [r["test"] for r in prompt_runs if r["label"] == label]
+        lines.append(f"| {label} | {len(mine)} | {_mean_std([m.get('hallucination_rate') for m in mine])} | "
+                     f"{_mean_std([m.get('unique_recommendations') for m in mine])} | "
+                     f"{_mean_std([m.get('mean_mapped_similarity') for m in mine])} |")
+    path_table = out_dir / "llmseqprompt_hallucination.md"
+    path_table.write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for index, label in enumerate(labels):
         values = [r["sessions"]["mapped_similarity"] for r in prompt_runs
                   if r["label"] == label and r["sessions"] is not None and "mapped_similarity" in r["sessions"]]
         if values and len(np.concatenate(values)):
-            ax.hist(np.concatenate(values), bins=20, range=(0, 1), alpha=0.6, label=label)
+            ax.hist(np.concatenate(values), bins=20, range=(0, 1), alpha=0.6, label=label,
+                    color=series_style(index)["color"])
     path_sim = _finish(fig, ax, "cosine similarity of a hallucinated title to its mapped catalog item",
                        "generated titles", out_dir / "llmseqprompt_mapped_similarity.png")
-    return [path_rate, path_sim]
+    return [path_table, path_sim]
+
+
+def _seed_curves(with_sessions: list[dict], label: str, values_of) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over the label's seeds of a per-run curve."""
+    curves = np.array([values_of(r["sessions"]) for r in with_sessions if r["label"] == label], dtype=float)
+    std = np.nanstd(curves, axis=0, ddof=1) if len(curves) > 1 else np.zeros(curves.shape[1])
+    return np.nanmean(curves, axis=0), std
 
 
 def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
-    """Hit rate by popularity of the prompt's last item, and by cut position; LLMSeqPrompt's hallucinations."""
+    """Hit rate by popularity of the prompt's last item, and by cut position (mean over seeds, error bars: the
+    std over seeds); LLMSeqPrompt's hallucinations."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -432,30 +459,38 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
     labels = sorted({r["label"] for r in with_sessions})
     pop = with_sessions[0]["sessions"]["last_item_popularity"]
     edges = np.unique(np.quantile(pop, np.linspace(0, 1, POPULARITY_BINS + 1)))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label in labels:
-        hits = []
-        for r in (r for r in with_sessions if r["label"] == label):
-            s = r["sessions"]
-            bins = np.clip(np.searchsorted(edges, s["last_item_popularity"], side="right") - 1, 0, len(edges) - 2)
-            hit = hits_per_session(s["rank_cut1"], k)
-            hits.append([hit[bins == b].mean() if (bins == b).any() else np.nan for b in range(len(edges) - 1)])
-        ax.plot(range(len(edges) - 1), np.nanmean(hits, axis=0), marker="o", label=label)
-    ax.set_xticks(range(len(edges) - 1), [f"{edges[b]:.0f}-{edges[b + 1]:.0f}" for b in range(len(edges) - 1)])
-    paths.append(_finish(fig, ax, "training popularity of the prompt's last item (quantile bins)", f"HR@{k}",
-                         out_dir / "hit_rate_by_last_item_popularity.png"))
+    n_bins = len(edges) - 1
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label in labels:
-        curve = []
+    def bins_of(sessions):
+        return np.clip(np.searchsorted(edges, sessions["last_item_popularity"], side="right") - 1, 0, n_bins - 1)
+
+    def by_popularity(sessions):
+        hit, bins = hits_per_session(sessions["rank_cut1"], k), bins_of(sessions)
+        return [hit[bins == b].mean() if (bins == b).any() else np.nan for b in range(n_bins)]
+
+    counts = np.bincount(bins_of(with_sessions[0]["sessions"]), minlength=n_bins)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for index, label in enumerate(labels):
+        mean, std = _seed_curves(with_sessions, label, by_popularity)
+        ax.errorbar(range(n_bins), mean, yerr=std, capsize=3, label=label, **series_style(index))
+    ax.set_xticks(range(n_bins), [f"{edges[b]:.0f}-{edges[b + 1]:.0f}\nn={counts[b]}" for b in range(n_bins)])
+    paths.append(_finish(fig, ax, "training popularity of the prompt's last item (quantile bins; n sessions)",
+                         f"HR@{k}", out_dir / "hit_rate_by_last_item_popularity.png"))
+
+    def by_position(sessions):
+        values = []
         for p in CUT_POSITIONS:
-            values = []
-            for r in (r for r in with_sessions if r["label"] == label):
-                rank = r["sessions"][f"rank_cut{p}"]
-                values.append(hits_per_session(rank, k).sum() / max((rank >= 1).sum(), 1))
-            curve.append(np.mean(values))
-        ax.plot(CUT_POSITIONS, curve, marker="o", label=label)
-    paths.append(_finish(fig, ax, "position treated as the prompt's last item (1 = the real last item)",
+            rank = sessions[f"rank_cut{p}"]
+            values.append(hits_per_session(rank, k).sum() / max((rank >= 1).sum(), 1))
+        return values
+
+    cut_counts = [int((with_sessions[0]["sessions"][f"rank_cut{p}"] >= 1).sum()) for p in CUT_POSITIONS]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for index, label in enumerate(labels):
+        mean, std = _seed_curves(with_sessions, label, by_position)
+        ax.errorbar(CUT_POSITIONS, mean, yerr=std, capsize=3, label=label, **series_style(index))
+    ax.set_xticks(CUT_POSITIONS, [f"{p}\nn={n}" for p, n in zip(CUT_POSITIONS, cut_counts)])
+    paths.append(_finish(fig, ax, "position treated as the prompt's last item (1 = the real last item; n sessions)",
                          f"HR@{k} of the true next item", out_dir / "hit_rate_by_last_position.png"))
     return paths
 

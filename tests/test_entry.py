@@ -43,7 +43,8 @@ def test_missing_dataset_is_one_clear_message(tmp_path):
 def test_script_runs_builtin_model_with_all_metrics(tiny, tmp_path):
     done = _script("--model=Pop", "--dataset=tiny", f"--data_path={tiny['path']}", "--state=INFO", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    for metric in ("ndcg@10", "hit@20", "mrr@20", "catalogcoverage@10", "serendipity@20", "novelty@10"):
+    for metric in ("ndcg@10", "hit@20", "mrr@20", "catalogcoverage@10", "serendipity@20", "novelty@10",
+                   "intralistdiversity@20"):
         assert metric in done.stdout
     test_line = [line for line in done.stdout.splitlines() if line.strip().startswith("test:")]
     assert len(test_line) == 1 and "np.float64" not in done.stdout, "the result printed once, readably"

@@ -55,3 +55,23 @@ def test_novelty_self_information():
 def test_metrics_found_by_name_in_config():
     config = Config(model="Pop", dataset="ml-100k", config_dict={"metrics": ["NDCG", "CatalogCoverage", "Serendipity", "Novelty"]})
     assert config["eval_type"] is not None
+
+
+def test_intra_list_diversity_hand_computed():
+    from recbole_llm.metrics import ITEM_EMBEDDINGS
+
+    config = {"metrics": ["IntraListDiversity"], "topk": [2, 3], "metric_decimal_place": 6}
+
+    class C(dict):
+        def __getitem__(self, key):
+            return dict.get(self, key)
+
+    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    struct = DataStruct()
+    # list 1: items 1, 2 (same direction), then 3 (orthogonal); list 2: items 1, 4 (opposite), then 3
+    struct.set("rec.items", torch.tensor([[1, 2, 3], [1, 4, 3]]))
+    struct.set(ITEM_EMBEDDINGS, table)
+    result = Evaluator(C(config)).evaluate(struct)
+    assert result["intralistdiversity@2"] == pytest.approx(((1 - 1) + (1 - -1)) / 2)
+    # @3: pairwise cosines list 1: (1, 0, 0) -> mean 1/3; list 2: (-1, 0, 0) -> mean -1/3
+    assert result["intralistdiversity@3"] == pytest.approx(((1 - 1 / 3) + (1 + 1 / 3)) / 2)

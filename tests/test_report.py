@@ -29,8 +29,45 @@ def test_report_runs_plan_once_and_writes_outputs(tiny, tmp_path, tiny_llm):
     assert (out / "results.csv").read_text().count("\n") == 5
     assert "| prompt | 1 | 4 |" in table, "sampled test sessions are shown"
     for png in ("hit_rate_by_last_item_popularity.png", "hit_rate_by_last_position.png",
-                "llmseqprompt_hallucination_rate.png", "llmseqprompt_mapped_similarity.png"):
+                "llmseqprompt_mapped_similarity.png"):
         assert (out / png).stat().st_size > 1000
+    hallucination = (out / "llmseqprompt_hallucination.md").read_text()
+    assert "| prompt | 1 |" in hallucination and "hallucination rate" in hallucination, "a table, not a bar chart"
+
+
+def test_plots_distinguish_twenty_models_and_show_counts_and_seed_spread(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recbole_llm.report import series_style, write_plots
+
+    styles = {(tuple(series_style(i)["color"]), series_style(i)["marker"]) for i in range(20)}
+    assert len(styles) == 20, "20 models, 20 distinct colour/marker pairs"
+    rng = np.random.default_rng(0)
+    runs = []
+    for model in range(3):
+        for seed in (1, 2):
+            sessions = {f"rank_cut{p}": rng.integers(-1, 40, 200) for p in (1, 2, 3, 4, 5)}
+            sessions["last_item_popularity"] = rng.integers(1, 100, 200).astype(float)
+            runs.append({"label": f"m{model}", "seed": seed, "test": {}, "sessions": sessions})
+    saved = []
+    original = plt.Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        ax = fig.axes[0]
+        saved.append({"ticks": [t.get_text() for t in ax.get_xticklabels()], "legend": ax.get_legend(),
+                      "bars": len(ax.containers)})
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    write_plots(runs, tmp_path)
+    popularity, position = saved
+    assert all("n=" in t for t in popularity["ticks"]) and all("n=" in t for t in position["ticks"])
+    assert [t.split("\n")[0] for t in position["ticks"]] == ["1", "2", "3", "4", "5"], "integer positions"
+    assert popularity["legend"]._loc == 2 and popularity["legend"].get_bbox_to_anchor().x0 > 0, "legend outside"
+    assert position["bars"] == 3, "one error-bar series per model (std over its seeds)"
 
 
 def test_shuffled_prompts_permutes_items_within_each_prompt_only():
