@@ -136,3 +136,21 @@ def test_module_run_command(tiny, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test:" in done.stdout and "ndcg@20" in done.stdout
+
+
+def test_recbole_dataset_download_is_tried_then_one_clear_message(tmp_path, monkeypatch):
+    """A dataset RecBole knows (ml-1m) is RecBole's to download; offline, one message says what to do."""
+    import zipfile
+
+    from recbole_llm.data import datasets
+
+    done = _script("--model=SASRec", "--dataset=ml-1m", f"--data_path={tmp_path}", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "RecBole could not download it from https://" in done.stderr and "ml-1m.zip" in done.stderr
+    archive = tmp_path / "src" / "ml-mini.zip"  # RecBole's zips hold <name>.inter etc.; a local file:// stands in
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("ml-mini.inter", "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t1\n")
+    monkeypatch.setattr(datasets, "recbole_download_url", lambda name: archive.as_uri())
+    folder = datasets.ensure_dataset("ml-mini", tmp_path / "data")
+    assert (folder / "ml-mini.inter").read_text().startswith("user_id:token")

@@ -48,6 +48,38 @@ def _download(url: str, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def recbole_download_url(name: str) -> str | None:
+    """The address RecBole downloads ``name`` from (its ``properties/dataset/url.yaml``), if it knows one."""
+    import recbole
+    import yaml
+
+    table = Path(recbole.__file__).parent / "properties" / "dataset" / "url.yaml"
+    return (yaml.safe_load(table.read_text()) or {}).get(name) if table.is_file() else None
+
+
+def recbole_download(name: str, url: str, folder: Path) -> Path:
+    """RecBole's own download of a dataset it knows (its url helpers, as ``Dataset._download``), with one clear
+    error when it cannot (no network, a refused prompt) instead of RecBole's exit."""
+    from recbole.utils.url import decide_download, download_url, extract_zip, rename_atomic_files
+
+    try:
+        if not decide_download(url):  # RecBole asks before more than 1 GB
+            raise OSError("the download was declined")
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = download_url(url, str(folder))
+        extract_zip(archive, str(folder))
+        os.unlink(archive)
+        rename_atomic_files(str(folder), os.path.splitext(os.path.basename(archive))[0], name)
+    except (OSError, EOFError, RuntimeError) as error:
+        raise DatasetNotFoundError(
+            f"Dataset '{name}' is not in {folder} and RecBole could not download it from {url} ({error}). "
+            f"Download that zip yourself and unpack its atomic files ({name}.inter, ...) into {folder}."
+        ) from None
+    if not (folder / f"{name}.inter").exists():
+        raise DatasetNotFoundError(f"RecBole's download of '{name}' from {url} did not give {folder / (name + '.inter')}")
+    return folder
+
+
 def ensure_dataset(name: str, data_path: os.PathLike = "dataset", *, download: bool = True) -> Path:
     """Make sure ``name``'s atomic files exist, building Amazon categories from
     their raw files (downloading them when online). Raises one clear error otherwise."""
@@ -55,6 +87,9 @@ def ensure_dataset(name: str, data_path: os.PathLike = "dataset", *, download: b
     if (folder / f"{name}.inter").exists():
         return folder
     category = AMAZON_CATEGORIES.get(name)
+    url = recbole_download_url(name) if category is None else None
+    if url is not None and download:
+        return recbole_download(name, url, folder)
     if category is None:
         raise DatasetNotFoundError(
             f"Dataset '{name}' not found: expected {folder / (name + '.inter')}. "
