@@ -116,6 +116,7 @@ class OpenAIFineTuning:
         self.answer = answer or (lambda body, i: "Glossy Pink Lipstick")
         server.route("POST", r"/v1/files", self.upload)
         server.route("POST", r"/v1/fine_tuning/jobs", self.create)
+        server.route("GET", r"/v1/fine_tuning/jobs", self.list)
         server.route("GET", r"/v1/fine_tuning/jobs/([\w-]+)", self.retrieve)
         server.route("POST", r"/v1/chat/completions", self.chat)
 
@@ -132,7 +133,11 @@ class OpenAIFineTuning:
                 "validation_file": job.get("validation_file"), "organization_id": "org-test", "result_files": [],
                 "seed": 0, "hyperparameters": {"n_epochs": "auto"}, "trained_tokens": None,
                 "error": {"code": "invalid_training_file", "message": "bad data", "param": None}
-                if status == "failed" else None, "finished_at": None}
+                if status == "failed" else None, "finished_at": None, "metadata": job.get("metadata")}
+
+    def list(self, body, match, headers):
+        data = [self._job(job_id, "running") for job_id in reversed(list(self.jobs))]
+        return 200, {"object": "list", "data": data, "has_more": False}, {}
 
     def create(self, body, match, headers):
         job_id = f"ftjob-{len(self.jobs) + 1}"
@@ -169,6 +174,7 @@ class VertexTuning:
         self.answer = answer or (lambda body, i: "Glossy Pink Lipstick")
         server.route("POST", r"/upload/storage/v1/b/([^/]+)/o", self.upload)
         server.route("POST", self.PARENT + r"/tuningJobs", self.create)
+        server.route("GET", self.PARENT + r"/tuningJobs", self.list)
         server.route("GET", self.PARENT + r"/tuningJobs/(\w+)", self.get)
         server.route("POST", self.PARENT + r"/(endpoints/[^/:]+|publishers/google/models/[^/:]+):generateContent",
                      self.generate)
@@ -194,6 +200,9 @@ class VertexTuning:
         self.jobs[name] = body
         self.polls[name] = 0
         return 200, self._job(name, "JOB_STATE_PENDING"), {}
+
+    def list(self, body, match, headers):
+        return 200, {"tuningJobs": [self._job(name, "JOB_STATE_RUNNING") for name in self.jobs]}, {}
 
     def get(self, body, match, headers):
         name = f"projects/{match.group(1)}/locations/{match.group(2)}/tuningJobs/{match.group(3)}"

@@ -291,3 +291,57 @@ def test_vertex_base_model_answers_through_llm_katan(tmp_path):
         server.wait(timeout=10)
     assert len(answers) == 3
     assert all("model=gemini-2.0-flash-001" in a and "Pink Lipstick" in a for a in answers), answers
+
+
+class _KilledAfterCreate(BaseException):
+    """Stands for kill -9 between the provider's answer and our saving of it (nothing after it runs)."""
+
+
+def test_openai_killed_while_creating_the_job_never_pays_twice(tiny, tmp_path, monkeypatch):
+    from openai.resources.fine_tuning.jobs import Jobs
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with Loopback() as server:
+        api = OpenAIFineTuning(server)
+        config = _openai_config(server, tmp_path)
+        original = Jobs.create
+
+        def create_then_die(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            raise _KilledAfterCreate()
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Jobs, "create", create_then_die)
+            with pytest.raises(_KilledAfterCreate):
+                build("LLMSeqPrompt", tiny, **config)
+        assert len(api.jobs) == 1 and len(api.files) == 2
+        create = next(r for r in server.requests if r["method"] == "POST" and r["path"] == "/v1/fine_tuning/jobs")
+        assert create["headers"]["idempotency-key"].startswith("recbole-llm-")
+        assert create["body"]["metadata"]["recbole_llm_job"] == create["headers"]["idempotency-key"]
+        _, _, _, model = build("LLMSeqPrompt", tiny, **config)
+        assert len(api.jobs) == 1, "the rerun found the job instead of creating a second one"
+        assert len(api.files) == 2, "nor uploaded the files again"
+        assert model.model_ref.startswith("ft:")
+
+
+def test_vertex_killed_while_creating_the_job_never_pays_twice(tiny, tmp_path, google_test_credentials, monkeypatch):
+    from google.cloud.aiplatform_v1 import GenAiTuningServiceClient
+    from loopback import VertexTuning
+
+    with Loopback() as server:
+        api = VertexTuning(server)
+        config = _vertex_config(server, tmp_path)
+        original = GenAiTuningServiceClient.create_tuning_job
+
+        def create_then_die(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            raise _KilledAfterCreate()
+
+        with monkeypatch.context() as patch:
+            patch.setattr(GenAiTuningServiceClient, "create_tuning_job", create_then_die)
+            with pytest.raises(_KilledAfterCreate):
+                build("LLMSeqPrompt", tiny, **config)
+        assert len(api.jobs) == 1 and len(api.objects) == 2
+        _, _, _, model = build("LLMSeqPrompt", tiny, **config)
+        assert len(api.jobs) == 1 and len(api.objects) == 2, "found by its display name; nothing paid again"
+        assert model.model_ref.endswith("/endpoints/4242")

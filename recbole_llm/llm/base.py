@@ -42,7 +42,9 @@ class PromptLLM:
     @staticmethod
     def save_job_state(folder: Path, state: dict) -> None:
         """What ``job_folder`` reads back on a rerun (job id, then the tuned model)."""
-        (folder / JOB_STATE).write_text(json.dumps(state))
+        tmp = folder / f"{JOB_STATE}.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(folder / JOB_STATE)  # atomic: a kill mid-write never leaves a state that reads as "no job"
 
     def _generate(self, model: str, messages: list[dict], n: int, settings: dict) -> list[str]:
         raise NotImplementedError

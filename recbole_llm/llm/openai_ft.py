@@ -72,13 +72,7 @@ class OpenAIPromptLLM(PromptLLM):
         if self.dry_run:
             return None
         if not state.get("job_id"):
-            with open(train_path, "rb") as f:
-                train_file = self.client.files.create(file=f, purpose="fine-tune").id
-            with open(valid_path, "rb") as f:
-                valid_file = self.client.files.create(file=f, purpose="fine-tune").id
-            job = self.client.fine_tuning.jobs.create(training_file=train_file, validation_file=valid_file,
-                                                      model=self.model, suffix=self.suffix)
-            state = {"job_id": job.id, "training_file": train_file, "validation_file": valid_file}
+            state["job_id"] = self._create_job_once(folder, state, train_path, valid_path)
             self.save_job_state(folder, state)  # persisted before any waiting: a rerun reattaches
         else:
             logger.info("reattaching to fine-tuning job %s", state["job_id"])
@@ -86,6 +80,39 @@ class OpenAIPromptLLM(PromptLLM):
         state["fine_tuned_model"] = model
         self.save_job_state(folder, state)
         return model
+
+    def _create_job_once(self, folder: Path, state: dict, train_path: Path, valid_path: Path) -> str:
+        """Upload and create so that a process killed at any point never leads to a second paid job: each
+        upload id is saved as it returns, the create carries an idempotency key and our job key in its
+        metadata, and a rerun that finds a create in flight looks the job up before creating one."""
+        state.setdefault("job_key", f"recbole-llm-{folder.name}")
+        for path, key in ((train_path, "training_file"), (valid_path, "validation_file")):
+            if not state.get(key):
+                with open(path, "rb") as f:
+                    state[key] = self.client.files.create(file=f, purpose="fine-tune").id
+                self.save_job_state(folder, state)
+        if state.get("creating"):
+            found = self._find_job(state)
+            if found:
+                logger.info("found the job created before an interruption: %s", found)
+                state.pop("creating")
+                return found
+        state["creating"] = True
+        self.save_job_state(folder, state)
+        job = self.client.fine_tuning.jobs.create(
+            training_file=state["training_file"], validation_file=state["validation_file"], model=self.model,
+            suffix=self.suffix, metadata={"recbole_llm_job": state["job_key"]},
+            extra_headers={"Idempotency-Key": state["job_key"]})
+        state.pop("creating")
+        return job.id
+
+    def _find_job(self, state: dict) -> str | None:
+        """A job of ours (by metadata, or by its training file) already on the account."""
+        for job in self.client.fine_tuning.jobs.list(limit=100):
+            metadata = getattr(job, "metadata", None) or {}
+            if metadata.get("recbole_llm_job") == state["job_key"] or job.training_file == state["training_file"]:
+                return job.id
+        return None
 
     def _wait(self, job_id: str) -> str:
         bar = tqdm(desc=f"fine-tuning job {job_id}", unit="poll")

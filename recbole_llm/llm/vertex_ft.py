@@ -99,20 +99,40 @@ class VertexPromptLLM(PromptLLM):
         if self.dry_run:
             return None
         if not state.get("job"):
-            train_uri, valid_uri = self._upload(train_path, digest), self._upload(valid_path, digest)
-            from google.cloud.aiplatform_v1 import SupervisedTuningSpec, TuningJob
-
-            job = self.tuning.create_tuning_job(parent=self.parent, tuning_job=TuningJob(
-                base_model=self.model, tuned_model_display_name=f"recbole-llm-{digest}",
-                supervised_tuning_spec=SupervisedTuningSpec(training_dataset_uri=train_uri,
-                                                            validation_dataset_uri=valid_uri)), retry=self.retry)
-            state = {"job": job.name, "training_dataset_uri": train_uri, "validation_dataset_uri": valid_uri}
+            state["job"] = self._create_job_once(folder, state, digest, train_path, valid_path)
             self.save_job_state(folder, state)  # persisted before any waiting: a rerun reattaches
         else:
             logger.info("reattaching to Vertex tuning job %s", state["job"])
         state["endpoint"] = self._wait(state["job"])
         self.save_job_state(folder, state)
         return state["endpoint"]
+
+    def _create_job_once(self, folder: Path, state: dict, digest: str, train_path: Path, valid_path: Path) -> str:
+        """Upload and create so that a killed process never leads to a second paid job: the staged URIs are
+        saved as they are written, and a rerun that finds a create in flight looks for the job by its tuned
+        model's display name (``recbole-llm-<digest>``) before creating one. The create itself is not retried:
+        a retried create after a lost answer is the very way to pay twice."""
+        from google.cloud.aiplatform_v1 import SupervisedTuningSpec, TuningJob
+
+        display_name = f"recbole-llm-{digest}"
+        for path, key in ((train_path, "training_dataset_uri"), (valid_path, "validation_dataset_uri")):
+            if not state.get(key):
+                state[key] = self._upload(path, digest)
+                self.save_job_state(folder, state)
+        if state.get("creating"):
+            for job in self.tuning.list_tuning_jobs(parent=self.parent, retry=self.retry):
+                if job.tuned_model_display_name == display_name:
+                    logger.info("found the tuning job created before an interruption: %s", job.name)
+                    state.pop("creating")
+                    return job.name
+        state["creating"] = True
+        self.save_job_state(folder, state)
+        job = self.tuning.create_tuning_job(parent=self.parent, tuning_job=TuningJob(
+            base_model=self.model, tuned_model_display_name=display_name,
+            supervised_tuning_spec=SupervisedTuningSpec(training_dataset_uri=state["training_dataset_uri"],
+                                                        validation_dataset_uri=state["validation_dataset_uri"])))
+        state.pop("creating")
+        return job.name
 
     def _upload(self, path: Path, digest: str) -> str:
         if not self.staging_uri or not self.staging_uri.startswith("gs://"):
