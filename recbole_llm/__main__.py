@@ -211,9 +211,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     import recbole_llm  # noqa: F401  (compat fixes)
 
+    from .cli import _user_errors
+    from .errors import DryRunFinished
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:  # a user's input: one line, no traceback (--debug: all of it)
+    except DryRunFinished as finished:
+        print(finished)
+        return 0
+    except (ValueError, FileNotFoundError, *_user_errors()) as error:  # one line, no traceback (--debug: all)
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)

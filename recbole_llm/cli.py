@@ -7,6 +7,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+def _user_errors() -> tuple:
+    """Errors a user acts on (a key, a budget, a provider, a failed job): one line, exit 2."""
+    from .embeddings.embed import CostConfirmationRequired
+    from .embeddings.providers.openai_provider import MissingAPIKeyError
+    from .errors import ProviderError
+    from .llm.openai_ft import FineTuningFailed
+
+    return (CostConfirmationRequired, MissingAPIKeyError, ProviderError, FineTuningFailed)
+
+
 RUN_HELP = """Train and evaluate a model (ours or RecBole's) under the paper preset, or tune it on the temporal folds.
 
 examples:
@@ -20,8 +30,10 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
     """`python run_recbole_llm.py ...` / `python -m recbole_llm run|tune ...`: RecBole's flags, our models."""
     import recbole_llm
     from recbole_llm.data.datasets import DatasetNotFoundError
+    from recbole_llm.errors import DryRunFinished
     from recbole_llm.quick_start import MultiProcessNeedsGPUs
 
+    USER_ERRORS = _user_errors()
     parser = argparse.ArgumentParser(prog=prog, description=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", type=str, default="LLM2SASRec", help="model name")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
@@ -73,7 +85,10 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
             group_offset=args.group_offset,
             protocol_defaults=not args.recbole_defaults,
         )
-    except (ValueError, FileNotFoundError, DatasetNotFoundError, MultiProcessNeedsGPUs) as error:
+    except DryRunFinished as finished:
+        print(finished)
+        return 0
+    except (ValueError, FileNotFoundError, DatasetNotFoundError, MultiProcessNeedsGPUs, *USER_ERRORS) as error:
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)

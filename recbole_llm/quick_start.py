@@ -43,6 +43,13 @@ def check_run_settings(config: Config, folder: Path) -> None:
     """Settings that would run and give a wrong or empty result, refused before any work."""
     from .registry import fits_in_one_pass
 
+    secrets = [key for key in config.final_config_dict if str(key).lower().endswith("api_key")]
+    if secrets:
+        raise ValueError(
+            f"{', '.join(sorted(secrets))}: API keys are read only from the environment (OPENAI_API_KEY); a key in a "
+            "config file or on the command line would be written to the log, the checkpoint and tensorboard. "
+            "Remove it there and export OPENAI_API_KEY instead."
+        )
     epochs = config["epochs"]
     if not fits_in_one_pass(config) and (epochs is None or int(epochs) < 1):
         raise ValueError(f"epochs={epochs}: {config['model']} learns by training, give --epochs=1 or more")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build
+from conftest import build  # noqa: E402
 
 from recbole_llm.embeddings.store import EmbeddingMismatchError, EmbeddingSpec, read_catalog, read_itememb
 
@@ -101,3 +101,102 @@ def test_module_command_line_has_an_error_handler(tmp_path):
     done = subprocess.run([sys.executable, "-m", "recbole_llm", "embed", "--dataset", "nothing", "--data_path",
                            str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     _one_clear_line(done, "nothing")
+
+
+# --- money: nothing paid twice, one clear error from a misbehaving provider --------------------------------
+
+def _openai(server, **options):
+    from recbole_llm.embeddings.providers import make_provider
+
+    return make_provider("openai", "text-embedding-3-small", api_key="sk-test", base_url=server.url + "/v1", **options)
+
+
+def test_a_hanging_or_garbled_provider_is_one_clear_error_naming_the_endpoint(tmp_path):
+    import time
+
+    from loopback import Loopback
+
+    from recbole_llm.embeddings.cache import EmbeddingCache
+    from recbole_llm.embeddings.embed import embed_texts
+    from recbole_llm.errors import ProviderError
+
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", lambda b, m, h: (time.sleep(2), (200, {}, {}))[1])
+        started = time.perf_counter()
+        with pytest.raises(ProviderError, match=r"127\.0\.0\.1.*embedding_timeout / embedding_max_retries"):
+            embed_texts(_openai(server, timeout=0.3, max_retries=1), ["a title"],
+                        EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
+        assert time.perf_counter() - started < 2.5, "the configured timeout and retries, not minutes"
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", lambda b, m, h: (200, b"{not json", {}))
+        with pytest.raises(ProviderError, match="unreadable"):
+            embed_texts(_openai(server, max_retries=0), ["a title"], EmbeddingCache(tmp_path / "d.sqlite"),
+                        show_progress=False)
+
+
+def test_two_processes_embedding_the_same_texts_pay_once(tmp_path):
+    import time
+
+    from loopback import Loopback, openai_embeddings
+
+    embedded = []
+
+    def slow(body, match, headers):
+        embedded.extend(body["input"])
+        time.sleep(0.3)
+        return openai_embeddings(body, match, headers)
+
+    code = (
+        "import sys; sys.argv = ['x']; import recbole_llm; from recbole_llm.embeddings.providers import make_provider;"
+        "from recbole_llm.embeddings.cache import EmbeddingCache; from recbole_llm.embeddings.embed import embed_texts;"
+        "p = make_provider('openai', 'text-embedding-3-small', api_key='sk-test', base_url=sys.argv[1]);"
+        "p.max_batch = 10; embed_texts(p, [f'title {i}' for i in range(40)], EmbeddingCache(sys.argv[2]),"
+        " show_progress=False)"
+    )
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", slow)
+        runs = [subprocess.Popen([sys.executable, "-c", code.replace("sys.argv[1]", repr(server.url + "/v1"))
+                                  .replace("sys.argv[2]", repr(str(tmp_path / "c.sqlite")))]) for _ in range(2)]
+        assert [r.wait(timeout=300) for r in runs] == [0, 0]
+    assert sorted(embedded) == sorted(f"title {i}" for i in range(40)), "each text paid for once"
+
+
+def test_a_damaged_cache_keeps_its_readable_rows_and_an_empty_one_warns(tmp_path, caplog):
+    from recbole_llm.embeddings.cache import EmbeddingCache
+
+    path = tmp_path / "c.sqlite"
+    cache = EmbeddingCache(path)
+    keys = [f"k{i}" for i in range(400)]
+    cache.put_many(keys, np.random.default_rng(0).normal(size=(400, 96)).astype(np.float32))
+    cache._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    cache.close()
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = b"\xff" * 4096  # one damaged page in the middle of the file
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        salvaged = EmbeddingCache(path)
+    kept = len(salvaged.get_many(keys))
+    assert 300 < kept < 400, kept
+    assert "entries salvaged" in caplog.text and list(tmp_path.glob("c.sqlite.corrupt-*"))
+    caplog.clear()
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        EmbeddingCache(tmp_path / "empty.sqlite")
+    assert "empty (0 bytes)" in caplog.text
+
+
+def test_an_api_key_on_the_command_line_is_refused_and_never_written(tiny, tmp_path):
+    done = _script("--model=LLMSeqSim", "--dataset=tiny", f"--data_path={tiny['path']}", "--openai_api_key=sk-SECRET",
+                   cwd=tmp_path)
+    _one_clear_line(done, "OPENAI_API_KEY", "openai_api_key")
+    assert "sk-SECRET" not in done.stdout + done.stderr
+    assert not any("sk-SECRET" in p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_dry_run_ends_successfully_with_one_line(tiny, tmp_path):
+    done = _script("--model=LLMSeqPrompt", "--dataset=tiny", f"--data_path={tiny['path']}", "--llm_provider=openai",
+                   "--dry_run=True", "--state=ERROR", "--max_test_sessions=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "dry run:" in done.stdout and "nothing was sent" in done.stdout and "Traceback" not in done.stderr
+    assert list(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/train.jsonl"))

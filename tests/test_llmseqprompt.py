@@ -146,9 +146,12 @@ def test_openai_failed_job_429_and_malformed_answers(tiny, tmp_path, monkeypatch
 
 def test_openai_dry_run_writes_files_and_calls_nothing(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    from recbole_llm.errors import DryRunFinished
+
     with Loopback() as server:
-        _, _, _, model = build("LLMSeqPrompt", tiny, dry_run=True, **_openai_config(server, tmp_path))
-        assert server.requests == [] and model.model_ref is None
+        with pytest.raises(DryRunFinished, match="nothing was sent"):
+            build("LLMSeqPrompt", tiny, dry_run=True, **_openai_config(server, tmp_path))
+        assert server.requests == []
     assert "~$" in capsys.readouterr().out
     assert next(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/valid.jsonl")).exists()
 

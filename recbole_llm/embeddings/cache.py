@@ -7,6 +7,7 @@ bytes do not match is reported, dropped and recomputed, never trusted.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -35,19 +36,73 @@ class EmbeddingCache:
         self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
+        if self.path.exists() and self.path.stat().st_size == 0:
+            logger.warning("embedding cache %s is empty (0 bytes): every text will be embedded again", self.path)
         try:
-            db = sqlite3.connect(self.path)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, dim INTEGER, crc INTEGER, vec BLOB)"
-            )
+            db = self._connect(self.path)
             db.execute("SELECT count(*) FROM emb").fetchone()
+            db.execute("SELECT key, dim, crc, vec FROM emb").fetchall()  # every page readable
             return db
         except sqlite3.DatabaseError as error:
             broken = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            logger.warning("embedding cache %s is unreadable (%s); moved to %s", self.path, error, broken)
             os.replace(self.path, broken)
-            return self._open()
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    os.replace(side, broken.with_name(broken.name + suffix))
+            db = self._connect(self.path)
+            saved = self._salvage(broken, db)
+            logger.warning("embedding cache %s was damaged (%s): %d entries salvaged, the rest will be embedded "
+                           "again; the damaged file is kept as %s", self.path, error, saved, broken)
+            return db
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, dim INTEGER, crc INTEGER, vec BLOB)")
+        return db
+
+    @staticmethod
+    def _salvage(broken: Path, db: sqlite3.Connection, chunk: int = 64) -> int:
+        """Copy every readable, checksum-valid row of a damaged cache, range by range of rowids (a damaged
+        page loses its own rows, not the file's)."""
+        try:
+            old = sqlite3.connect(f"file:{broken}?mode=ro", uri=True)
+            top = old.execute("SELECT max(rowid) FROM emb").fetchone()[0] or 0
+        except sqlite3.DatabaseError:
+            return 0  # no readable schema at all
+        saved = 0
+        query = "SELECT key, dim, crc, vec FROM emb WHERE rowid >= ? AND rowid < ?"
+        for start in range(0, top + 1, chunk):
+            try:
+                rows = old.execute(query, (start, start + chunk)).fetchall()
+            except sqlite3.DatabaseError:  # a damaged page in this range: row by row
+                rows = []
+                for rowid in range(start, start + chunk):
+                    try:
+                        rows += old.execute(query, (rowid, rowid + 1)).fetchall()
+                    except sqlite3.DatabaseError:
+                        continue
+            rows = [r for r in rows if r[3] is not None and len(r[3]) == 4 * r[1] and zlib.crc32(r[3]) == r[2]]
+            with db:
+                db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", rows)
+            saved += len(rows)
+        old.close()
+        return saved
+
+    @contextlib.contextmanager
+    def claim(self):
+        """An exclusive lock shared by every process using this cache file, held while one paid batch is
+        embedded and stored, so that two processes never pay for the same texts."""
+        import fcntl
+
+        with open(self.path.with_name(self.path.name + ".lock"), "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def get_many(self, keys: list[str]) -> dict[str, np.ndarray]:
         found, bad = {}, []

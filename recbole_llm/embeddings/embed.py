@@ -1,6 +1,7 @@
 """Embed texts with any provider through the cache, with progress and a cost gate."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -47,10 +48,16 @@ def embed_texts(
             )
         bar = tqdm(total=len(missing), desc=f"embed {provider.name}/{provider.model}", disable=not show_progress)
         for batch in provider.batches(missing):
-            vectors = provider._embed_batch(batch)
             batch_keys = [text_key(provider.name, provider.model, t) for t in batch]
-            cache.put_many(batch_keys, vectors)
-            found.update(zip(batch_keys, np.asarray(vectors, dtype=np.float32)))
+            # a paid batch is claimed across processes: a second process waits, then reads what the first paid for
+            with cache.claim() if cost > 0 else contextlib.nullcontext():
+                done = cache.get_many(batch_keys) if cost > 0 else {}
+                todo = [(t, k) for t, k in zip(batch, batch_keys) if k not in done]
+                if todo:
+                    vectors = provider._embed_batch([t for t, _ in todo])
+                    cache.put_many([k for _, k in todo], vectors)
+                    done.update(zip([k for _, k in todo], np.asarray(vectors, dtype=np.float32)))
+            found.update(done)
             bar.update(len(batch))
         bar.close()
     dims = {v.shape[0] for v in found.values()}

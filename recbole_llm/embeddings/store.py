@@ -88,7 +88,8 @@ class EmbeddingSpec:
         target = dim if dim is not None else requested
         options = {
             "base_url": get("openai_base_url"),
-            "max_retries": get("embedding_max_retries", 6),
+            "max_retries": get("embedding_max_retries", 3),
+            "timeout": get("embedding_timeout", 30.0),  # seconds per request (OpenAI)
             "project": get("vertex_project"),
             "location": get("vertex_location"),
             "api_endpoint": get("vertex_api_endpoint"),

@@ -77,6 +77,11 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             storage_endpoint=config_value(config, "vertex_storage_endpoint"),
             cache=AnswerCache(config_value(config, "llm_answer_cache")))
         self.model_ref = self._fine_tune(config, dataset)
+        if config["dry_run"] and self.model_ref is None:
+            from ..errors import DryRunFinished
+
+            raise DryRunFinished(f"dry run: the fine-tuning files and the cost estimate are in {workdir}; nothing "
+                                 "was sent. Rerun without --dry_run to create the job.")
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def _builder(self, config, table: torch.Tensor) -> PromptBuilder:

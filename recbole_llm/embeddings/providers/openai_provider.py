@@ -30,15 +30,16 @@ class OpenAIProvider(EmbeddingProvider):
         model: str = "text-embedding-3-small",
         api_key: str | None = None,
         base_url: str | None = None,
-        max_retries: int = 6,
-        timeout: float = 60.0,
+        max_retries: int = 3,
+        timeout: float = 30.0,
         dimensions: int | None = None,
     ):
         super().__init__(model)
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if not api_key:
             raise MissingAPIKeyError(
-                "The openai provider needs an API key: set OPENAI_API_KEY (or openai_api_key in the config)."
+                "The openai provider needs an API key: set the environment variable OPENAI_API_KEY (keys are never "
+                "read from config files or the command line, which end up in logs and checkpoints)."
             )
         from openai import OpenAI
 
@@ -50,10 +51,27 @@ class OpenAIProvider(EmbeddingProvider):
         )
         self.dimensions = dimensions
         self.usd_per_million_tokens = PRICES.get(model, 0.13)
+        self.max_retries, self.timeout = max_retries, timeout
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        import openai
+
+        from ...errors import ProviderError
+
         kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
-        response = self.client.embeddings.create(model=self.model, input=texts, encoding_format="float", **kwargs)
+        endpoint = f"{self.client.base_url}embeddings"
+        try:
+            response = self.client.embeddings.create(model=self.model, input=texts, encoding_format="float", **kwargs)
+        except (openai.APITimeoutError, openai.APIConnectionError) as error:
+            raise ProviderError(
+                f"OpenAI embeddings at {endpoint}: {type(error).__name__} after {self.max_retries + 1} attempts of "
+                f"at most {self.timeout:g} s; check the server, or raise embedding_timeout / embedding_max_retries"
+            ) from None
+        except (openai.APIResponseValidationError, ValueError) as error:
+            raise ProviderError(f"OpenAI embeddings at {endpoint} answered something unreadable: {error}") from None
+        except openai.APIStatusError as error:
+            raise ProviderError(f"OpenAI embeddings at {endpoint} refused the request ({error.status_code}): "
+                                f"{error.message}") from None
         try:
             data = sorted(response.data, key=lambda d: d.index)
             vectors = np.asarray([d.embedding for d in data], dtype=np.float32)

@@ -1,0 +1,12 @@
+"""Outcomes the command line reports in one line, not as a traceback."""
+from __future__ import annotations
+
+
+class DryRunFinished(Exception):
+    """``--dry_run=True`` did what it was asked: the files and the cost estimate are written, nothing was
+    sent; there is no model to train or evaluate, so the run ends here, successfully."""
+
+
+class ProviderError(RuntimeError):
+    """A provider that timed out, answered with something unreadable or refused: names the endpoint and the
+    settings that change how long we wait."""
