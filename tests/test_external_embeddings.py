@@ -27,7 +27,7 @@ def test_paper_format_read_through_the_id_map(tiny, tmp_path):
     items = [i for i, _, _ in tiny["catalog"]["items"]]
     path, id_map, vectors = _paper_file(tmp_path, items)
     _, dataset, _, model = build("LLMSeqSim", tiny, embedding_provider="file", embedding_model=str(path),
-                                 embedding_id_map=str(id_map), embedding_reduction="none")
+                                 embedding_id_map=str(id_map), embedding_reduction="none", embedding_normalize=False)
     for item in items[:5]:
         row = model.item_table[dataset.token2id("item_id", item)].numpy()
         assert np.allclose(row, vectors[item], atol=1e-6)
