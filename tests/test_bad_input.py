@@ -200,3 +200,15 @@ def test_dry_run_ends_successfully_with_one_line(tiny, tmp_path):
     assert done.returncode == 0, done.stderr[-1500:]
     assert "dry run:" in done.stdout and "nothing was sent" in done.stdout and "Traceback" not in done.stderr
     assert list(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/train.jsonl"))
+
+
+def test_missing_title_column_and_a_catalog_smaller_than_the_model_are_one_line(tiny, tmp_path):
+    item = tiny["path"] / "tiny" / "tiny.item"
+    item.write_text(item.read_text().replace("title:token_seq", "name:token_seq"))
+    done = _script("--model=LLMSeqSim", "--dataset=tiny", f"--data_path={tiny['path']}", cwd=tmp_path)
+    _one_clear_line(done, "title", "embedding_text_fields")
+    item.write_text(item.read_text().replace("name:token_seq", "title:token_seq"))
+    done = _script("--model=LLM2SASRec", "--dataset=tiny", f"--data_path={tiny['path']}", "--hidden_size=64",
+                   "--inner_size=64", cwd=tmp_path)  # 20 items: PCA gives at most 20 components, the model needs 64
+    _one_clear_line(done, "needs 64", "embedding_reduction")
+    assert not list(Path(tmp_path).glob("saved/*.pth"))

@@ -22,6 +22,9 @@ EXPECTED = {
     "scaling_cubic": [0.015625, 0.125, 0.421875, 1],
     "log": [1 / (math.log(4) + 1), 1 / (math.log(3) + 1), 1 / (math.log(2) + 1), 1],
     "harmonic": [1 / 4, 1 / 3, 1 / 2, 1],
+    "scaling_quadratic_prose": [1 - 3 / 16, 1 - 2 / 16, 1 - 1 / 16, 1],
+    "scaling_cubic_prose": [1 - 3 / 64, 1 - 2 / 64, 1 - 1 / 64, 1],
+    "log_prose": [1 / math.log(5), 1 / math.log(4), 1 / math.log(3), 1 / math.log(2)],
     "squared_harmonic": [1 / 16, 1 / 9, 1 / 4, 1],
 }
 
@@ -221,3 +224,19 @@ def test_pop_hybrid_filters_unpopular_and_similar_items(tiny):
     diverse = model.full_sort_predict(batch)[0]
     assert torch.isfinite(diverse).sum() == 1
     assert int(diverse.argmax()) == int(scores.argmax()), "the best item is always kept"
+
+
+def test_earlier_variants_stay_available(tiny):
+    sessions = [["ilipstick0", "ilipstick1", "ilipstick2"], ["ilipstick0", "ilipstick2", "ilipstick1"]]
+    dataset, model, ids = _hand_made_sknn("SFSKNN", tiny, sessions=sessions, sfsknn_followers="neighbour")
+    scores = model.full_sort_predict(_letters(dataset, ids, "AB"))[0]
+    assert scores[ids["C"]].item() == pytest.approx(2 / math.sqrt(2 * 3)), "only A B C has C right after B"
+    dataset, model, ids = _hand_made_sknn("SKNNEmb", tiny, sknn_k=1, sknn_similarity="dot",
+                                          sknn_prompt_pooling="harmonic", sknn_emb_candidates="all")
+    table = torch.zeros_like(model.item_table[:, :2])
+    for letter, vector in zip("ABCDEF", [(1, 0), (0, 1), (0, 1), (1, 0), (1, 0), (1, 0)]):
+        table[ids[letter]] = torch.tensor(vector, dtype=table.dtype)
+    model.item_table = table
+    model.session_table = model.pool_sessions()
+    scores = model.full_sort_predict(_letters(dataset, ids, "A"))[0]
+    assert scores[ids["F"]].item() == pytest.approx(1.0), "every session is a candidate: E F is the nearest"

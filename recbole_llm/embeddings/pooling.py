@@ -16,6 +16,11 @@ harmonic           w_i = 1 / i
 squared_harmonic   w_i = 1 / i^2
 =================  =========================================
 
+``scaling_quadratic_prose``, ``scaling_cubic_prose`` and ``log_prose`` keep our
+earlier reading of the paper's text (max(0, 1 - (i-1)/|S|^2), max(0, 1 - (i-1)/|S|^3),
+1 / log(i + 1)) for comparison; the code that produced the paper's numbers is the
+table above.
+
 The session embedding is the weighted mean sum_i w_i e_i / sum_i w_i. Shared by
 LLMSeqSim, SKNN-Emb, V-SKNN's decay and the hybrids.
 """
@@ -25,7 +30,7 @@ import torch
 
 STRATEGIES = (
     "mean", "last", "constant_linear", "scaling_linear", "scaling_quadratic", "scaling_cubic", "log", "harmonic",
-    "squared_harmonic",
+    "squared_harmonic", "scaling_quadratic_prose", "scaling_cubic_prose", "log_prose",
 )
 
 FLOOR = 1e-5  # the original's floor for the linear decays: old items keep a tiny weight
@@ -59,6 +64,12 @@ def position_weights(lengths: torch.Tensor, max_len: int, strategy: str) -> torc
         w = (1 - (i - 1) / lengths.clamp_min(1)).clamp_min(FLOOR) ** power
     elif strategy == "log":
         w = 1 / (torch.log(i) + 1)
+    elif strategy == "scaling_quadratic_prose":
+        w = (1 - (i - 1) / lengths**2).clamp_min(0)
+    elif strategy == "scaling_cubic_prose":
+        w = (1 - (i - 1) / lengths**3).clamp_min(0)
+    elif strategy == "log_prose":
+        w = 1 / torch.log(i + 1)
     elif strategy == "harmonic":
         w = 1 / i
     else:

@@ -240,8 +240,11 @@ class SFSKNN(SessionKNNBase):
     in some training session (a global "followed-by" map, as session-rec's
     SeqFilterContextKNN and the paper's code) are scored."""
 
+    FOLLOWERS = ("global", "neighbour")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.follower_scope = _check("sfsknn_followers", config["sfsknn_followers"] or "global", self.FOLLOWERS)
         self._index_followers()
 
     def _index_followers(self) -> None:
@@ -257,6 +260,20 @@ class SFSKNN(SessionKNNBase):
         last = seq[np.arange(len(seq)), interaction[self.ITEM_SEQ_LEN].cpu().numpy() - 1]
         return self.followers[last]
 
+    def item_scores(self, interaction, weights):
+        if self.follower_scope == "global":
+            return super().item_scores(interaction, weights)
+        # "neighbour" (our earlier variant): a neighbour scores only what follows the last item inside it
+        seq = interaction[self.ITEM_SEQ].cpu().numpy()
+        last = seq[np.arange(len(seq)), interaction[self.ITEM_SEQ_LEN].cpu().numpy() - 1]
+        scores = np.zeros((len(seq), self.n_items), dtype=np.float32)
+        for b in range(len(seq)):
+            start, stop = weights.indptr[b], weights.indptr[b + 1]
+            for n, w in zip(weights.indices[start:stop], weights.data[start:stop]):
+                session = self.sessions[n]
+                np.add.at(scores[b], session[1:][session[:-1] == last[b]], w)
+        return torch.as_tensor(scores), torch.as_tensor(scores != 0)
+
 
 @register_model
 class SKNNEmb(SessionKNNBase):
@@ -270,6 +287,8 @@ class SKNNEmb(SessionKNNBase):
         super().__init__(config, dataset)
         self.prompt_pooling = check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
         self.train_pooling = check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
+        self.candidates = _check("sknn_emb_candidates", config["sknn_emb_candidates"] or "shared_item",
+                                 ("shared_item", "all"))
         self.register_buffer("item_table", item_embedding_table(config, dataset))
         self.register_buffer("session_table", self.pool_sessions())
         self._prompt_embeddings = None
@@ -288,6 +307,14 @@ class SKNNEmb(SessionKNNBase):
         prompt = pool(self.item_table, seq, lengths, self.prompt_pooling)
         if self.similarity == "cosine":
             prompt = torch.nn.functional.normalize(prompt, dim=1)
+        if self.candidates == "all":  # our earlier variant: the k most similar of all training sessions
+            sessions = self.session_table
+            if self.similarity == "cosine":
+                sessions = torch.nn.functional.normalize(sessions, dim=1)
+            values, index = (prompt @ sessions.T).topk(min(self.k, len(sessions)), dim=1)
+            rows = np.repeat(np.arange(len(values)), values.shape[1])
+            return sp.csr_matrix((values.cpu().numpy().ravel(), (rows, index.cpu().numpy().ravel())),
+                                 shape=(len(values), len(self.sessions)))
         self._prompt_embeddings = prompt.cpu()
         try:
             return super().neighbours(interaction)
