@@ -348,3 +348,41 @@ def test_vertex_killed_while_creating_the_job_never_pays_twice(tiny, tmp_path, g
         _, _, _, model = build("LLMSeqPrompt", tiny, **config)
         assert len(api.jobs) == 1 and len(api.objects) == 2, "found by its display name; nothing paid again"
         assert model.model_ref.endswith("/endpoints/4242")
+
+
+def test_constrained_decoding_stays_in_the_title_trie_and_returns_k_distinct_items(tiny, tmp_path, tiny_llm):
+    from recbole_llm.llm.local import LocalPromptLLM, TitleTrie
+
+    _, dataset, (_, _, test), model = build(
+        "LLMSeqPrompt", tiny, llm_provider="local", llm_model=str(tiny_llm), prompt_finetune=False,
+        prompt_constrained=True, prompt_beams=5, max_test_sessions=3, llm_answer_cache=str(tmp_path / "a.sqlite"),
+        checkpoint_dir=str(tmp_path / "saved"))
+    llm = model.llm
+    _, tokenizer = llm._model(model.model_ref)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    trie = TitleTrie(tokenizer, model.titles, end)
+    for item in (1, 7):  # every title is a path of the trie that ends in the end token
+        path = tokenizer(model.titles[item], add_special_tokens=False)["input_ids"] + [end]
+        assert trie.items(path) == [item] and trie.allowed(path[:1]) and end not in trie.allowed(path[:1])
+    assert trie.allowed([10**6]) == [], "off the trie nothing is allowed"
+    calls = []
+    original = LocalPromptLLM.constrained_generate
+
+    def spy(self, ref, messages, k, titles):
+        items = original(self, ref, messages, k, titles)
+        calls.append(items)
+        return items
+
+    LocalPromptLLM.constrained_generate = spy
+    try:
+        scores = model.full_sort_predict(next(iter(test))[0])
+    finally:
+        LocalPromptLLM.constrained_generate = original
+    for items, row in zip(calls, scores):
+        assert len(items) == 5 and len(set(items)) == 5, "k beams, k distinct catalog items"
+        assert all(1 <= i < model.n_items for i in items)
+        assert row.topk(5).indices.tolist() == items, "ranked in beam order, above the backfill"
+    assert model.evaluation_report()["hallucination_rate"] == 0.0
+    with pytest.raises(ValueError, match="prompt_constrained"):
+        build("LLMSeqPrompt", tiny, llm_provider="openai", prompt_constrained=True, dry_run=True,
+              checkpoint_dir=str(tmp_path / "saved2"))

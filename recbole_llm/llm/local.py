@@ -56,6 +56,42 @@ def resolve_local_llm(model: str | None) -> Path:
     return target
 
 
+class TitleTrie:
+    """Token-id prefix tree of the catalog titles as the assistant writes them, each ending in the end-of-turn
+    token: constrained decoding may only follow its paths, so every answer is a catalog title."""
+
+    def __init__(self, tokenizer, titles: list[str], end_id: int):
+        self.root: dict = {}
+        self.end_id = end_id
+        self.depth = 1
+        for item, title in enumerate(titles):
+            if item == 0 or not title:
+                continue
+            ids = tokenizer(title, add_special_tokens=False)["input_ids"] + [end_id]
+            node = self.root
+            for token in ids:
+                node = node.setdefault(token, {})
+            node.setdefault(None, []).append(item)  # None: the items whose title ends here
+            self.depth = max(self.depth, len(ids))
+
+    def node(self, prefix) -> dict | None:
+        node = self.root
+        for token in prefix:
+            node = node.get(int(token))
+            if node is None:
+                return None
+        return node
+
+    def allowed(self, prefix) -> list[int]:
+        node = self.node(prefix)
+        return [t for t in node if t is not None] if node else []
+
+    def items(self, tokens) -> list[int]:
+        """The items whose title is exactly ``tokens`` (end token included), else []."""
+        node = self.node(tokens)
+        return list(node.get(None, [])) if node else []
+
+
 class LocalPromptLLM(PromptLLM):
     name = "local"
 
@@ -155,3 +191,33 @@ class LocalPromptLLM(PromptLLM):
                                  temperature=settings.get("temperature", 1.0), top_p=settings.get("top_p", 1.0),
                                  max_new_tokens=settings.get("max_new_tokens", 64), pad_token_id=tokenizer.pad_token_id)
         return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def constrained_generate(self, ref: str, messages: list[dict], k: int, titles: list[str]) -> list[int]:
+        """The k best catalog titles for the prompt by beam search over the title trie (k beams, k distinct
+        titles), as item ids in beam order; hallucination is impossible by construction."""
+        import torch
+
+        model, tokenizer = self._model(ref)
+        end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if end_id is None or end_id == tokenizer.unk_token_id:
+            end_id = tokenizer.eos_token_id
+        key = (id(tokenizer), len(titles))
+        if getattr(self, "_trie_key", None) != key:
+            self._trie, self._trie_key = TitleTrie(tokenizer, titles, end_id), key
+        trie = self._trie
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        start = inputs["input_ids"].shape[1]
+
+        def allowed(_batch, ids):
+            return trie.allowed(ids[start:].tolist()) or [end_id]
+
+        with torch.no_grad():
+            out = model.generate(**inputs, do_sample=False, num_beams=k, num_return_sequences=k,
+                                 prefix_allowed_tokens_fn=allowed, max_new_tokens=trie.depth, eos_token_id=end_id,
+                                 pad_token_id=tokenizer.pad_token_id)
+        items: list[int] = []
+        for row in out[:, start:].tolist():
+            tokens = row[: row.index(end_id) + 1] if end_id in row else row
+            items += [i for i in trie.items(tokens) if i not in items]
+        return items

@@ -52,6 +52,11 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         self.settings = {"temperature": float(config["llm_temperature"]), "top_p": float(config["llm_top_p"]),
                          "max_new_tokens": int(config["llm_max_new_tokens"])}
         self.show_progress = bool(config["show_progress"])
+        self.constrained = bool(config_value(config, "prompt_constrained", False))
+        if self.constrained and (self.task != "genitem" or config["llm_provider"] != "local"):
+            raise ValueError("prompt_constrained: True decodes over the catalog's titles with the local model: use "
+                             "prompt_task=genitem and llm_provider=local (paid APIs cannot be constrained)")
+        self.beams = int(config_value(config, "prompt_beams", 20))
         self.titles = catalog_titles(config, dataset)
         table = item_embedding_table(config, dataset)
         self.register_buffer("item_table", table)
@@ -130,6 +135,19 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
     def calculate_loss(self, interaction):
         return self.dummy.sum()
 
+    def _constrained_scores(self, prompts: list[list[dict]], scores: torch.Tensor) -> torch.Tensor:
+        """Beam search over the title trie: the beams' items, best first, above the backfill."""
+        from tqdm.auto import tqdm
+
+        for b, messages in enumerate(tqdm(prompts, desc="constrained answers", disable=not self.show_progress)):
+            items = self.llm.constrained_generate(self.model_ref, messages, self.beams, self.titles)
+            self.mapper.stats.generated += len(items)
+            self.mapper.stats.recommended.update(items)
+            for rank, item in enumerate(items):
+                scores[b, item] = len(items) - rank
+        scores[:, 0] = -torch.inf
+        return scores
+
     def evaluation_report(self) -> dict:
         report = self.mapper.stats.report()
         self.last_similarities = np.asarray(self.mapper.stats.similarities, dtype=np.float32)
@@ -153,6 +171,8 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             candidates.append(cands)
         if self.model_ref is None:  # dry run: nothing was trained
             raise RuntimeError("dry run: the fine-tuning files and cost estimate were written; no model to query")
+        if self.constrained:
+            return self._constrained_scores(prompts, scores).to(interaction[self.ITEM_SEQ].device)
         answers = self.llm.sample(self.model_ref, prompts, self.samples, self.settings, self.show_progress)
         for b, (texts, cands) in enumerate(zip(answers, candidates)):
             titles = [t for text in texts for t in parse_titles(text, self.task)]
