@@ -11,7 +11,7 @@ def _config(tmp_path, tiny_llm, **extra):
 
 
 def test_only_small_modules_learn_and_distillation_falls(tiny, tmp_path, tiny_llm):
-    _, _, (train, _, test), model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
+    _, _, (train, _, test), model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm, llmsrec_user_token="learned"))
     llm_before = {n: p.clone() for n, p in model.llm.named_parameters()}
     teacher_before = {n: p.clone() for n, p in model.teacher.named_parameters()}
     mlp_before = model.user_mlp[0].weight.clone()
@@ -41,7 +41,7 @@ def test_only_small_modules_learn_and_distillation_falls(tiny, tmp_path, tiny_ll
 def test_cached_prefix_gives_the_single_pass_user_state(tiny, tmp_path, tiny_llm):
     """The user state is computed from a KV cache of the titles plus one differentiated position;
     it must equal one plain forward pass over the whole prompt with the learned token in place."""
-    _, _, (train, _, _), model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
+    _, _, (train, _, _), model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm, llmsrec_user_token="learned"))
     batch = next(iter(train))
     with torch.no_grad():
         model.user_token.add_(0.5)  # a token that differs from the resized vocabulary row
@@ -102,3 +102,26 @@ def test_a_direction_shared_by_all_states_does_not_reach_the_mlps(tiny, tmp_path
     plain.train(), shifted.train()
     with torch.no_grad():
         assert torch.allclose(plain.user_representation(batch), shifted.user_representation(batch), atol=1e-3)
+
+
+def test_fixed_user_token_states_are_cached_and_equal_a_fresh_forward_pass(tiny, tmp_path, tiny_llm, monkeypatch):
+    from recbole_llm.model.llmsrec import LLMSRec
+
+    config = _config(tmp_path, tiny_llm, llmsrec_user_token="fixed")
+    _, _, (train, _, _), model = build("LLMSRec", tiny, **config)
+    assert "user_token" not in dict(model.named_parameters()), "the token is fixed"
+    model.prepare_user_states(train)
+    batch = next(iter(train))
+    prompts = model.user_prompts(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+    with torch.no_grad():
+        cached = model.llm_user_states(batch)
+        fresh = model._prompt_states(prompts)
+    assert torch.allclose(cached, fresh, atol=1e-4), (cached - fresh).abs().max()
+    # a new model reads the states from disk and never runs the LLM for training prompts
+    _, _, (train2, _, _), again = build("LLMSRec", tiny, **config)
+    monkeypatch.setattr(LLMSRec, "_prompt_states", lambda self, p: (_ for _ in ()).throw(AssertionError("LLM ran")))
+    again.prepare_user_states(train2)
+    again.train()
+    loss = again.calculate_loss(next(iter(train2)))
+    loss.backward()
+    assert torch.isfinite(loss) and again.user_mlp[0].weight.grad is not None

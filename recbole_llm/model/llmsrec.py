@@ -66,7 +66,7 @@ class RunningStandardize(torch.nn.BatchNorm1d):
 class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     shared_on_copy = ("llm", "tokenizer")
-    trainer_class = StepBudgetTrainer
+    trainer_class = None  # set below: LLMSRecTrainer
     expensive_scoring = True  # every score is an LLM call: the report skips its re-scoring analyses
     companion_model_key = "llmsrec_teacher_model"
 
@@ -97,7 +97,18 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         width = llm.config.hidden_size
         embeddings = llm.get_input_embeddings().weight
         self.user_token_id = self.tokenizer.convert_tokens_to_ids(USER_TOKEN)
-        self.user_token = torch.nn.Parameter(embeddings[: len(self.tokenizer) - 2].mean(0).clone())
+        self.token_mode = config_value(config, "llmsrec_user_token", "fixed")
+        if self.token_mode not in ("fixed", "learned"):
+            raise ValueError(f"llmsrec_user_token must be fixed or learned; got {self.token_mode!r}")
+        token = embeddings[: len(self.tokenizer) - 2].mean(0).clone()
+        if self.token_mode == "learned":  # every step runs the LLM: ~8 s per 16 prompts on 2 CPU cores
+            self.user_token = torch.nn.Parameter(token)
+        else:  # fixed: a prompt's LLM state never changes, so it is computed once and cached on disk
+            self.register_buffer("user_token", token)
+        self._state_file = Path(config["checkpoint_dir"]) / "llmsrec" / (
+            "user_states_" + hashlib.sha256(f"{path}\x1f{self.max_prompt_items}".encode()).hexdigest()[:16] + ".pt")
+        self._user_states: dict[str, torch.Tensor] = {}
+        self._unsaved = 0
         states = self._item_states(config, path)
         catalog = states[1:]  # the catalog and the LLM are fixed: standardise once, by the catalog's exact statistics
         states = (states - catalog.mean(0)) / catalog.std(0).clamp_min(1e-6)
@@ -173,8 +184,42 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         return prompts
 
     def llm_user_states(self, interaction) -> torch.Tensor:
-        return self._prompt_states(self.user_prompts(interaction[self.ITEM_SEQ].cpu(),
-                                                     interaction[self.ITEM_SEQ_LEN].cpu()))
+        prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
+        if self.token_mode == "learned":
+            return self._prompt_states(prompts)
+        return self.cached_user_states(prompts)
+
+    def cached_user_states(self, prompts: list[str], save_every: int = 512) -> torch.Tensor:
+        """Fixed user token: each prompt's frozen-LLM state, computed once (by length, saved every
+        ``save_every`` new states, so an interrupted run resumes) and read from the cache afterwards."""
+        if not self._user_states and self._state_file.exists():
+            saved = torch.load(self._state_file, weights_only=True)
+            self._user_states = dict(zip(saved["prompts"], saved["states"]))
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._user_states))
+        for start in range(0, len(missing), save_every):
+            chunk = missing[start : start + save_every]
+            with torch.no_grad():
+                states = self._by_length(chunk, self._prompt_states,
+                                         "LLM user states" if len(missing) > self.state_batch_size else None)
+            self._user_states.update(zip(chunk, states.cpu()))
+            self._unsaved += len(chunk)
+            if self._unsaved >= save_every or start + save_every >= len(missing):
+                self._save_user_states()
+        return torch.stack([self._user_states[p] for p in prompts]).to(self.user_token.device)
+
+    def _save_user_states(self) -> None:
+        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_name(self._state_file.name + ".tmp")
+        torch.save({"prompts": list(self._user_states), "states": torch.stack(list(self._user_states.values()))}, tmp)
+        os.replace(tmp, self._state_file)
+        self._unsaved = 0
+
+    def prepare_user_states(self, train_data) -> None:
+        """Every training prompt's state at once, sorted by length (less padding than batch by batch)."""
+        if self.token_mode != "fixed":
+            return
+        inter = train_data._dataset.inter_feat
+        self.cached_user_states(self.user_prompts(inter[self.ITEM_SEQ], inter[self.ITEM_SEQ_LEN]))
 
     def _prompt_states(self, prompts: list[str]) -> torch.Tensor:
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.user_token.device)
@@ -225,7 +270,20 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     def full_sort_predict(self, interaction):
         # RecBole hands over every evaluated session at once: one padded batch would waste most of its compute
         prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
-        users = self._by_length(prompts, self._prompt_states)
+        users = (self.cached_user_states(prompts) if self.token_mode == "fixed"
+                 else self._by_length(prompts, self._prompt_states))
         scores = self.user_mlp(self.user_state_norm(users)) @ self.item_representations().T
         scores[:, 0] = -torch.inf
         return scores
+
+
+class LLMSRecTrainer(StepBudgetTrainer):
+    """With a fixed user token, every training prompt's LLM state is computed (and cached) before the first
+    epoch; the epochs then train the MLPs on cached states, which is cheap."""
+
+    def fit(self, train_data, *args, **kwargs):
+        self.model.prepare_user_states(train_data)
+        return super().fit(train_data, *args, **kwargs)
+
+
+LLMSRec.trainer_class = LLMSRecTrainer
