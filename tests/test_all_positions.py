@@ -131,3 +131,20 @@ def test_output_bias_is_off_by_default_and_adds_to_every_score(tiny, model_name)
         first = prefix_model.calculate_loss(prefix_batch)
         prefix_model.item_bias[prefix_batch["item_id"][0]] = 3.0
         assert prefix_model.calculate_loss(prefix_batch) < first, "a bias on a target lowers its CE"
+
+
+def test_cloze_loss_on_masked_slots_equals_recboles_loss(tiny):
+    from recbole.model.sequential_recommender import BERT4Rec
+
+    from recbole_llm.all_positions import WINDOW_ROWS
+
+    _, _, (train, _, _), model = build("LLM2BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=10, mask_ratio=0.9,
+                                       train_mode="all_positions")
+    model.eval()
+    batch = next(iter(train))
+    assert WINDOW_ROWS in batch.interaction
+    with torch.no_grad():
+        ours = model.calculate_loss(batch)
+        del batch.interaction[WINDOW_ROWS]
+        recboles = BERT4Rec.calculate_loss.__wrapped__(model, batch)
+    assert ours.item() == pytest.approx(recboles.item(), rel=1e-5)
