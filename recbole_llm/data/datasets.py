@@ -60,8 +60,12 @@ def recbole_download_url(name: str) -> str | None:
 def recbole_download(name: str, url: str, folder: Path) -> Path:
     """RecBole's own download of a dataset it knows (its url helpers, as ``Dataset._download``), with one clear
     error when it cannot (no network, a refused prompt) instead of RecBole's exit."""
+    import socket
+
     from recbole.utils.url import decide_download, download_url, extract_zip, rename_atomic_files
 
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # RecBole's urlopen has no timeout: a silent network would hang forever
     try:
         if not decide_download(url):  # RecBole asks before more than 1 GB
             raise OSError("the download was declined")
@@ -71,10 +75,12 @@ def recbole_download(name: str, url: str, folder: Path) -> Path:
         os.unlink(archive)
         rename_atomic_files(str(folder), os.path.splitext(os.path.basename(archive))[0], name)
     except (OSError, EOFError, RuntimeError) as error:
+        socket.setdefaulttimeout(previous)
         raise DatasetNotFoundError(
             f"Dataset '{name}' is not in {folder} and RecBole could not download it from {url} ({error}). "
             f"Download that zip yourself and unpack its atomic files ({name}.inter, ...) into {folder}."
         ) from None
+    socket.setdefaulttimeout(previous)
     if not (folder / f"{name}.inter").exists():
         raise DatasetNotFoundError(f"RecBole's download of '{name}' from {url} did not give {folder / (name + '.inter')}")
     return folder
