@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_PATH, build_beauty  # noqa: E402
+from common import DATA_PATH, build_beauty, fold_data, validation_ndcg  # noqa: E402
 from paper_beauty import SKNNEMB_PAPER  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "beauty_paper" / "embedders_folds.json"
@@ -45,13 +45,6 @@ def main():
     import numpy as np
     import torch
     import yaml
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_llm import get_model
-    from recbole_llm.quick_start import config_files
-    from recbole_llm.registry import get_trainer
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--embedders", nargs="+", default=["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
@@ -72,24 +65,15 @@ def main():
             todo = [e for e in args.embedders if f"{family}|{e}|fold{fold}" not in scores]
             if not todo:
                 continue
-            config = Config(model=model_name, dataset="beauty",
-                            config_file_list=config_files(None, model_name, "beauty"),
-                            config_dict={"data_path": str(DATA_PATH), "temporal_fold": fold, "show_progress": False,
-                                         "state": "ERROR", **extra})
-            init_seed(config["seed"], True)
-            train, valid, _ = data_preparation(config, create_dataset(config))
+            config, train, valid = fold_data(model_name, fold, extra)
             for embedder in todo:
                 config["embedding_model"] = embedder
                 if family == "LLMSeqSimSeqHybrid":
                     config["hybrid_sequential_config"] = {**extra["hybrid_sequential_config"],
                                                           "embedding_model": embedder}
-                model = get_model(model_name)(config, train._dataset)
-                trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-                trainer.eval_collector.data_collect(train)
-                result = trainer.evaluate(valid, load_best_model=False, show_progress=False)
-                scores[f"{family}|{embedder}|fold{fold}"] = float(result["ndcg@20"])
+                scores[f"{family}|{embedder}|fold{fold}"] = score = validation_ndcg(config, train, valid)
                 OUT.write_text(json.dumps(scores, indent=1))
-                print(f"{family} fold {fold} {embedder}: {result['ndcg@20']:.4f}", flush=True)
+                print(f"{family} fold {fold} {embedder}: {score:.4f}", flush=True)
     print("| family | " + " | ".join(args.embedders) + " |\n|---|" + "---|" * len(args.embedders))
     for family in args.families:
         cells = [np.mean([scores[f"{family}|{e}|fold{f}"] for f in (1, 2, 3)]) for e in args.embedders]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_PATH, build_beauty  # noqa: E402
+from common import build_beauty, fold_data, validation_ndcg  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "beauty_paper" / "llmseqsim_folds.json"
 POOLINGS = ["mean", "last", "constant_linear", "scaling_linear", "scaling_quadratic", "scaling_cubic", "log",
@@ -28,13 +28,6 @@ RECIPES = {
 def main():
     import numpy as np
     import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_llm import get_model
-    from recbole_llm.quick_start import config_files
-    from recbole_llm.registry import get_trainer
 
     torch.set_num_threads(1)
     build_beauty()
@@ -43,21 +36,13 @@ def main():
         todo = [(p, r) for r in RECIPES for p in POOLINGS if f"{p}|{r}|fold{fold}" not in scores]
         if not todo:
             continue
-        config = Config(model="LLMSeqSim", dataset="beauty", config_file_list=config_files(None, "LLMSeqSim", "beauty"),
-                        config_dict={"data_path": str(DATA_PATH), "temporal_fold": fold, "show_progress": False,
-                                     "state": "ERROR"})
-        init_seed(config["seed"], True)
-        train, valid, _ = data_preparation(config, create_dataset(config))
+        config, train, valid = fold_data("LLMSeqSim", fold)
         for pooling, recipe in todo:
             for key, value in {"llmseqsim_pooling": pooling, **RECIPES[recipe]}.items():
                 config[key] = value
-            model = get_model("LLMSeqSim")(config, train._dataset)
-            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-            trainer.eval_collector.data_collect(train)
-            result = trainer.evaluate(valid, load_best_model=False, show_progress=False)
-            scores[f"{pooling}|{recipe}|fold{fold}"] = float(result["ndcg@20"])
+            scores[f"{pooling}|{recipe}|fold{fold}"] = score = validation_ndcg(config, train, valid)
             OUT.write_text(json.dumps(scores, indent=1))
-            print(f"fold {fold} {pooling} {recipe}: {result['ndcg@20']:.4f}", flush=True)
+            print(f"fold {fold} {pooling} {recipe}: {score:.4f}", flush=True)
     table = {(p, r): np.mean([scores[f"{p}|{r}|fold{f}"] for f in (1, 2, 3)]) for r in RECIPES for p in POOLINGS}
     print("| pooling | " + " | ".join(RECIPES) + " |\n|---|" + "---|" * len(RECIPES))
     for p in POOLINGS:

@@ -150,14 +150,19 @@ def test_vsknn_decay_and_sampling_recent(tiny):
     assert scores[ids["D"]] > 0 and scores[ids["C"]] < 0
 
 
-def test_sknn_emb_candidates_share_an_item_then_rank_by_embedding(tiny):
-    dataset, model, ids = _hand_made_sknn("SKNNEmb", tiny, sknn_k=1, sknn_similarity="dot",
-                                          sknn_prompt_pooling="harmonic", sknn_train_pooling="mean")
+def _two_dimensional_items(model, ids):
+    """Item vectors A (1, 0), B (0, 1), C (0, 1), D (1, 0), E (1, 0), F (1, 0), and the sessions pooled from them."""
     table = torch.zeros_like(model.item_table[:, :2])
     for letter, vector in zip("ABCDEF", [(1, 0), (0, 1), (0, 1), (1, 0), (1, 0), (1, 0)]):
         table[ids[letter]] = torch.tensor(vector, dtype=table.dtype)
     model.item_table = table
-    model.session_table = model.pool_sessions()  # means: ABC (1/3, 2/3), ABD (2/3, 1/3), EF (1, 0)
+    model.session_table = model.pool_sessions()
+
+
+def test_sknn_emb_candidates_share_an_item_then_rank_by_embedding(tiny):
+    dataset, model, ids = _hand_made_sknn("SKNNEmb", tiny, sknn_k=1, sknn_similarity="dot",
+                                          sknn_prompt_pooling="harmonic", sknn_train_pooling="mean")
+    _two_dimensional_items(model, ids)  # session means: ABC (1/3, 2/3), ABD (2/3, 1/3), EF (1, 0)
     scores = model.full_sort_predict(_letters(dataset, ids, "A"))[0]
     # E F is the most similar embedding but shares no item with the prompt: not a candidate
     assert scores[ids["D"]].item() == pytest.approx(2 / 3) and scores[ids["B"]].item() == pytest.approx(2 / 3)
@@ -233,10 +238,6 @@ def test_earlier_variants_stay_available(tiny):
     assert scores[ids["C"]].item() == pytest.approx(2 / math.sqrt(2 * 3)), "only A B C has C right after B"
     dataset, model, ids = _hand_made_sknn("SKNNEmb", tiny, sknn_k=1, sknn_similarity="dot",
                                           sknn_prompt_pooling="harmonic", sknn_emb_candidates="all")
-    table = torch.zeros_like(model.item_table[:, :2])
-    for letter, vector in zip("ABCDEF", [(1, 0), (0, 1), (0, 1), (1, 0), (1, 0), (1, 0)]):
-        table[ids[letter]] = torch.tensor(vector, dtype=table.dtype)
-    model.item_table = table
-    model.session_table = model.pool_sessions()
+    _two_dimensional_items(model, ids)
     scores = model.full_sort_predict(_letters(dataset, ids, "A"))[0]
     assert scores[ids["F"]].item() == pytest.approx(1.0), "every session is a candidate: E F is the nearest"
