@@ -73,7 +73,8 @@ def to_all_positions(dataset, cloze: bool = False):
     full[:, :width] = seq
     full[np.arange(len(rows)), lengths] = targets
     new = inter[torch.as_tensor(rows)]
-    if cloze:  # the window itself, target included, at most `width` items
+    if cloze:  # the window itself, target included, at most `width` items (when n - 1 is a multiple of the
+        # width, a session's first item is in no window: it is never a target in RecBole's rows either)
         start = np.maximum(lengths + 1 - width, 0)
         window = np.zeros_like(seq)
         for r, (s, n) in enumerate(zip(start, lengths)):
@@ -89,7 +90,15 @@ def to_all_positions(dataset, cloze: bool = False):
         dataset.set_field_property(TARGETS, FeatureType.TOKEN_SEQ, FeatureSource.INTERACTION, width)
     out = dataset.copy(new)
     out.train_mode = "all_positions"
+    out.train_item_counter = dataset.item_counter  # popularity stays that of every training target, not window ends
     return out
+
+
+def supports_all_positions(model_class) -> bool:
+    """The models whose loss reads window rows: SASRec, GRU4Rec, BERT4Rec and their subclasses (LLM2*)."""
+    from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+
+    return isinstance(model_class, type) and issubclass(model_class, (SASRec, GRU4Rec, BERT4Rec))
 
 
 @contextlib.contextmanager

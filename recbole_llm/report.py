@@ -71,7 +71,7 @@ def session_analysis(model, test_data, dataset, k: int = 20, mask_prompts: bool 
     prompts = getattr(test_data._dataset, "session_prompt_items", None) if mask_prompts else None
 
     pop = np.zeros(dataset.item_num)
-    for item, count in dataset.item_counter.items():
+    for item, count in getattr(dataset, "train_item_counter", dataset.item_counter).items():
         pop[int(item)] = count
     seq_field, len_field, item_field = model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.ITEM_ID
     ranks = {p: [] for p in CUT_POSITIONS}

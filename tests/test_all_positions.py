@@ -148,3 +148,12 @@ def test_cloze_loss_on_masked_slots_equals_recboles_loss(tiny):
         del batch.interaction[WINDOW_ROWS]
         recboles = BERT4Rec.calculate_loss.__wrapped__(model, batch)
     assert ours.item() == pytest.approx(recboles.item(), rel=1e-5)
+
+
+def test_all_positions_is_refused_for_models_that_cannot_read_it_and_keeps_training_counts(tiny):
+    with pytest.raises(ValueError, match="train_mode: all_positions serves"):
+        build("SKNN", tiny, train_mode="all_positions")
+    _, _, (prefix_train, _, _), _ = build("SASRec", tiny)
+    _, _, (train, _, _), _ = build("SASRec", tiny, train_mode="all_positions")
+    assert train._dataset.train_item_counter == prefix_train._dataset.item_counter, "popularity of every target"
+    assert sum(train._dataset.item_counter.values()) < sum(prefix_train._dataset.item_counter.values())

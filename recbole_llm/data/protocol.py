@@ -75,7 +75,7 @@ def assign_sessions(ordered_uids: np.ndarray, ratios, fold: int | None = None) -
         raise ValueError(f"SESSION split needs three ratios [train, valid, test], got {ratios.tolist()}")
     ratios = ratios / ratios.sum()
     n = len(ordered_uids)
-    n_test = int(round(n * ratios[2]))
+    n_test = math.ceil(n * ratios[2] - 1e-9)  # the original rounds the test share up (temporal_split.py)
     n_valid = int(round(n * ratios[1]))
     n_train = n - n_valid - n_test
     if fold is None:
@@ -369,10 +369,12 @@ def _install_metric_popularity() -> None:
     @functools.wraps(original)
     def data_collect(self, train_data):
         original(self, train_data)
-        counts = getattr(getattr(train_data, "_dataset", None), "item_counter_all", None)
-        if counts is not None and _config(self.config, "metric_popularity", "train") == "all" \
-                and self.register.need("data.count_items"):
-            self.data_struct.set("data.count_items", counts)
+        dataset = getattr(train_data, "_dataset", None)
+        if self.register.need("data.count_items"):
+            if _config(self.config, "metric_popularity", "train") == "all" and hasattr(dataset, "item_counter_all"):
+                self.data_struct.set("data.count_items", dataset.item_counter_all)
+            elif hasattr(dataset, "train_item_counter"):  # all-position rows: the counts of every training target
+                self.data_struct.set("data.count_items", dataset.train_item_counter)
 
     Collector.data_collect = data_collect
 
@@ -382,11 +384,18 @@ def _with_train_mode(dataset, datasets: list) -> list:
     (see recbole_llm/all_positions.py); ``prefixes`` (default): RecBole's rows."""
     from recbole.data.dataset import SequentialDataset
 
-    from ..all_positions import TRAIN_MODES, to_all_positions
+    from ..all_positions import TRAIN_MODES, supports_all_positions, to_all_positions
+    from ..registry import get_model
 
     mode = _config(dataset.config, "train_mode", "prefixes")
     if mode not in TRAIN_MODES:
         raise ValueError(f"train_mode must be one of {', '.join(TRAIN_MODES)}; got {mode!r}")
+    if mode == "all_positions" and not supports_all_positions(get_model(dataset.config["model"])):
+        raise ValueError(
+            f"train_mode: all_positions serves SASRec, GRU4Rec, BERT4Rec and their LLM2 versions; "
+            f"{dataset.config['model']} reads RecBole's prefix rows (a kNN model or another loss would silently see "
+            "only the window ends): set train_mode: prefixes"
+        )
     if mode == "all_positions" and isinstance(dataset, SequentialDataset):
         cloze = _config(dataset.config, "transform") == "mask_itemseq"
         before = len(datasets[0].inter_feat)

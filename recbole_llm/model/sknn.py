@@ -99,7 +99,7 @@ class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
         self.MT = matrix.T.tocsr()
         self.session_size = np.asarray(matrix.sum(1)).ravel()
         df = np.asarray(matrix.sum(0)).ravel()
-        self.idf = np.log(len(self.sessions) / np.maximum(df, 1)).astype(np.float32)
+        self.idf = (1 + np.log(len(self.sessions) / np.maximum(df, 1))).astype(np.float32)  # as the original
         # the backfill order: training interactions per item, scaled into [0, 1)
         counts = np.bincount(cols, minlength=self.n_items).astype(np.float32)
         self.backfill_scores = torch.as_tensor(counts / (counts.max() + 1.0) if len(cols) else counts)
