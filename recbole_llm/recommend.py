@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .prompts.mapping import normalise
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -43,10 +45,6 @@ class UnknownItemError(ValueError):
         super().__init__(f"not an item id or title of this catalog: {'; '.join(parts)}")
 
 
-def _normalise(text: str) -> str:
-    return " ".join(str(text).lower().split())
-
-
 def resolve_session(session, dataset, titles: list[str]) -> list[int]:
     """Internal item ids of ``session`` entries (ids first, then titles)."""
     field = dataset.iid_field
@@ -54,16 +52,16 @@ def resolve_session(session, dataset, titles: list[str]) -> list[int]:
     by_title = {}
     for internal, title in enumerate(titles):
         if internal and title:
-            by_title.setdefault(_normalise(title), internal)
+            by_title.setdefault(normalise(title), internal)
     ids, unknown = [], {}
     for entry in session:
         entry = str(entry)
         if entry in token_to_id and token_to_id[entry] != 0:
             ids.append(token_to_id[entry])
-        elif _normalise(entry) in by_title:
-            ids.append(by_title[_normalise(entry)])
+        elif normalise(entry) in by_title:
+            ids.append(by_title[normalise(entry)])
         else:
-            near = difflib.get_close_matches(_normalise(entry), list(by_title), n=3, cutoff=0.4)
+            near = difflib.get_close_matches(normalise(entry), list(by_title), n=3, cutoff=0.4)
             unknown[entry] = [titles[by_title[n]] for n in near]
     if unknown:
         raise UnknownItemError(unknown)

@@ -300,6 +300,15 @@ class _KilledAfterCreate(BaseException):
     """Stands for kill -9 between the provider's answer and our saving of it (nothing after it runs)."""
 
 
+def _dies_after(create):
+    """``create`` as the provider runs it, then the process dies before the answer is saved."""
+    def create_then_die(self, *args, **kwargs):
+        create(self, *args, **kwargs)
+        raise _KilledAfterCreate()
+
+    return create_then_die
+
+
 def test_openai_killed_while_creating_the_job_never_pays_twice(tiny, tmp_path, monkeypatch):
     from openai.resources.fine_tuning.jobs import Jobs
 
@@ -307,14 +316,8 @@ def test_openai_killed_while_creating_the_job_never_pays_twice(tiny, tmp_path, m
     with Loopback() as server:
         api = OpenAIFineTuning(server)
         config = _openai_config(server, tmp_path)
-        original = Jobs.create
-
-        def create_then_die(self, *args, **kwargs):
-            original(self, *args, **kwargs)
-            raise _KilledAfterCreate()
-
         with monkeypatch.context() as patch:
-            patch.setattr(Jobs, "create", create_then_die)
+            patch.setattr(Jobs, "create", _dies_after(Jobs.create))
             with pytest.raises(_KilledAfterCreate):
                 build("LLMSeqPrompt", tiny, **config)
         assert len(api.jobs) == 1 and len(api.files) == 2
@@ -334,14 +337,9 @@ def test_vertex_killed_while_creating_the_job_never_pays_twice(tiny, tmp_path, g
     with Loopback() as server:
         api = VertexTuning(server)
         config = _vertex_config(server, tmp_path)
-        original = GenAiTuningServiceClient.create_tuning_job
-
-        def create_then_die(self, *args, **kwargs):
-            original(self, *args, **kwargs)
-            raise _KilledAfterCreate()
-
         with monkeypatch.context() as patch:
-            patch.setattr(GenAiTuningServiceClient, "create_tuning_job", create_then_die)
+            patch.setattr(GenAiTuningServiceClient, "create_tuning_job",
+                          _dies_after(GenAiTuningServiceClient.create_tuning_job))
             with pytest.raises(_KilledAfterCreate):
                 build("LLMSeqPrompt", tiny, **config)
         assert len(api.jobs) == 1 and len(api.objects) == 2

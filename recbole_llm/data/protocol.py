@@ -52,6 +52,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..embeddings.store import config_value
+
 SPLIT_KEY = "SESSION"
 N_FOLD_BINS = 4
 UNSEEN_TARGET_MODES = ("retarget", "drop", "keep")
@@ -145,14 +147,6 @@ def evaluated_rows(rows: np.ndarray, uids: np.ndarray, iids: np.ndarray, seen: n
     return kept, report
 
 
-def _config(config, key, default=None):
-    try:
-        value = config[key]
-    except KeyError:
-        return default
-    return default if value is None else value
-
-
 def _split_indices(dataset) -> tuple[list[np.ndarray], dict, np.ndarray]:
     """Interaction indices of the training sessions and of the evaluated
     validation/test sessions (unseen items handled), a report of the counts, and
@@ -166,16 +160,16 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict, np.ndarray]:
     uids = dataset.inter_feat[uid_field].numpy()
     iids = dataset.inter_feat[iid_field].numpy()
     times = dataset.inter_feat[time_field].numpy()
-    data_seed = int(_config(config, "data_seed", 0))
-    tie_order = _config(config, "session_tie_order", "file")
+    data_seed = int(config_value(config, "data_seed", 0))
+    tie_order = config_value(config, "session_tie_order", "file")
     ties = tie_keys(len(uids), tie_order, data_seed)
     ratios = config["eval_args"]["split"][SPLIT_KEY]
-    fold = _config(config, "temporal_fold") or None
+    fold = config_value(config, "temporal_fold") or None
     train, valid, test = assign_sessions(session_order(uids, times), ratios, fold)
-    report = {"preset": _config(config, "preset", "custom"), "tie_order": tie_order, "data_seed": data_seed}
+    report = {"preset": config_value(config, "preset", "custom"), "tie_order": tie_order, "data_seed": data_seed}
     train_for_test = train  # the original removes unseen test items before holding out its validation sessions
     if fold is None and len(valid) == 0:
-        holdout = int(_config(config, "session_valid_holdout", 0))
+        holdout = int(config_value(config, "session_valid_holdout", 0))
         if holdout < 1:
             raise ValueError(
                 "The SESSION split has no validation sessions: give the valid share a value > 0 "
@@ -189,7 +183,7 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict, np.ndarray]:
             report["valid_source"] += ", also in training (a model fitted in one pass selects nothing on them)"
     else:
         report["valid_source"] = "the sessions after training in time" if fold is None else f"temporal fold {fold}"
-    mode = _config(config, "session_unseen_targets", "drop")
+    mode = config_value(config, "session_unseen_targets", "drop")
     order = by_session_then_time(np.arange(len(uids)), uids, times, ties)
     train_mask = np.isin(uids, train)
     result = [np.flatnonzero(train_mask)]
@@ -301,10 +295,10 @@ def session_split(dataset) -> list:
     train_rows = np.flatnonzero(member[0, uids])
     evaluated = [np.flatnonzero(member[p, uids]) for p in (1, 2)]
     evaluated = [rows[_last_row_per_user(uids[rows])] for rows in evaluated]
-    if _config(dataset.config, "temporal_fold"):  # a fold validates and "tests" on the same later bin
+    if config_value(dataset.config, "temporal_fold"):  # a fold validates and "tests" on the same later bin
         evaluated[0] = evaluated[1]
         prompts[0] = prompts[1]
-    cap = _config(dataset.config, "max_test_sessions")
+    cap = config_value(dataset.config, "max_test_sessions")
     if cap:  # expensive models (LLM generation): a seeded sample of the evaluated sessions
         rng = np.random.default_rng(dataset.config["seed"])
         evaluated = [np.sort(rng.choice(rows, min(int(cap), len(rows)), replace=False)) for rows in evaluated]
@@ -340,7 +334,7 @@ def _install_prompt_masking() -> None:
     @functools.wraps(original_evaluate)
     def evaluate(self, eval_data, *args, **kwargs):
         prompts = getattr(getattr(eval_data, "_dataset", None), "session_prompt_items", None)
-        self._session_prompts = prompts if _config(self.config, "exclude_session_items", False) else None
+        self._session_prompts = prompts if config_value(self.config, "exclude_session_items", False) else None
         try:
             return original_evaluate(self, eval_data, *args, **kwargs)
         finally:
@@ -371,7 +365,7 @@ def _install_metric_popularity() -> None:
         original(self, train_data)
         dataset = getattr(train_data, "_dataset", None)
         if self.register.need("data.count_items"):
-            if _config(self.config, "metric_popularity", "train") == "all" and hasattr(dataset, "item_counter_all"):
+            if config_value(self.config, "metric_popularity", "train") == "all" and hasattr(dataset, "item_counter_all"):
                 self.data_struct.set("data.count_items", dataset.item_counter_all)
             elif hasattr(dataset, "train_item_counter"):  # all-position rows: the counts of every training target
                 self.data_struct.set("data.count_items", dataset.train_item_counter)
@@ -387,7 +381,7 @@ def _with_train_mode(dataset, datasets: list) -> list:
     from ..all_positions import TRAIN_MODES, supports_all_positions, to_all_positions
     from ..registry import get_model
 
-    mode = _config(dataset.config, "train_mode", "prefixes")
+    mode = config_value(dataset.config, "train_mode", "prefixes")
     if mode not in TRAIN_MODES:
         raise ValueError(f"train_mode must be one of {', '.join(TRAIN_MODES)}; got {mode!r}")
     if mode == "all_positions" and not supports_all_positions(get_model(dataset.config["model"])):
@@ -397,7 +391,7 @@ def _with_train_mode(dataset, datasets: list) -> list:
             "only the window ends): set train_mode: prefixes"
         )
     if mode == "all_positions" and isinstance(dataset, SequentialDataset):
-        cloze = _config(dataset.config, "transform") == "mask_itemseq"
+        cloze = config_value(dataset.config, "transform") == "mask_itemseq"
         before = len(datasets[0].inter_feat)
         datasets[0] = to_all_positions(datasets[0], cloze=cloze)
         dataset.logger.info(f"train_mode all_positions: {before:,} prefix rows -> {len(datasets[0].inter_feat):,} "
