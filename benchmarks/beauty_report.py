@@ -18,7 +18,8 @@ import llmseqprompt_beauty  # noqa: E402
 import neighbours_beauty  # noqa: E402
 from common import DATA_PATH, build_beauty  # noqa: E402
 
-from recbole_llm.report import build_report, run_plan  # noqa: E402
+from recbole_llm.experiment import run_plan  # noqa: E402
+from recbole_llm.report import build_report  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "beauty"
 

@@ -36,26 +36,17 @@ def build_beauty(force: bool = False) -> dict | None:
 def fold_data(model: str, fold: int, settings: dict | None = None):
     """(config, train, valid) of one temporal fold of Beauty under the paper preset, built once per fold so that
     many fitted-once candidates can be scored on it."""
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
+    from recbole_llm import pipeline
 
-    from recbole_llm.quick_start import config_files
-
-    config = Config(model=model, dataset="beauty", config_file_list=config_files(None, model, "beauty"),
-                    config_dict={"data_path": str(DATA_PATH), "temporal_fold": fold, "show_progress": False,
-                                 "state": "ERROR", **(settings or {})})
-    init_seed(config["seed"], True)
-    train, valid, _ = data_preparation(config, create_dataset(config))
-    return config, train, valid
+    run = pipeline.load_data(model, "beauty", None, {"data_path": str(DATA_PATH), "temporal_fold": fold,
+                                                     "show_progress": False, "state": "ERROR", **(settings or {})})
+    return run.config, run.train_data, run.valid_data
 
 
 def validation_ndcg(config, train, valid) -> float:
     """Validation NDCG@20 of config's model, fitted once on ``train`` (kNN, LLMSeqSim, hybrids): never test."""
-    from recbole_llm import get_model
-    from recbole_llm.registry import get_trainer
+    from recbole_llm import pipeline
 
-    model = get_model(config["model"])(config, train._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = pipeline.build_model(pipeline.Run(config, None, train, valid, None)).trainer
     trainer.eval_collector.data_collect(train)
     return float(trainer.evaluate(valid, load_best_model=False, show_progress=False)["ndcg@20"])

@@ -17,7 +17,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_PATH, build_beauty  # noqa: E402
 
-from recbole_llm.report import has_session_ranks, load_runs, paired_bootstrap, run_plan  # noqa: E402
+from recbole_llm.analysis import has_session_ranks, paired_bootstrap  # noqa: E402
+from recbole_llm.experiment import run_plan  # noqa: E402
+from recbole_llm.report import load_runs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "beauty"
 COMMON = {"epochs": 40, "stopping_step": 5, "train_batch_size": 1024, "embedding_reduction": "pca"}

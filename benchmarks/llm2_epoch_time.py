@@ -22,25 +22,13 @@ PAIRS = [("SASRec", "LLM2SASRec"), ("GRU4Rec", "LLM2GRU4Rec"), ("BERT4Rec", "LLM
 
 
 def build(model_name: str, seed: int):
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_llm.quick_start import config_files, prepare_dataset
-    from recbole_llm.registry import get_model, get_trainer
+    from recbole_llm import pipeline
+    from recbole_llm.quick_start import config_files
 
     settings = {"data_path": str(DATA_PATH), "seed": seed, "state": "ERROR", "show_progress": False,
                 "train_batch_size": 1024, "embedding_reduction": "pca"}
-    files = config_files()
-    prepare_dataset(model_name, "beauty", files, settings)
-    config = Config(model=model_name, dataset="beauty", config_file_list=files, config_dict=settings)
-    init_seed(seed, True)
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    started = time.perf_counter()
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-    construction = time.perf_counter() - started
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    run = pipeline.build(model_name, "beauty", config_files(), settings, preset=False)  # the protocol only
+    trainer, train_data, construction = run.trainer, run.train_data, run.init_seconds
     return trainer, train_data, construction
 
 

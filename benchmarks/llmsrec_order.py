@@ -1,7 +1,12 @@
-"""LLM-SRec vs SASRec vs LLM2SASRec, and the order test (issue: LLM-SRec).
+"""LLM-SRec vs Pop vs SASRec vs LLM2SASRec, and the order test.
 
-    python benchmarks/llmsrec_order.py --dataset beauty --sasrec saved/SASRec-....pth --llm2sasrec saved/LLM2SASRec-....pth
-    python benchmarks/llmsrec_order.py --dataset ml-100k --train-steps 200
+    python benchmarks/llmsrec_order.py --dataset ml-100k --mode cached --train-prompts 3000 --epochs 30
+    python benchmarks/llmsrec_order.py --dataset beauty --mode cached --test-sessions 500 --train-prompts 3000
+    python benchmarks/llmsrec_order.py --dataset ml-100k --mode learned --train-steps 150   (the earlier runs)
+
+``--mode cached`` (``llmsrec_user_token: fixed``): the frozen LLM's state of each of a seeded sample of
+``--train-prompts`` training prompts is computed once; the epochs train the small modules on those states.
+``--mode learned``: the user token learns, so every step runs the LLM (``--train-steps`` steps, one epoch).
 
 On Beauty, SASRec and LLM2SASRec are the checkpoints of the seed-1 report runs (their full-test
 NDCG@20 is printed to show they are those runs); without a checkpoint they are trained here first.
@@ -26,28 +31,24 @@ SHOWN = ["ndcg@10", "ndcg@20", "hit@10", "hit@20"]
 
 def evaluate(model_name: str, dataset: str, settings: dict, checkpoint: str | None, threads: int) -> dict:
     import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
 
-    from recbole_llm.quick_start import config_files, prepare_dataset
-    from recbole_llm.registry import get_model, get_trainer
-    from recbole_llm.report import shuffled_prompts
+    from recbole_llm import pipeline
+    from recbole_llm.analysis import shuffled_prompts
+    from recbole_llm.experiment import provenance
+    from recbole_llm.patches import load_checkpoint
+    from recbole_llm.quick_start import config_files
 
     torch.set_num_threads(threads)
-    files = config_files()
     settings = {"seed": 1, "state": "WARNING", "show_progress": True, **settings}
     if dataset == "beauty":
         settings["data_path"] = str(DATA_PATH)
-    prepare_dataset(model_name, dataset, files, settings)
-    config = Config(model=model_name, dataset=dataset, config_file_list=files, config_dict=settings)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    model = get_model(model_name)(config, train_data._dataset)
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    # the protocol only (not the published Beauty configurations): what these runs were made with
+    run = pipeline.build(model_name, dataset, config_files(), settings, preset=False)
+    model, trainer = run.model, run.trainer
+    train_data, valid_data, test_data = run.train_data, run.valid_data, run.test_data
     started = time.perf_counter()
     if checkpoint:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+        model.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
         trainer.eval_collector.data_collect(train_data)  # what fit() would register (catalog size, popularity)
     else:
         trainer.fit(train_data, valid_data, saved=True, show_progress=True)
@@ -63,7 +64,7 @@ def evaluate(model_name: str, dataset: str, settings: dict, checkpoint: str | No
     return {"model": model_name, "settings": settings, "checkpoint": checkpoint or trainer.saved_model_file,
             "test_sessions": len(test_data.dataset.inter_feat), "train_seconds": train_seconds,
             "eval_seconds": eval_seconds, "test": {k: float(v) for k, v in result.items()},
-            "test_shuffled": {k: float(v) for k, v in shuffled.items()}}
+            "test_shuffled": {k: float(v) for k, v in shuffled.items()}, "provenance": provenance(threads)}
 
 
 def main():
@@ -72,25 +73,33 @@ def main():
     parser.add_argument("--sasrec", help="checkpoint of the SASRec report run (also the teacher); empty: train it here")
     parser.add_argument("--llm2sasrec", help="checkpoint of the LLM2SASRec report run; empty: train it here")
     parser.add_argument("--test-sessions", type=int, default=300)
-    parser.add_argument("--train-steps", type=int, default=100)
+    parser.add_argument("--mode", choices=["cached", "learned"], default="cached")
+    parser.add_argument("--train-steps", type=int, default=100, help="learned mode: training steps")
+    parser.add_argument("--train-prompts", type=int, default=3000, help="cached mode: training prompts")
+    parser.add_argument("--epochs", type=int, default=30, help="cached mode: epochs over the cached states")
     parser.add_argument("--baseline-epochs", type=int, help="epoch cap of SASRec/LLM2SASRec trained here")
     parser.add_argument("--only", nargs="+", help="variants to run (default: all)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if args.dataset == "beauty":
         build_beauty()
-    out = RESULTS / f"{args.dataset}_llmsrec"
+    out = RESULTS / (f"{args.dataset}_llmsrec" if args.mode == "learned" else f"{args.dataset}_llmsrec_cached")
     out.mkdir(parents=True, exist_ok=True)
     sample = {"max_test_sessions": args.test_sessions}
     baseline = {**sample, **({"epochs": args.baseline_epochs} if args.baseline_epochs else {})}
-    llmsrec = {**sample, "epochs": 1, "max_train_steps": args.train_steps, "train_batch_size": 16,
-               "llmsrec_max_prompt_items": 5, "llmsrec_state_batch_size": 64}
+    if args.mode == "learned":
+        llmsrec = {**sample, "epochs": 1, "llmsrec_max_train_steps": args.train_steps, "train_batch_size": 16,
+                   "llmsrec_max_prompt_items": 5, "llmsrec_state_batch_size": 64, "llmsrec_user_token": "learned"}
+    else:
+        llmsrec = {**sample, "epochs": args.epochs, "llmsrec_max_train_steps": None, "train_batch_size": 64,
+                   "llmsrec_train_prompts": args.train_prompts, "llmsrec_max_prompt_items": 5,
+                   "llmsrec_state_batch_size": 32, "llmsrec_user_token": "fixed"}
     variants = {
         "Pop": ("Pop", sample, None),
         "SASRec": ("SASRec", baseline, args.sasrec),
         "LLM2SASRec": ("LLM2SASRec", {**baseline, "embedding_reduction": "pca"}, args.llm2sasrec),
         "LLMSRec": ("LLMSRec", llmsrec, None),
-        "LLMSRec-no-distill": ("LLMSRec", {**llmsrec, "distill_weight": 0.0}, None),
+        "LLMSRec-no-distill": ("LLMSRec", {**llmsrec, "llmsrec_distill_weight": 0.0}, None),
     }
     for name, (model, settings, checkpoint) in variants.items():
         target = out / f"{name}.json"

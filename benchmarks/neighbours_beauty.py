@@ -57,19 +57,15 @@ def latency(model: str, n: int = 500) -> dict:
     """Seconds per prompt session, one session per call, over the first n test sessions."""
     import numpy as np
     import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
 
-    from recbole_llm import get_model
+    from recbole_llm import pipeline
     from recbole_llm.quick_start import config_files
 
     torch.set_num_threads(1)
-    config = Config(model=model, dataset="beauty", config_file_list=config_files(),
-                    config_dict={"data_path": str(DATA_PATH), "state": "ERROR", "eval_batch_size": 1,
-                                 "show_progress": False})
-    dataset = create_dataset(config)
-    train, _, test = data_preparation(config, dataset)
-    net = get_model(model)(config, train._dataset)
+    run = pipeline.build_model(pipeline.load_data(
+        model, "beauty", config_files(), {"data_path": str(DATA_PATH), "state": "ERROR", "eval_batch_size": 1,
+                                          "show_progress": False}, preset=False), with_trainer=False)
+    net, test = run.model, run.test_data
     times = []
     with torch.no_grad():
         for i, batch in enumerate(test):
@@ -96,7 +92,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     build_beauty()
-    from recbole_llm.report import build_report, run_plan
+    from recbole_llm.experiment import run_plan
+    from recbole_llm.report import build_report
 
     run_plan(OUT, "beauty", plan(), args.seeds, {}, data_path=str(DATA_PATH))
     latency_file = OUT / "latency.json"

@@ -88,7 +88,8 @@ def main():
     parser.add_argument("--neural", action="store_true", help="the trained models instead of the memory-based ones")
     args = parser.parse_args()
     build_beauty()
-    from recbole_llm.report import build_report, parse_model_spec, run_plan
+    from recbole_llm.experiment import parse_model_spec, run_plan
+    from recbole_llm.report import build_report
 
     out = OUT / (args.ties + ("-variants" if args.variants else ""))
     specs = [s for s in (VARIANTS if args.variants else NEURAL if args.neural else MEMORY) if not args.only or parse_model_spec(s)[0] in args.only]

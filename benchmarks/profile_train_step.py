@@ -41,23 +41,19 @@ def main():
     parser.add_argument("--batch_size", type=int, default=None)
     args = parser.parse_args()
     import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
 
-    from recbole_llm import get_model
+    from recbole_llm import pipeline
     from recbole_llm.all_positions import TARGETS, every_position
     from recbole_llm.quick_start import config_files
 
     torch.set_num_threads(args.threads)
     build_beauty()
     batch_size = args.batch_size or (256 if args.mode == "all_positions" else 2048)
-    config = Config(model=args.model, dataset="beauty", config_file_list=config_files(),
-                    config_dict={"data_path": str(DATA_PATH), "train_mode": args.mode, "train_batch_size": batch_size,
-                                 "show_progress": False, "state": "ERROR"})
-    init_seed(config["seed"], True)
-    train, _, _ = data_preparation(config, create_dataset(config))
-    model = get_model(args.model)(config, train._dataset)
+    run = pipeline.build_model(pipeline.load_data(
+        args.model, "beauty", config_files(), {"data_path": str(DATA_PATH), "train_mode": args.mode,
+                                               "train_batch_size": batch_size, "show_progress": False,
+                                               "state": "ERROR"}, preset=False), with_trainer=False)
+    config, train, model = run.config, run.train_data, run.model
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     model.train()
     hidden, n_items = config["hidden_size"], model.n_items

@@ -51,7 +51,7 @@ def main():
     args = parser.parse_args()
     if args.mode:
         build_beauty()
-        from recbole_llm.report import run_plan
+        from recbole_llm.experiment import run_plan
 
         label = f"SASRec-{args.mode}" + ("-speed" if args.speed else "")
         spec = f"{label}=SASRec[train_mode={args.mode},train_batch_size={BATCH[args.mode]}]"

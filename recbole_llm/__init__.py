@@ -1,8 +1,8 @@
 """recbole-llm: LLM item knowledge for RecBole's sequential recommenders.
 
-Importing the package makes RecBole 1.2.1 run on this stack (``compat``),
-registers our models so RecBole finds them by name, registers the
-beyond-accuracy metrics and adds the temporal SESSION split.
+Importing the package applies the table of RecBole patches (``patches``: RecBole 1.2.1 on this stack,
+the temporal SESSION split, all-position training), registers our models so RecBole finds them by name
+and registers the beyond-accuracy metrics.
 """
 import warnings
 
@@ -22,25 +22,17 @@ import torch as _torch  # noqa: E402
 _ANOMALY_BEFORE = _torch.is_anomaly_enabled() and "recbole.model.sequential_recommender.sine" not in __import__(
     "sys").modules
 
-from . import compat  # noqa: E402
+from . import patches  # noqa: E402
 
-compat.apply()
+patches.apply()  # every change to RecBole, from one table (recbole_llm/patches.py)
 
-from . import all_positions, metrics, registry  # noqa: E402
-from .data import protocol  # noqa: E402
+from . import metrics  # noqa: E402
 
-registry.install()
 metrics.register()
-protocol.install()
-all_positions.install()
-
-from .model import output_bias  # noqa: E402
-
-output_bias.install()
 
 from . import model  # noqa: E402,F401  (registers the models)
 
-compat.restore_anomaly_detection(_ANOMALY_BEFORE)
+patches.restore_anomaly_detection(_ANOMALY_BEFORE)
 from .quick_start import load_data_and_model, run  # noqa: E402
 from .recommend import recommend  # noqa: E402
 from .registry import get_model, register_model  # noqa: E402

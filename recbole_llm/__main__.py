@@ -57,7 +57,7 @@ def _convert(args) -> int:
 def _run_one(args) -> int:
     import json
 
-    from .report import run_single
+    from .experiment import run_single
 
     result = run_single(args.model, args.dataset, args.seed, args.out, json.loads(args.overrides), args.threads,
                         args.data_path)
@@ -66,7 +66,8 @@ def _run_one(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import build_report, run_plan
+    from .experiment import run_plan
+    from .report import build_report
 
     common = {}
     for item in args.set or []:
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    import recbole_llm  # noqa: F401  (compat fixes)
+    import recbole_llm  # noqa: F401  (RecBole patches)
 
     from .cli import _user_errors
     from .errors import DryRunFinished

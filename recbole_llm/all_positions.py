@@ -147,34 +147,26 @@ def cloze_loss(model, interaction) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, interaction[model.POS_ITEMS][rows, slots])
 
 
-def install() -> None:
-    """Route SASRec's and GRU4Rec's loss (and their subclasses') to the all-position loss
-    for rows that carry every position's target; other rows keep RecBole's loss."""
-    from recbole.model.sequential_recommender import GRU4Rec, SASRec
+def loss_at_every_position(original):
+    """SASRec's and GRU4Rec's loss (inherited by their LLM2 subclasses) for rows that carry every
+    position's target; other rows keep RecBole's loss."""
 
-    for cls in (SASRec, GRU4Rec):
-        original = cls.calculate_loss
-        if getattr(original, "_recbole_llm", False):
-            continue
+    @functools.wraps(original)
+    def calculate_loss(self, interaction):
+        if TARGETS in interaction.interaction:
+            return all_positions_loss(self, interaction)
+        return original(self, interaction)
 
-        @functools.wraps(original)
-        def calculate_loss(self, interaction, _original=original):
-            if TARGETS in interaction.interaction:
-                return all_positions_loss(self, interaction)
-            return _original(self, interaction)
+    return calculate_loss
 
-        calculate_loss._recbole_llm = True
-        cls.calculate_loss = calculate_loss
 
-    from recbole.model.sequential_recommender import BERT4Rec
+def cloze_loss_on_window_rows(original):
+    """BERT4Rec's loss on window rows: the cross-entropy on masked slots only (``cloze_loss``)."""
 
-    original = BERT4Rec.calculate_loss
-    if not getattr(original, "_recbole_llm", False):
-        @functools.wraps(original)
-        def bert_loss(self, interaction, _original=original):
-            if WINDOW_ROWS in interaction.interaction and self.loss_type == "CE":
-                return cloze_loss(self, interaction)
-            return _original(self, interaction)
+    @functools.wraps(original)
+    def calculate_loss(self, interaction):
+        if WINDOW_ROWS in interaction.interaction and self.loss_type == "CE":
+            return cloze_loss(self, interaction)
+        return original(self, interaction)
 
-        bert_loss._recbole_llm = True
-        BERT4Rec.calculate_loss = bert_loss
+    return calculate_loss

@@ -10,8 +10,7 @@ import sys
 def _user_errors() -> tuple:
     """Errors a user acts on (a key, a budget, a provider, a failed job): one line, exit 2."""
     from .embeddings.embed import CostConfirmationRequired
-    from .embeddings.providers.openai_provider import MissingAPIKeyError
-    from .errors import ProviderError
+    from .errors import MissingAPIKeyError, ProviderError
     from .llm.openai_ft import FineTuningFailed
 
     return (CostConfirmationRequired, MissingAPIKeyError, ProviderError, FineTuningFailed)

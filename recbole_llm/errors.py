@@ -3,8 +3,12 @@ from __future__ import annotations
 
 
 class DryRunFinished(Exception):
-    """``--dry_run=True`` did what it was asked: the files and the cost estimate are written, nothing was
+    """``--llm_dry_run=True`` did what it was asked: the files and the cost estimate are written, nothing was
     sent; there is no model to train or evaluate, so the run ends here, successfully."""
+
+
+class MissingAPIKeyError(RuntimeError):
+    """A paid provider (embeddings or fine-tuning) without its key in the environment."""
 
 
 class ProviderError(RuntimeError):

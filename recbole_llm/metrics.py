@@ -7,6 +7,8 @@ AveragePopularity uses.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from recbole.evaluator.base_metric import AbstractMetric
@@ -156,42 +158,48 @@ def diversity_embeddings(config, dataset) -> torch.Tensor:
         return torch.zeros(0, 1)
 
 
-def _collect_positive_pairs() -> None:
+def collect_positive_pairs(original):
     """Serendipity needs the identity of every target item, which RecBole's
     collector does not keep. Record (row, item) pairs when a metric asks for
-    them; rows are numbered across batches."""
-    from recbole.evaluator.collector import Collector
+    them; rows are numbered across batches (``release_positive_pairs`` resets)."""
 
-    original_collect = Collector.eval_batch_collect
-    original_struct = Collector.get_data_struct
-
+    @functools.wraps(original)
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
-        original_collect(self, scores_tensor, interaction, positive_u, positive_i)
+        original(self, scores_tensor, interaction, positive_u, positive_i)
         if self.register.need(POSITIVES):
             offset = getattr(self, "_rows_seen", 0)
             pairs = torch.stack([positive_u.cpu() + offset, positive_i.cpu()], dim=1)
             self.data_struct.update_tensor(POSITIVES, pairs)
             self._rows_seen = offset + scores_tensor.shape[0]
 
+    return eval_batch_collect
+
+
+def release_positive_pairs(original):
+    """See ``collect_positive_pairs``: the pairs leave with the evaluation's data struct."""
+
+    @functools.wraps(original)
     def get_data_struct(self):
-        returned = original_struct(self)
+        returned = original(self)
         if POSITIVES in self.data_struct:
             del self.data_struct[POSITIVES]
         self._rows_seen = 0
         return returned
 
-    Collector.eval_batch_collect = eval_batch_collect
-    Collector.get_data_struct = get_data_struct
+    return get_data_struct
 
-    original_data_collect = Collector.data_collect
 
+def collect_item_embeddings(original):
+    """IntraListDiversity reads the embedder's item vectors, registered once per training split."""
+
+    @functools.wraps(original)
     def data_collect(self, train_data):
-        original_data_collect(self, train_data)
+        original(self, train_data)
         if self.register.need(ITEM_EMBEDDINGS):
             dataset = getattr(train_data, "_dataset", None) or train_data.dataset
             self.data_struct.set(ITEM_EMBEDDINGS, diversity_embeddings(self.config, dataset))
 
-    Collector.data_collect = data_collect
+    return data_collect
 
 
 def register() -> None:
@@ -208,4 +216,3 @@ def register() -> None:
         reg.metric_types[name] = cls.metric_type
         if cls.smaller:
             reg.smaller_metrics.append(name)
-    _collect_positive_pairs()

@@ -39,6 +39,16 @@ def prepare_dataset(model, dataset, config_file_list, config_dict) -> Config:
     return config
 
 
+# settings in RecBole's flat namespace carry their model's prefix; the old names are refused, not ignored
+RENAMED_SETTINGS = {
+    "distill_weight": "llmsrec_distill_weight",
+    "uniformity_weight": "llmsrec_uniformity_weight",
+    "lora_rank": "llm_lora_rank",
+    "dry_run": "llm_dry_run",
+    "max_train_steps": "llm_max_train_steps (LLMSeqPrompt) or llmsrec_max_train_steps (LLMSRec)",
+}
+
+
 def check_run_settings(config: Config, folder: Path) -> None:
     """Settings that would run and give a wrong or empty result, refused before any work."""
     from .registry import fits_in_one_pass
@@ -50,6 +60,10 @@ def check_run_settings(config: Config, folder: Path) -> None:
             "config file or on the command line would be written to the log, the checkpoint and tensorboard. "
             "Remove it there and export OPENAI_API_KEY instead."
         )
+    renamed = {key: RENAMED_SETTINGS[key] for key in config.external_config_dict if key in RENAMED_SETTINGS}
+    if renamed:
+        raise ValueError("settings renamed to carry their model's prefix: " + "; ".join(
+            f"{old} -> {new}" for old, new in renamed.items()))
     epochs = config["epochs"]
     if not fits_in_one_pass(config) and (epochs is None or int(epochs) < 1):
         raise ValueError(f"epochs={epochs}: {config['model']} learns by training, give --epochs=1 or more")

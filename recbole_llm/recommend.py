@@ -85,7 +85,7 @@ def session_interaction(model, dataset, item_ids: list[int]):
 
 
 def _titles(dataset) -> list[str]:
-    from .embeddings.store import catalog_titles
+    from .data.catalog import catalog_titles
 
     try:
         return catalog_titles(dataset.config, dataset)
@@ -122,26 +122,20 @@ def recommend(model_or_checkpoint, session, k: int = 10) -> list[Recommendation]
 def build_fitted_model(model_name: str, dataset_name: str, config_file_list=None, config_dict=None):
     """A model that needs no training (LLMSeqSim, the kNN family, Pop, hybrids over a checkpoint),
     fitted on the training sessions of the paper preset; returns (model, dataset)."""
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
+    from . import pipeline
+    from .registry import fits_in_one_pass
 
-    from .quick_start import config_files, prepare_dataset
-    from .registry import fits_in_one_pass, get_model, get_trainer
+    def learns_in_one_pass(config) -> None:
+        if not fits_in_one_pass(config):
+            raise ValueError(
+                f"{model_name} learns by training: train it first (python run_recbole_llm.py --model={model_name} "
+                f"--dataset={dataset_name}) and pass the checkpoint it saves (--checkpoint saved/{model_name}-....pth)."
+            )
 
-    files = config_files(config_file_list, model_name, dataset_name)
     settings = {"show_progress": False, "state": "ERROR", **(config_dict or {})}
-    prepare_dataset(model_name, dataset_name, files, settings)
-    config = Config(model=model_name, dataset=dataset_name, config_file_list=files, config_dict=settings)
-    if not fits_in_one_pass(config):
-        raise ValueError(
-            f"{model_name} learns by training: train it first (python run_recbole_llm.py --model={model_name} "
-            f"--dataset={dataset_name}) and pass the checkpoint it saves (--checkpoint saved/{model_name}-....pth)."
-        )
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train, _, _ = data_preparation(config, dataset)
-    model = get_model(config["model"])(config, train._dataset)
-    if config["MODEL_TYPE"].name != "SEQUENTIAL":  # Pop / MostPopular count in their one pass
-        get_trainer(config["MODEL_TYPE"], config["model"])(config, model)._train_epoch(train, 0)
-    return model, dataset
+    run = pipeline.load_data(model_name, dataset_name, config_file_list, settings, check=learns_in_one_pass)
+    counts_in_one_pass = run.config["MODEL_TYPE"].name != "SEQUENTIAL"  # Pop / MostPopular
+    run = pipeline.build_model(run, with_trainer=counts_in_one_pass)
+    if counts_in_one_pass:
+        run.trainer._train_epoch(run.train_data, 0)
+    return run.model, run.dataset

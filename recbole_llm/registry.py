@@ -8,6 +8,7 @@ model is found by name everywhere RecBole takes one: ``Config``,
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -104,11 +105,11 @@ def model_yaml_files(model_class: type) -> list[Path]:
     return files
 
 
-def _install_config_defaults() -> None:
-    from recbole.config import configurator
+def config_with_our_defaults(original):
+    """``Config._load_internal_config_dict``: after RecBole's own defaults, our model yaml (and a companion
+    model's, for models that wrap another) and our dataset yaml."""
 
-    original = configurator.Config._load_internal_config_dict
-
+    @functools.wraps(original)
     def _load_internal_config_dict(self, model, model_class, dataset):
         original(self, model, model_class, dataset)
         if model_class.__name__ in _MODELS:
@@ -126,24 +127,22 @@ def _install_config_defaults() -> None:
             loaded = self._update_internal_config_dict(str(dataset_file)) or {}
             self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
-    configurator.Config._load_internal_config_dict = _load_internal_config_dict
+    return _load_internal_config_dict
 
 
 UNIFORM_NEGATIVE = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
 
 
-def _install_negative_sampling_per_model() -> None:
-    """One protocol for every model: the preset turns negative sampling off (CE over the catalog), which a
-    pairwise model (BPR, a loss_type: BPR model) cannot train without; RecBole's defaults turn it on, which a
-    sequential CE model refuses. Each model gets what its loss needs; only settings RecBole would refuse or
-    crash on are changed, and the log says so."""
+def negative_sampling_per_model(original):
+    """``Config._set_default_parameters``. One protocol for every model: the preset turns negative sampling
+    off (CE over the catalog), which a pairwise model (BPR, a loss_type: BPR model) cannot train without;
+    RecBole's defaults turn it on, which a sequential CE model refuses. Each model gets what its loss needs;
+    only settings RecBole would refuse or crash on are changed, and the log says so."""
     import logging
 
-    from recbole.config import configurator
     from recbole.utils import InputType, ModelType
 
-    original = configurator.Config._set_default_parameters
-
+    @functools.wraps(original)
     def _set_default_parameters(self):
         config = self.final_config_dict
         sampling = config.get("train_neg_sample_args")
@@ -156,28 +155,21 @@ def _install_negative_sampling_per_model() -> None:
             logging.getLogger(__name__).info("a pairwise loss needs negatives: train_neg_sample_args uniform, 1")
             config["train_neg_sample_args"] = dict(UNIFORM_NEGATIVE)
 
-    configurator.Config._set_default_parameters = _set_default_parameters
+    return _set_default_parameters
 
 
-def install() -> None:
-    """Route RecBole's model/trainer lookups through this registry (idempotent)."""
-    global _recbole_get_model, _recbole_get_trainer
-    if _recbole_get_model is not None:
-        return
-    import recbole.config.configurator as configurator
-    import recbole.quick_start.quick_start as quick_start
-    import recbole.utils as rutils
-    import recbole.utils.utils as rutils_utils
+def route_get_model(original):
+    """RecBole's ``get_model`` (in every module that imported it) finds our registered models too."""
+    global _recbole_get_model
+    _recbole_get_model = _recbole_get_model or original
+    return get_model
 
-    _recbole_get_model = rutils_utils.get_model
-    _recbole_get_trainer = rutils_utils.get_trainer
-    for module in (rutils, rutils_utils, quick_start, configurator):
-        if hasattr(module, "get_model"):
-            module.get_model = get_model
-        if hasattr(module, "get_trainer"):
-            module.get_trainer = get_trainer
-    _install_config_defaults()
-    _install_negative_sampling_per_model()
+
+def route_get_trainer(original):
+    """RecBole's ``get_trainer`` (in every module that imported it) returns a model's own trainer class."""
+    global _recbole_get_trainer
+    _recbole_get_trainer = _recbole_get_trainer or original
+    return get_trainer
 
 
 def load_yaml(path: os.PathLike) -> dict:

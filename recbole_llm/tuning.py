@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
 from recbole.trainer import HyperTuning
-from recbole.utils import init_logger, init_seed
 from tqdm.auto import tqdm
 
-from .registry import PROPERTIES_DIR, get_model, get_trainer
+from .registry import PROPERTIES_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +34,11 @@ def search_space_file(model: str) -> Path:
 
 def train_and_validate(model: str, dataset: str, config_file_list, config_dict) -> tuple[float, dict, Config]:
     """Train on one fold and return the best validation score; never evaluates test."""
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    data = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, data)
-    init_seed(config["seed"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-    score, result = trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=False)
-    return float(score), dict(result), config
+    from . import pipeline
+
+    run = pipeline.build(model, dataset, config_file_list, config_dict, preset=False, logger=True)
+    score, result = run.trainer.fit(run.train_data, run.valid_data, verbose=False, saved=False, show_progress=False)
+    return float(score), dict(result), run.config
 
 
 class FoldObjective:

@@ -99,15 +99,11 @@ def make_config(model, tiny, **overrides):
 
 def build(model, tiny, **overrides):
     """Config, datasets and model instance for ``model`` on the tiny data."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
+    from recbole_llm import pipeline
 
-    config = make_config(model, tiny, **overrides)
-    init_seed(config["seed"], True)
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    model_obj = recbole_llm.get_model(config["model"])(config, train._dataset)
-    return config, dataset, (train, valid, test), model_obj
+    run = pipeline.build_model(pipeline.load_data(model, "tiny", None, {**tiny["config"], **overrides}),
+                               with_trainer=False)
+    return run.config, run.dataset, (run.train_data, run.valid_data, run.test_data), run.model
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ process here swaps in the gloo backend and CPU device (the only changes), then r
 RecBole's own ``run_recboles``, so what is exercised is RecBole's DistributedDataParallel
 trainer and evaluator with our models inside it.
 """
-import recbole_llm  # noqa: F401  (first: its compatibility fixes, and our models registered in spawned processes)
+import recbole_llm  # noqa: F401  (first: its RecBole patches, and our models registered in spawned processes)
 import torch
 import torch.distributed as dist
 from recbole.config import Config

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import build  # noqa: E402
 
-from recbole_llm.embeddings.store import EmbeddingMismatchError, EmbeddingSpec, read_catalog, read_itememb
+from recbole_llm.data.catalog import read_catalog
+from recbole_llm.embeddings.store import EmbeddingMismatchError, EmbeddingSpec, read_itememb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,7 +197,7 @@ def test_an_api_key_on_the_command_line_is_refused_and_never_written(tiny, tmp_p
 
 def test_dry_run_ends_successfully_with_one_line(tiny, tmp_path):
     done = _script("--model=LLMSeqPrompt", "--dataset=tiny", f"--data_path={tiny['path']}", "--llm_provider=openai",
-                   "--dry_run=True", "--state=ERROR", "--max_test_sessions=2", cwd=tmp_path)
+                   "--llm_dry_run=True", "--state=ERROR", "--max_test_sessions=2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-1500:]
     assert "dry run:" in done.stdout and "nothing was sent" in done.stdout and "Traceback" not in done.stderr
     assert list(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/train.jsonl"))
@@ -212,3 +213,9 @@ def test_missing_title_column_and_a_catalog_smaller_than_the_model_are_one_line(
                    "--inner_size=64", cwd=tmp_path)  # 20 items: PCA gives at most 20 components, the model needs 64
     _one_clear_line(done, "needs 64", "embedding_reduction")
     assert not list(Path(tmp_path).glob("saved/*.pth"))
+
+
+def test_a_setting_renamed_to_carry_its_model_prefix_is_refused_with_the_new_name(tiny, tmp_path):
+    done = _script("--model=LLMSeqSim", "--dataset=tiny", f"--data_path={tiny['path']}", "--distill_weight=0.5",
+                   "--max_train_steps=3", cwd=tmp_path)
+    _one_clear_line(done, "distill_weight -> llmsrec_distill_weight", "llm_max_train_steps (LLMSeqPrompt)")

@@ -143,3 +143,29 @@ def test_mismatched_file_and_dimension_fail_clearly(tiny, tmp_path):
         item_embedding_table(make_config("SASRec", tiny, embedding_file=str(good)), dataset, dim=16)
     with pytest.raises(EmbeddingMismatchError, match="embedding_dim=32 but the model's item embedding size is 16"):
         item_embedding_table(make_config("SASRec", tiny, embedding_dim=32), dataset, dim=16)
+
+
+@pytest.mark.parametrize("reducer", ["pca", "lda", "autoencoder", "random"])
+def test_reducers_are_scikit_learn_transformers(reducer):
+    import warnings
+
+    from sklearn.base import clone
+    from sklearn.utils.estimator_checks import check_estimator
+
+    options = {"epochs": 2} if reducer == "autoencoder" else {}
+    estimator = make_reducer(reducer, 1 if reducer == "lda" else 2, random_state=0, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        failed = [(r["check_name"], str(r["exception"])[:200]) for r in check_estimator(estimator, on_fail=None)
+                  if r["status"] == "failed"]
+    assert failed == []
+    assert clone(estimator).get_params() == estimator.get_params()
+
+
+def test_the_autoencoder_leaves_the_global_random_state_alone():
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    make_reducer("autoencoder", 2, random_state=5, epochs=3).fit(X)
+    assert torch.equal(torch.rand(3), expected)

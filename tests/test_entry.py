@@ -8,6 +8,7 @@ import torch
 from conftest import make_config
 
 import recbole_llm
+from recbole_llm.patches import load_checkpoint
 from recbole_llm.quick_start import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +75,7 @@ def test_checkpoint_save_and_reload(tiny, model):
     checkpoint = sorted(Path(tiny["config"]["checkpoint_dir"]).glob(f"{model}-*.pth"))[-1]
     config, loaded, dataset, train, valid, test = recbole_llm.load_data_and_model(checkpoint)
     assert type(loaded).__name__ == model
-    saved_state = torch.load(checkpoint, weights_only=False)["state_dict"]
+    saved_state = load_checkpoint(checkpoint)["state_dict"]
     for key, value in loaded.state_dict().items():
         assert torch.equal(value.cpu(), saved_state[key].cpu())
 

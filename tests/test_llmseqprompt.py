@@ -150,7 +150,7 @@ def test_openai_dry_run_writes_files_and_calls_nothing(tiny, tmp_path, monkeypat
 
     with Loopback() as server:
         with pytest.raises(DryRunFinished, match="nothing was sent"):
-            build("LLMSeqPrompt", tiny, dry_run=True, **_openai_config(server, tmp_path))
+            build("LLMSeqPrompt", tiny, llm_dry_run=True, **_openai_config(server, tmp_path))
         assert server.requests == []
     assert "~$" in capsys.readouterr().out
     assert next(tmp_path.glob("saved/llmseqprompt/tiny/genitem/openai-*/valid.jsonl")).exists()
@@ -161,7 +161,7 @@ def test_local_lora_flow_every_task(tiny, tmp_path, tiny_llm, task):
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = dict(llm_provider="local", llm_model=str(tiny_llm), prompt_task=task, max_train_steps=2,
+    config = dict(llm_provider="local", llm_model=str(tiny_llm), prompt_task=task, llm_max_train_steps=2,
                   llm_batch_size=2, prompt_samples=2, llm_max_new_tokens=6, max_test_sessions=3, prompt_k=3,
                   prompt_classes=4, prompt_slate_size=4, checkpoint_dir=str(tmp_path / "saved"),
                   llm_answer_cache=str(tmp_path / "answers.sqlite"))
@@ -382,5 +382,5 @@ def test_constrained_decoding_stays_in_the_title_trie_and_returns_k_distinct_ite
         assert row.topk(5).indices.tolist() == items, "ranked in beam order, above the backfill"
     assert model.evaluation_report()["hallucination_rate"] == 0.0
     with pytest.raises(ValueError, match="prompt_constrained"):
-        build("LLMSeqPrompt", tiny, llm_provider="openai", prompt_constrained=True, dry_run=True,
+        build("LLMSeqPrompt", tiny, llm_provider="openai", prompt_constrained=True, llm_dry_run=True,
               checkpoint_dir=str(tmp_path / "saved2"))

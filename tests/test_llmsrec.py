@@ -125,3 +125,23 @@ def test_fixed_user_token_states_are_cached_and_equal_a_fresh_forward_pass(tiny,
     loss = again.calculate_loss(next(iter(train2)))
     loss.backward()
     assert torch.isfinite(loss) and again.user_mlp[0].weight.grad is not None
+
+
+def test_a_training_prompt_cap_computes_states_for_the_seeded_sample_only(tiny, tmp_path, tiny_llm, monkeypatch):
+    from recbole_llm.model.llmsrec import LLMSRec, LLMSRecTrainer
+
+    config = _config(tmp_path, tiny_llm, llmsrec_user_token="fixed", llmsrec_train_prompts=5, epochs=1)
+    cfg, _, (train, valid, _), model = build("LLMSRec", tiny, **config)
+    trainer = LLMSRecTrainer(cfg, model)
+    sample = trainer.training_sample(train)
+    assert len(sample._dataset.inter_feat) == 5 < len(train._dataset.inter_feat)
+    again = trainer.training_sample(train)
+    assert torch.equal(sample._dataset.inter_feat[model.ITEM_SEQ], again._dataset.inter_feat[model.ITEM_SEQ]), "seeded"
+    computed = []
+    original = LLMSRec._prompt_states
+    monkeypatch.setattr(LLMSRec, "_prompt_states", lambda self, p: computed.extend(p) or original(self, p))
+    trainer.fit(train, valid, saved=False, show_progress=False)
+    inter = sample._dataset.inter_feat
+    expected = set(model.user_prompts(inter[model.ITEM_SEQ], inter[model.ITEM_SEQ_LEN]))
+    training = [p for p in computed if p in expected]
+    assert set(training) == expected and len(training) == len(expected), "each sampled prompt once"

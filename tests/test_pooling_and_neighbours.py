@@ -210,8 +210,7 @@ def test_pop_hybrid_drops_unpopular_items_best_ranked_first_while_the_list_is_lo
 
 
 def test_hybrid_popularity_is_the_share_of_training_sessions_holding_the_item(tiny):
-    from recbole_llm.model.hybrids import item_popularity
-    from recbole_llm.model.sknn import training_sessions
+    from recbole_llm.data.sessions import item_popularity, training_sessions
 
     _, dataset, (train, _, _), model = build("LLMSeqSimPopHybrid", tiny)
     sessions, _ = training_sessions(train._dataset)

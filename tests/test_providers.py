@@ -6,7 +6,7 @@ from loopback import VERTEX_PREDICT, Loopback, fake_vector, openai_embeddings, v
 from recbole_llm.embeddings.cache import EmbeddingCache
 from recbole_llm.embeddings.embed import CostConfirmationRequired, embed_texts
 from recbole_llm.embeddings.providers import make_provider
-from recbole_llm.embeddings.providers.openai_provider import MissingAPIKeyError
+from recbole_llm.errors import MissingAPIKeyError
 
 TITLES = ["Matte Red Lipstick", "Glossy Pink Lipstick", "Herbal Shampoo for Dry Hair", "Anti Dandruff Shampoo"]
 

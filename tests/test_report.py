@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from recbole_llm.report import build_report, ndcg_per_session, paired_bootstrap, parse_model_spec, run_plan
+from recbole_llm.analysis import ndcg_per_session, paired_bootstrap
+from recbole_llm.experiment import parse_model_spec, run_plan
+from recbole_llm.report import build_report
 
 
 def test_model_spec_parsing():
@@ -74,7 +76,7 @@ def test_shuffled_prompts_permutes_items_within_each_prompt_only():
     import torch
     from recbole.data.interaction import Interaction
 
-    from recbole_llm.report import shuffled_prompts
+    from recbole_llm.analysis import shuffled_prompts
 
     class Recorder:
         ITEM_SEQ, ITEM_SEQ_LEN = "item_id_list", "item_length"
@@ -104,14 +106,15 @@ def test_shuffled_prompts_permutes_items_within_each_prompt_only():
 @pytest.mark.parametrize("stopped_after", [2, 4], ids=["mid-training", "before-test-evaluation"])
 def test_interrupted_run_goes_on_from_its_last_epoch_and_matches_an_uninterrupted_one(tiny, tmp_path, monkeypatch,
                                                                                      stopped_after):
-    import recbole_llm.report as report
+    import recbole_llm.experiment as experiment
+    from recbole_llm.trainer import ResumableTraining
 
     common = {k: v for k, v in tiny["config"].items() if k not in ("data_path", "checkpoint_dir")}
     common.update(epochs=4, stopping_step=10)
 
     def run(name, **extra):
         overrides = {**common, "checkpoint_dir": str(tmp_path / name), **extra}
-        return report.run_single("SASRec", "tiny", 3, tmp_path / name / "SASRec__seed3.json", overrides,
+        return experiment.run_single("SASRec", "tiny", 3, tmp_path / name / "SASRec__seed3.json", overrides,
                                  data_path=str(tiny["path"]))
 
     whole = run("whole")
@@ -119,19 +122,19 @@ def test_interrupted_run_goes_on_from_its_last_epoch_and_matches_an_uninterrupte
     class Stopped(Exception):
         pass
 
-    save = report._save_training
+    save = ResumableTraining._save
     saves = []
 
-    def save_then_stop(*args, **kwargs):
-        save(*args, **kwargs)
-        saves.append(args[3])
+    def save_then_stop(self, epoch):
+        save(self, epoch)
+        saves.append(epoch)
         if len(saves) == stopped_after:
             raise Stopped
 
-    monkeypatch.setattr(report, "_save_training", save_then_stop)
+    monkeypatch.setattr(ResumableTraining, "_save", save_then_stop)
     with pytest.raises(Stopped):
         run("cut")
-    monkeypatch.setattr(report, "_save_training", save)
+    monkeypatch.setattr(ResumableTraining, "_save", save)
     resume = tmp_path / "cut" / "SASRec__seed3.resume.pth"
     assert saves == list(range(stopped_after)) and resume.exists()
     assert not (tmp_path / "cut" / "SASRec__seed3.json").exists()

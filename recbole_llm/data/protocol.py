@@ -52,7 +52,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..embeddings.store import config_value
+from ..settings import config_value
 
 SPLIT_KEY = "SESSION"
 N_FOLD_BINS = 4
@@ -321,44 +321,43 @@ def mask_prompt_items(scores: torch.Tensor, users: torch.Tensor, prompts: sp.csr
     return scores
 
 
-def _install_prompt_masking() -> None:
+def evaluate_with_prompt_mask(original):
     """RecBole masks a user's training history at evaluation; under the SESSION
     split an evaluated session has none, and the paper masks the prompt's items
     instead (``PRED_SEEN=False``). With ``exclude_session_items`` every model,
-    RecBole's included, gets that mask; other splits are untouched."""
-    from recbole.trainer import Trainer
+    RecBole's included, gets that mask; other splits are untouched. ``evaluate``
+    finds the evaluated split's prompts, ``_full_sort_batch_eval`` applies them."""
 
-    original_evaluate = Trainer.evaluate
-    original_batch = Trainer._full_sort_batch_eval
-
-    @functools.wraps(original_evaluate)
+    @functools.wraps(original)
     def evaluate(self, eval_data, *args, **kwargs):
         prompts = getattr(getattr(eval_data, "_dataset", None), "session_prompt_items", None)
         self._session_prompts = prompts if config_value(self.config, "exclude_session_items", False) else None
         try:
-            return original_evaluate(self, eval_data, *args, **kwargs)
+            return original(self, eval_data, *args, **kwargs)
         finally:
             self._session_prompts = None
 
-    @functools.wraps(original_batch)
+    return evaluate
+
+
+def batch_eval_with_prompt_mask(original):
+    """See ``evaluate_with_prompt_mask``."""
+
+    @functools.wraps(original)
     def _full_sort_batch_eval(self, batched_data):
-        interaction, scores, positive_u, positive_i = original_batch(self, batched_data)
+        interaction, scores, positive_u, positive_i = original(self, batched_data)
         prompts = getattr(self, "_session_prompts", None)
         if prompts is not None:
             mask_prompt_items(scores, interaction[self.config["USER_ID_FIELD"]], prompts)
         return interaction, scores, positive_u, positive_i
 
-    Trainer.evaluate = evaluate
-    Trainer._full_sort_batch_eval = _full_sort_batch_eval
+    return _full_sort_batch_eval
 
 
-def _install_metric_popularity() -> None:
+def collect_metric_popularity(original):
     """``metric_popularity: all``: Novelty/Serendipity (and RecBole's popularity
     metrics) read item counts over all interactions of the data set, as the
     paper's evaluation does; ``train`` keeps RecBole's training counts."""
-    from recbole.evaluator.collector import Collector
-
-    original = Collector.data_collect
 
     @functools.wraps(original)
     def data_collect(self, train_data):
@@ -370,7 +369,7 @@ def _install_metric_popularity() -> None:
             elif hasattr(dataset, "train_item_counter"):  # all-position rows: the counts of every training target
                 self.data_struct.set("data.count_items", dataset.train_item_counter)
 
-    Collector.data_collect = data_collect
+    return data_collect
 
 
 def _with_train_mode(dataset, datasets: list) -> list:
@@ -399,27 +398,18 @@ def _with_train_mode(dataset, datasets: list) -> list:
     return datasets
 
 
-def install() -> None:
-    """Teach ``Dataset.build`` the SESSION split mode (both dataset classes) and
-    the evaluation the protocol needs (prompt masking, popularity counts)."""
-    from recbole.data.dataset import Dataset, SequentialDataset
+def build_with_session_split(original):
+    """``Dataset.build`` (and ``SequentialDataset.build``) learn the SESSION split mode and ``train_mode``."""
 
-    if getattr(Dataset.build, "_recbole_llm", False):
-        return
-    for cls in (Dataset, SequentialDataset):
-        original = cls.build
+    @functools.wraps(original)
+    def build(self):
+        split = self.config["eval_args"]["split"]
+        if isinstance(split, dict) and SPLIT_KEY in split:
+            if self.config["eval_args"]["order"] != "TO":
+                raise ValueError("The SESSION split needs eval_args.order: TO.")
+            datasets = session_split(self)
+        else:
+            datasets = original(self)
+        return _with_train_mode(self, datasets)
 
-        def build(self, _original=original):
-            split = self.config["eval_args"]["split"]
-            if isinstance(split, dict) and SPLIT_KEY in split:
-                if self.config["eval_args"]["order"] != "TO":
-                    raise ValueError("The SESSION split needs eval_args.order: TO.")
-                datasets = session_split(self)
-            else:
-                datasets = _original(self)
-            return _with_train_mode(self, datasets)
-
-        build._recbole_llm = True
-        cls.build = build
-    _install_prompt_masking()
-    _install_metric_popularity()
+    return build

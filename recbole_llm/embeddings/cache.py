@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..settings import default_cache_dir
+
 logger = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RECBOLE_LLM_CACHE", Path.home() / ".cache" / "recbole_llm"))
 
 
 def text_key(provider: str, model: str, text: str) -> str:

@@ -1,8 +1,8 @@
 """Dimensionality reduction of item embeddings, as the paper compares them.
 
-Each reducer follows scikit-learn's estimator contract (constructor stores
-parameters, ``fit`` learns, ``transform`` applies) so they are interchangeable,
-and each is deterministic given ``random_state``.
+Each reducer is a scikit-learn transformer (``BaseEstimator``: ``get_params`` / ``set_params`` / ``clone``;
+``TransformerMixin``: ``fit_transform``), so it drops into a scikit-learn pipeline or search, and each is
+deterministic given ``random_state`` without touching the process's global random state.
 """
 from __future__ import annotations
 
@@ -10,19 +10,33 @@ import logging
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 logger = logging.getLogger(__name__)
 
 REDUCTIONS = ("none", "pca", "lda", "autoencoder", "random")
 
 
-class _Reducer:
-    def fit_transform(self, X, y=None):
-        return self.fit(X, y).transform(X)
+class _Reducer(TransformerMixin, BaseEstimator):
+    """Shared input checks: a finite 2-d float array, the same number of features at transform as at fit.
+    Output is float32 whatever the input (what the embedding files store)."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    def _fit_input(self, X):
+        return validate_data(self, X, dtype=[np.float64, np.float32])
+
+    def _transform_input(self, X, fitted: str):
+        check_is_fitted(self, fitted)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
 
 class PCAReducer(_Reducer):
-    def __init__(self, n_components: int, random_state: int = 0):
+    def __init__(self, n_components: int = 2, random_state: int = 0):
         self.n_components = n_components
         self.random_state = random_state
 
@@ -31,7 +45,7 @@ class PCAReducer(_Reducer):
         384-d embedder) is capped, with a warning, and ``n_components_`` says what was produced."""
         from sklearn.decomposition import PCA
 
-        X = np.asarray(X)
+        X = self._fit_input(X)
         self.n_components_ = min(self.n_components, *X.shape)
         if self.n_components_ < self.n_components:
             logger.warning("PCA gives at most min(items, features) = %d components; capped %d -> %d",
@@ -40,7 +54,7 @@ class PCAReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return self.pca_.transform(X).astype(np.float32)
+        return self.pca_.transform(self._transform_input(X, "pca_")).astype(np.float32)
 
 
 class LDAReducer(_Reducer):
@@ -48,19 +62,26 @@ class LDAReducer(_Reducer):
     a larger target is capped, with a warning, and ``n_components_`` says what
     was produced."""
 
-    def __init__(self, n_components: int, random_state: int = 0):
+    def __init__(self, n_components: int = 2, random_state: int = 0):
         self.n_components = n_components
         self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
 
     def fit(self, X, y=None):
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
         if y is None:
-            raise ValueError("LDA reduction needs item classes (embedding_class_field)")
-        y = np.asarray(y)
+            raise ValueError("LDAReducer requires y to be passed, but the target y is None: LDA reduction needs item "
+                             "classes (embedding_class_field)")
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         cap = min(len(np.unique(y)) - 1, X.shape[1])
         if cap < 1:
-            raise ValueError("LDA reduction needs at least two item classes")
+            raise ValueError(f"LDA reduction needs at least two item classes and {len(X)} sample(s) in more than "
+                             "one class were given")
         self.n_components_ = min(self.n_components, cap)
         if self.n_components_ < self.n_components:
             logger.warning(
@@ -71,14 +92,14 @@ class LDAReducer(_Reducer):
         return self
 
     def transform(self, X):
-        return self.lda_.transform(X).astype(np.float32)
+        return self.lda_.transform(self._transform_input(X, "lda_")).astype(np.float32)
 
 
 class AutoencoderReducer(_Reducer):
     """A one-hidden-layer autoencoder; the code is the reduced embedding.
     ``l2`` penalises the code's norm (the paper's optional regulariser)."""
 
-    def __init__(self, n_components: int, random_state: int = 0, epochs: int = 200, lr: float = 1e-3,
+    def __init__(self, n_components: int = 2, random_state: int = 0, epochs: int = 200, lr: float = 1e-3,
                  l2: float = 0.0, batch_size: int = 256):
         self.n_components = n_components
         self.random_state = random_state
@@ -88,8 +109,12 @@ class AutoencoderReducer(_Reducer):
         self.batch_size = batch_size
 
     def fit(self, X, y=None):
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's random state is untouched
+            torch.manual_seed(self.random_state)
+            return self._fit(self._fit_input(X))
+
+    def _fit(self, X):
         generator = torch.Generator().manual_seed(self.random_state)
-        torch.manual_seed(self.random_state)
         X = torch.as_tensor(np.asarray(X, dtype=np.float32))
         self.mean_ = X.mean(0)
         d, hidden = X.shape[1], max(self.n_components * 2, 16)
@@ -113,24 +138,26 @@ class AutoencoderReducer(_Reducer):
         return self
 
     def transform(self, X):
+        X = self._transform_input(X, "encoder_")
         with torch.no_grad():
             X = torch.as_tensor(np.asarray(X, dtype=np.float32))
             return self.encoder_(X - self.mean_).numpy().astype(np.float32)
 
 
 class RandomProjectionReducer(_Reducer):
-    def __init__(self, n_components: int, random_state: int = 0):
+    def __init__(self, n_components: int = 2, random_state: int = 0):
         self.n_components = n_components
         self.random_state = random_state
 
     def fit(self, X, y=None):
         from sklearn.random_projection import GaussianRandomProjection
 
+        X = self._fit_input(X)
         self.projection_ = GaussianRandomProjection(self.n_components, random_state=self.random_state).fit(X)
         return self
 
     def transform(self, X):
-        return self.projection_.transform(X).astype(np.float32)
+        return self.projection_.transform(self._transform_input(X, "projection_")).astype(np.float32)
 
 
 def make_reducer(method: str, n_components: int, random_state: int = 0, **options):

@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.catalog import item_classes, item_texts, read_catalog
 from ..data.datasets import artifact_dir, dataset_dir, recbole_builtin_path
+from ..settings import config_value
 from .cache import EmbeddingCache
 from .embed import embed_texts
 from .providers import DEFAULT_MODELS, make_provider
@@ -34,15 +36,6 @@ logger = logging.getLogger(__name__)
 
 class EmbeddingMismatchError(ValueError):
     """An embedding file that does not fit the catalog or the model."""
-
-
-def config_value(config, key: str, default=None):
-    """``config[key]`` for a RecBole Config or a dict, ``default`` when unset."""
-    try:
-        value = config[key]
-    except KeyError:
-        return default
-    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -134,47 +127,6 @@ class EmbeddingSpec:
             recipe["source"] = {"path": str(path.resolve()), "bytes": path.stat().st_size if path.exists() else None,
                                 "id_map": self.options.get("id_map")}
         return recipe
-
-
-def read_catalog(folder: os.PathLike, name: str) -> pd.DataFrame:
-    """The ``.item`` atomic file as strings, columns named without their types."""
-    path = Path(folder) / f"{name}.item"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: item texts are needed to compute embeddings")
-    try:
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3, encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 (byte {error.start}): re-save it as UTF-8") from None
-    frame.columns = [c.split(":")[0] for c in frame.columns]
-    if "item_id" in frame:
-        repeated = frame["item_id"][frame["item_id"].duplicated()]
-        if len(repeated):
-            raise ValueError(f"{path}: item ids repeated ({len(repeated)}, e.g. {repeated.iloc[0]!r}): one row per item")
-    return frame
-
-
-def item_texts(catalog: pd.DataFrame, spec: EmbeddingSpec) -> tuple[list[str], int]:
-    """One text per item from the configured fields/template; empty texts get
-    ``spec.empty_text``. Returns the texts and how many were empty."""
-    missing = [f for f in spec.text_fields if f not in catalog]
-    if missing:
-        raise ValueError(f"item file has no column(s) {missing}; columns are {list(catalog)} (embedding_text_fields)")
-    if spec.template:
-        texts = [spec.template.format(**row) for row in catalog.to_dict("records")]
-    else:
-        texts = catalog[list(spec.text_fields)].agg(" | ".join, axis=1).tolist()
-    texts = [" ".join(t.split()).strip(" |") for t in texts]
-    empty = sum(1 for t in texts if not t)
-    if empty:
-        logger.warning("%d items have empty text; they are embedded as %r", empty, spec.empty_text)
-    return [t or spec.empty_text for t in texts], empty
-
-
-def item_classes(catalog: pd.DataFrame, spec: EmbeddingSpec) -> np.ndarray:
-    """LDA labels: the item's sorted class keywords joined by '_' (as the paper)."""
-    if spec.class_field not in catalog:
-        raise ValueError(f"LDA needs an item class column '{spec.class_field}' (embedding_class_field)")
-    return np.array(["_".join(sorted(str(v).split())) for v in catalog[spec.class_field]])
 
 
 def write_itememb(path: Path, ids, vectors: np.ndarray, recipe: dict) -> None:
@@ -291,10 +243,3 @@ def item_embedding_table(config, dataset, dim: int | None = None) -> torch.Tenso
     return align_to_dataset(ids, vectors, dataset, source=str(path))
 
 
-def catalog_titles(config, dataset) -> list[str]:
-    """Item text by RecBole internal id (row 0: padding), built like the embeddings' text."""
-    spec = EmbeddingSpec.from_config(config)
-    name = config["dataset"]
-    catalog = read_catalog(dataset_dir(name, Path(config["data_path"]).parent), name)
-    by_id = dict(zip(catalog["item_id"], item_texts(catalog, spec)[0]))
-    return [""] + [by_id.get(str(t), spec.empty_text) for t in dataset.field2id_token[dataset.iid_field][1:]]

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ..embeddings.cache import default_cache_dir
+from ..settings import default_cache_dir
 
 
 def answer_key(model: str, messages: list[dict], settings: dict) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..embeddings.cache import default_cache_dir
+from ..settings import default_cache_dir
 from .base import PromptLLM
 
 logger = logging.getLogger(__name__)

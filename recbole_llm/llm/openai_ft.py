@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..embeddings.providers.base import estimate_tokens
-from ..embeddings.providers.openai_provider import MissingAPIKeyError
+from ..costs import estimate_tokens
+from ..errors import MissingAPIKeyError
 from .base import PromptLLM
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class OpenAIPromptLLM(PromptLLM):
         self.model, self.poll_seconds, self.dry_run, self.suffix = model, poll_seconds, dry_run, suffix
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if not api_key and not dry_run:
-            raise MissingAPIKeyError("llm_provider=openai needs OPENAI_API_KEY (or use --dry_run=True to only "
+            raise MissingAPIKeyError("llm_provider=openai needs OPENAI_API_KEY (or use --llm_dry_run=True to only "
                                      "write the files and see the cost estimate).")
         from openai import OpenAI
 

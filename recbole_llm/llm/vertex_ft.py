@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..embeddings.providers.base import estimate_tokens
+from ..costs import estimate_tokens
 from .base import PromptLLM
 from .openai_ft import FineTuningFailed, write_jsonl
 
@@ -57,7 +57,7 @@ class VertexPromptLLM(PromptLLM):
         if not self.project and not dry_run:
             raise MissingVertexSetting(
                 "llm_provider=vertex needs a Google Cloud project: set vertex_project (or GOOGLE_CLOUD_PROJECT) and "
-                "authenticate with `gcloud auth application-default login`; --dry_run=True only writes the files.")
+                "authenticate with `gcloud auth application-default login`; --llm_dry_run=True only writes the files.")
         self.credentials, self.storage_endpoint = credentials, storage_endpoint
         if dry_run:
             return

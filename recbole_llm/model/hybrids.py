@@ -20,38 +20,16 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from ..data.sessions import item_popularity
+from ..patches import load_checkpoint
 from ..registry import get_model, register_model
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 from .llmseqsim import LLMSeqSim
-
-
-def item_popularity(dataset, n_items: int, source: str = "train") -> torch.Tensor:
-    """Share of sessions holding each item id, padding 0. ``source``: ``train`` (the
-    training sessions) or ``all`` (every session of the data set, test sessions
-    included, as the paper's code computes it: that lets the test sessions decide
-    which items are "popular", so it is an analysis option, not a protocol)."""
-    from .sknn import training_sessions
-
-    if source == "all":
-        sessions = getattr(dataset, "all_sessions", None)
-        if sessions is None:
-            raise ValueError("hybrid_popularity_source: all needs the SESSION split (it keeps every session's items)")
-    elif source == "train":
-        sessions, _ = training_sessions(dataset)
-    else:
-        raise ValueError(f"hybrid_popularity_source must be train or all; got {source!r}")
-    pop = torch.zeros(n_items, dtype=torch.float64)
-    if sessions:
-        held = np.concatenate([np.unique(s) for s in sessions])
-        pop += torch.as_tensor(np.bincount(held, minlength=n_items)[:n_items], dtype=torch.float64) / len(sessions)
-    pop[0] = 0
-    return pop.float()
 
 
 def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
@@ -87,7 +65,7 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
         self.sequential = get_model(name)(sub_config, dataset)
         checkpoint = config["hybrid_checkpoint"]
         if checkpoint:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+            state = load_checkpoint(checkpoint)["state_dict"]
             self.sequential.load_state_dict(state)
             self.needs_training = False
         else:

