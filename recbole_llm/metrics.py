@@ -139,6 +139,16 @@ class IntraListDiversity(AbstractMetric):
 OUR_METRICS = (CatalogCoverage, Serendipity, Novelty, IntraListDiversity)
 
 
+def diversity_recipe(config) -> dict:
+    """The run's embedder (provider and model) without reduction: the settings IntraListDiversity embeds with."""
+    keys = ("dataset", "data_path", "embedding_provider", "embedding_model", "embedding_text_fields",
+            "embedding_text_template", "embedding_cache_path", "embedding_data_path", "embedding_id_map",
+            "embedding_empty_text", "show_progress", "embedding_max_cost_usd", "embedding_confirm_cost")
+    recipe = {key: config[key] for key in keys}
+    recipe.update(embedding_reduction="none", embedding_normalize=False)
+    return recipe
+
+
 def diversity_embeddings(config, dataset) -> torch.Tensor:
     """The embedder's own item vectors (the run's provider and model, no reduction) for IntraListDiversity;
     an empty table, with a warning, when the catalog has no texts (the metric then reports NaN)."""
@@ -146,11 +156,7 @@ def diversity_embeddings(config, dataset) -> torch.Tensor:
 
     from .embeddings.store import item_embedding_table
 
-    keys = ("dataset", "data_path", "embedding_provider", "embedding_model", "embedding_text_fields",
-            "embedding_text_template", "embedding_cache_path", "embedding_data_path", "embedding_id_map",
-            "embedding_empty_text", "show_progress", "embedding_max_cost_usd", "embedding_confirm_cost")
-    recipe = {key: config[key] for key in keys}
-    recipe.update(embedding_reduction="none", embedding_normalize=False)
+    recipe = diversity_recipe(config)
     try:
         return item_embedding_table(recipe, dataset)
     except (FileNotFoundError, ValueError) as error:

@@ -120,6 +120,16 @@ def _ranks_load_rank0s_checkpoint(original):
     return evaluate
 
 
+def _no_flops_probe_for_llm_calls(original):
+    @functools.wraps(original)
+    def get_flops(model, dataset, device, logger, transform, verbose=False):
+        if getattr(model, "expensive_scoring", False):
+            return 0
+        return original(model, dataset, device, logger, transform, verbose)
+
+    return get_flops
+
+
 def restore_anomaly_detection(enabled_before: bool) -> None:
     """``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)``
     at import, so importing any RecBole sequential model makes every backward pass of the whole process
@@ -148,7 +158,7 @@ def _numpy_rows() -> tuple[Patch, ...]:
 
 
 def _recbole_rows() -> tuple[Patch, ...]:
-    from . import all_positions, metrics, registry
+    from . import all_positions, metrics, prepare, registry
     from .data import protocol
     from .model import output_bias
 
@@ -174,6 +184,9 @@ def _recbole_rows() -> tuple[Patch, ...]:
               "in a DDP run only rank 0 writes the best checkpoint, under a name of its own second, and nothing "
               "makes the others wait: every rank takes rank 0's file name (a broadcast that also waits)"),
     ]
+    rows += [Patch("recbole.quick_start.quick_start:get_flops", _no_flops_probe_for_llm_calls,
+                   "run_recbole scores one interaction before training to count FLOPs: for a model whose every score "
+                   "is an LLM call that is a generation (paid, or minutes on CPU) by a model not fine-tuned yet")]
     rows += [Patch(f"{module}:{name}", route, "RecBole finds models only in recbole.model.*; ours register by name")
              for module in ("recbole.utils", "recbole.utils.utils", "recbole.quick_start.quick_start",
                             "recbole.config.configurator")
@@ -189,6 +202,9 @@ def _recbole_rows() -> tuple[Patch, ...]:
         Patch(f"{collector}.get_data_struct", metrics.release_positive_pairs, "see eval_batch_collect"),
         Patch(f"{collector}.data_collect", metrics.collect_item_embeddings,
               "IntraListDiversity reads the embedder's item vectors"),
+        *[Patch(f"{module}:data_preparation", prepare.prepare_after_split,
+                "the prepare stage (embedding files, LLM states) between the split and the model, in every flow")
+          for module in ("recbole.data.utils", "recbole.data", "recbole.quick_start.quick_start")],
         Patch("recbole.data.dataset.dataset:Dataset.build", protocol.build_with_session_split,
               "the paper's temporal SESSION split and train_mode"),
         Patch("recbole.data.dataset.sequential_dataset:SequentialDataset.build", protocol.build_with_session_split,

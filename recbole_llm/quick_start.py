@@ -64,6 +64,9 @@ def check_run_settings(config: Config, folder: Path) -> None:
     if renamed:
         raise ValueError("settings renamed to carry their model's prefix: " + "; ".join(
             f"{old} -> {new}" for old, new in renamed.items()))
+    from .prepare import check_settings
+
+    check_settings(config)  # the model's own options, before the data is read or anything is paid for
     epochs = config["epochs"]
     if not fits_in_one_pass(config) and (epochs is None or int(epochs) < 1):
         raise ValueError(f"epochs={epochs}: {config['model']} learns by training, give --epochs=1 or more")

@@ -60,12 +60,12 @@ def test_embedding_recipe_is_checked_before_any_provider_call():
     ("llmseqsim_similarity", "jaccard", "llmseqsim_similarity must be one of"),
 ])
 def test_unknown_model_options_fail_before_embeddings_are_built(tiny, monkeypatch, option, value, message):
-    import recbole_llm.model.llmseqsim as module
+    import recbole_llm.embeddings.store as store
 
     def never(*args, **kwargs):
         raise AssertionError("embeddings were built before the options were checked")
 
-    monkeypatch.setattr(module, "item_embedding_table", never)
+    monkeypatch.setattr(store, "build_item_embeddings", never)
     with pytest.raises(ValueError, match=message):
         build("LLMSeqSim", tiny, **{option: value})
 

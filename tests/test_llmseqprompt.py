@@ -4,11 +4,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build
+from conftest import build as build_untuned
 from loopback import Loopback, OpenAIFineTuning
 
 from recbole_llm.llm.openai_ft import FineTuningFailed
 from recbole_llm.prompts import PromptBuilder, TitleMapper, parse_titles
+
+
+def build(model, tiny, **overrides):
+    """The model built on the tiny data, then fine-tuned as its trainer does before fitting."""
+    config, dataset, splits, built = build_untuned(model, tiny, **overrides)
+    built.fine_tune(splits[0]._dataset)
+    return config, dataset, splits, built
 
 TITLES = ["", "Red Lipstick", "Pink Lipstick", "Dry Hair Shampoo", "Mint Shampoo", "Gold Nail Polish"]
 

@@ -93,9 +93,11 @@ def test_a_direction_shared_by_all_states_does_not_reach_the_mlps(tiny, tmp_path
     config = _config(tmp_path, tiny_llm)
     _, _, (train, _, _), plain = build("LLMSRec", tiny, **config)
     offset = 100.0 * torch.randn(plain.llm.config.hidden_size)
-    item_states = LLMSRec._item_states
-    monkeypatch.setattr(LLMSRec, "_item_states", lambda self, *args: item_states(self, *args) + offset)
-    _, _, _, shifted = build("LLMSRec", tiny, **config)
+    (cached,) = (tmp_path / "saved" / "llmsrec").glob("item_states_*.pt")
+    moved = tmp_path / "shifted" / "llmsrec" / cached.name  # what the prepare stage would have made, shifted
+    moved.parent.mkdir(parents=True)
+    torch.save(torch.load(cached) + offset, moved)
+    _, _, _, shifted = build("LLMSRec", tiny, **{**config, "checkpoint_dir": str(tmp_path / "shifted")})
     monkeypatch.setattr(shifted, "llm_user_states", lambda batch: LLMSRec.llm_user_states(shifted, batch) + offset)
     assert torch.allclose(plain.item_representations()[1:], shifted.item_representations()[1:], atol=1e-3)
     batch = next(iter(train))

@@ -136,7 +136,8 @@ def write_itememb(path: Path, ids, vectors: np.ndarray, recipe: dict) -> None:
         for item, vector in zip(ids, vectors):
             f.write(f"{item}\t{' '.join(f'{x:.7g}' for x in vector)}\n")
     os.replace(tmp, path)
-    sidecar = dict(recipe, items=len(ids), dim=int(vectors.shape[1]), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    # "dim" stays the recipe's (what was asked, e.g. PCA 512); "size" is what was made (384 when capped)
+    sidecar = dict(recipe, items=len(ids), size=int(vectors.shape[1]), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     path.with_name(path.name + ".json").write_text(json.dumps(sidecar, indent=2))
 
 
@@ -167,16 +168,25 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
 
+def made_for(path: Path, spec: EmbeddingSpec) -> bool:
+    """Whether ``path`` exists and its sidecar says it was made by ``spec``'s recipe."""
+    sidecar = path.with_name(path.name + ".json")
+    if not (path.exists() and sidecar.exists()):
+        return False
+    made = json.loads(sidecar.read_text())
+    return {k: made.get(k) for k in spec.recipe()} == spec.recipe()
+
+
 def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike = "dataset") -> Path:
-    """Compute (or reuse) the embedding file of dataset ``name`` for ``spec``."""
+    """Compute (or reuse) the embedding file of dataset ``name`` for ``spec``: the only place a provider is
+    called for item embeddings (from the prepare stage and ``python -m recbole_llm embed``)."""
     out = artifact_dir(name, data_path) / f"{name}.{spec.suffix}"
+    if made_for(out, spec):
+        logger.info("embeddings %s: reused %s", spec.describe(), out)
+        return out
     sidecar = out.with_name(out.name + ".json")
-    if out.exists() and sidecar.exists():
-        made = json.loads(sidecar.read_text())
-        if {k: made.get(k) for k in spec.recipe()} == spec.recipe():
-            logger.info("embeddings %s: reused %s", spec.describe(), out)
-            return out
-        logger.info("%s was made differently (%s); rebuilding", out, made)
+    if sidecar.exists():
+        logger.info("%s was made differently (%s); rebuilding", out, json.loads(sidecar.read_text()))
     catalog = read_catalog(dataset_dir(name, data_path), name)
     texts, empty = item_texts(catalog, spec)
     options = dict(spec.options)
@@ -220,20 +230,48 @@ def align_to_dataset(ids: np.ndarray, vectors: np.ndarray, dataset, source: str 
     return torch.from_numpy(table)
 
 
-def item_embedding_table(config, dataset, dim: int | None = None) -> torch.Tensor:
-    """The (item_num, d) embedding table for ``dataset`` as configured; built on
-    first use, read from its file afterwards. ``dim`` forces the reduced size."""
-    spec = EmbeddingSpec.from_config(config, dim)
+def _data_root(config) -> Path:
+    """The folder above the dataset's folder, where its embedding files go (never RecBole's site-packages)."""
+    name, data_path = config["dataset"], Path(config["data_path"])
+    builtin = recbole_builtin_path(name)
+    if builtin is not None and data_path.resolve() == builtin.resolve():
+        return Path(config_value(config, "embedding_data_path", "dataset"))
+    return data_path.parent
+
+
+def embedding_file(config, spec: EmbeddingSpec) -> tuple[Path, bool]:
+    """Where the table a model reads lives: the user's ``embedding_file`` (made elsewhere, read as it is;
+    second value True) or the file the prepare stage makes for ``spec``."""
     path = config_value(config, "embedding_file")
-    if path is None:
-        name, data_path = config["dataset"], Path(config["data_path"])
-        builtin = recbole_builtin_path(name)
-        if builtin is not None and data_path.resolve() == builtin.resolve():
-            data_root = Path(config_value(config, "embedding_data_path", "dataset"))  # never write into site-packages
-        else:
-            data_root = data_path.parent
-        path = build_item_embeddings(name, spec, data_root)
-    path = Path(path)
+    if path is not None:
+        return Path(path), True
+    return artifact_dir(config["dataset"], _data_root(config)) / f"{config['dataset']}.{spec.suffix}", False
+
+
+class EmbeddingsNotPrepared(FileNotFoundError):
+    """A model was built before the prepare stage made the embedding file it reads."""
+
+
+def prepare_item_embeddings(config, dim: int | None = None) -> Path:
+    """The prepare stage's embedding step: make (or reuse) the file ``item_embedding_table`` will read."""
+    spec = EmbeddingSpec.from_config(config, dim)
+    path, external = embedding_file(config, spec)
+    if external:
+        return path
+    return build_item_embeddings(config["dataset"], spec, _data_root(config))
+
+
+def item_embedding_table(config, dataset, dim: int | None = None) -> torch.Tensor:
+    """The (item_num, d) embedding table for ``dataset`` as configured, read from the file the prepare stage
+    made (nothing is computed here). ``dim`` forces the reduced size."""
+    spec = EmbeddingSpec.from_config(config, dim)
+    path, external = embedding_file(config, spec)
+    if not external and not made_for(path, spec):
+        raise EmbeddingsNotPrepared(
+            f"{path} is not made yet for {spec.describe()}: the prepare stage makes it before a model is built "
+            "(recbole_llm.prepare.prepare(config, train_dataset); RecBole's data_preparation does it once "
+            "recbole_llm is imported) or `python -m recbole_llm embed`."
+        )
     ids, vectors = read_itememb(path)
     if dim is not None and vectors.shape[1] != dim:
         raise EmbeddingMismatchError(
@@ -241,5 +279,3 @@ def item_embedding_table(config, dataset, dim: int | None = None) -> torch.Tenso
             f"(pca, lda, autoencoder, random) or make the model's embedding size {vectors.shape[1]}."
         )
     return align_to_dataset(ids, vectors, dataset, source=str(path))
-
-

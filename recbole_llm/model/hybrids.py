@@ -41,6 +41,15 @@ def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
 POP_RULES = ("paper", "mask")
 
 
+def partner_config(config):
+    """The sequential partner's config: the hybrid's, with ``hybrid_sequential_config`` on top."""
+    sub_config = copy.deepcopy(config)
+    sub_config["model"] = config["hybrid_sequential_model"]
+    for key, value in (config["hybrid_sequential_config"] or {}).items():
+        sub_config[key] = value
+    return sub_config
+
+
 @register_model
 class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
@@ -54,15 +63,24 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
 
         return bool(config["hybrid_checkpoint"]) or fits_in_one_pass({"model": config["hybrid_sequential_model"]})
 
+    @classmethod
+    def check_settings(cls, config) -> None:
+        LLMSeqSim.check_settings(config)
+        partner = get_model(config["hybrid_sequential_model"])
+        if hasattr(partner, "check_settings"):
+            partner.check_settings(partner_config(config))
+
+    @classmethod
+    def prepare_resources(cls, config, dataset) -> None:
+        LLMSeqSim.prepare_resources(config, dataset)
+        partner = get_model(config["hybrid_sequential_model"])
+        if hasattr(partner, "prepare_resources"):
+            partner.prepare_resources(partner_config(config), dataset)
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.semantic = LLMSeqSim(config, dataset)
-        sub_config = copy.deepcopy(config)
-        name = config["hybrid_sequential_model"]
-        sub_config["model"] = name
-        for key, value in (config["hybrid_sequential_config"] or {}).items():
-            sub_config[key] = value
-        self.sequential = get_model(name)(sub_config, dataset)
+        self.sequential = get_model(config["hybrid_sequential_model"])(partner_config(config), dataset)
         checkpoint = config["hybrid_checkpoint"]
         if checkpoint:
             state = load_checkpoint(checkpoint)["state_dict"]
@@ -92,6 +110,12 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
 
 @register_model
 class LLMSeqSimPopHybrid(LLMSeqSim):
+    @classmethod
+    def check_settings(cls, config) -> None:
+        super().check_settings(config)
+        if (config["hybrid_pop_rule"] or "paper") not in POP_RULES:
+            raise ValueError(f"hybrid_pop_rule must be one of {', '.join(POP_RULES)}; got {config['hybrid_pop_rule']!r}")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         pop = item_popularity(dataset, self.n_items, config["hybrid_popularity_source"] or "train")

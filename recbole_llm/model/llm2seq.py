@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
-from ..embeddings.store import item_embedding_table
+from ..embeddings.store import item_embedding_table, prepare_item_embeddings
 from ..registry import register_model
 from ..settings import config_value
 
@@ -30,8 +30,6 @@ def llm_item_table(config, dataset, rows: int, dim: int, reference_std: float) -
     """The LLM table for item ids 0..rows-1, scaled and optionally permuted."""
     table = item_embedding_table(config, dataset, dim)[:rows].clone()
     scale = config_value(config, "embedding_scale", "std")
-    if scale not in SCALES:
-        raise ValueError(f"embedding_scale must be one of {SCALES}, got {scale!r}")
     if scale == "unit":
         table[1:] = torch.nn.functional.normalize(table[1:], dim=1)
     if scale in ("std", "unit"):
@@ -44,6 +42,18 @@ def llm_item_table(config, dataset, rows: int, dim: int, reference_std: float) -
 
 class LLMInitMixin:
     """Overwrites ``self.item_embedding`` rows 0..n_items-1 after RecBole's init."""
+
+    table_size_key = "hidden_size"  # the setting that sizes the item table (GRU4Rec: embedding_size)
+
+    @classmethod
+    def check_settings(cls, config) -> None:
+        scale = config_value(config, "embedding_scale", "std")
+        if scale not in SCALES:
+            raise ValueError(f"embedding_scale must be one of {SCALES}, got {scale!r}")
+
+    @classmethod
+    def prepare_resources(cls, config, dataset) -> None:
+        prepare_item_embeddings(config, int(config[cls.table_size_key]))
 
     def _load_llm_item_table(self, config, dataset, dim: int) -> None:
         weight = self.item_embedding.weight
@@ -78,6 +88,8 @@ class LLM2BERT4Rec(LLMInitMixin, BERT4Rec):
 
 @register_model
 class LLM2GRU4Rec(LLMInitMixin, GRU4Rec):
+    table_size_key = "embedding_size"
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self._load_llm_item_table(config, dataset, self.embedding_size)

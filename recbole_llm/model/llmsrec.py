@@ -64,6 +64,41 @@ class RunningStandardize(torch.nn.BatchNorm1d):
         return super().forward(x)
 
 
+def load_frozen_llm(model_setting):
+    """(tokenizer with the user/item tokens, frozen causal LM, its folder) of ``llm_model``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_local_llm(model_setting)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.add_special_tokens({"additional_special_tokens": [USER_TOKEN, ITEM_TOKEN]})
+    tokenizer.padding_side = "left"  # the user token is always the last position
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    llm.resize_token_embeddings(len(tokenizer))
+    llm.requires_grad_(False)
+    llm.eval()
+    return tokenizer, llm, path
+
+
+def item_states_file(config, path, titles: list[str]) -> Path:
+    key = hashlib.sha256("\x1f".join([str(path)] + titles).encode()).hexdigest()[:16]
+    return Path(config["checkpoint_dir"]) / "llmsrec" / f"item_states_{key}.pt"
+
+
+def states_by_length(tokenizer, prompts: list[str], run, batch_size: int, width: int, desc: str | None = None,
+                     show_progress: bool = True, device="cpu") -> torch.Tensor:
+    """``run`` (prompts -> last-position LLM states) over chunks of ``batch_size`` prompts of similar token
+    length, in the original order: padding is wasted LLM compute (Beauty titles run from 2 to 100+ tokens)."""
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lengths.__getitem__)
+    states = torch.empty(len(prompts), width, device=device)
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None or not show_progress):
+        rows = order[start : start + batch_size]
+        states[rows] = run([prompts[i] for i in rows])
+    return states
+
+
 @register_model
 class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
@@ -72,8 +107,38 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     expensive_scoring = True  # every score is an LLM call: the report skips its re-scoring analyses
     companion_model_key = "llmsrec_teacher_model"
 
+    @classmethod
+    def check_settings(cls, config) -> None:
+        mode = config_value(config, "llmsrec_user_token", "fixed")
+        if mode not in ("fixed", "learned"):
+            raise ValueError(f"llmsrec_user_token must be fixed or learned; got {mode!r}")
+
+    @classmethod
+    def prepare_resources(cls, config, dataset) -> None:
+        """The frozen LLM's state of every item's "title + item token", computed once and cached on disk."""
+        tokenizer, llm, path = load_frozen_llm(config["llm_model"])
+        titles = catalog_titles(config, dataset)
+        cache = item_states_file(config, path, titles)
+        if cache.exists():
+            return
+        prompts = [f"Item: {title} {ITEM_TOKEN}" for title in titles]
+
+        def last_states(chunk: list[str]) -> torch.Tensor:
+            encoded = tokenizer(chunk, return_tensors="pt", padding=True)
+            return llm.model(**encoded).last_hidden_state[:, -1]
+
+        with torch.no_grad():
+            states = states_by_length(tokenizer, prompts, last_states, int(config["llmsrec_state_batch_size"]),
+                                      llm.config.hidden_size, "LLM item states", bool(config["show_progress"]))
+        states[0] = 0.0
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        torch.save(states, tmp)
+        os.replace(tmp, cache)
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_settings(config)
         self.dim = int(config["llmsrec_dim"])
         self.llmsrec_distill_weight = float(config["llmsrec_distill_weight"])
         self.llmsrec_uniformity_weight = float(config["llmsrec_uniformity_weight"])
@@ -82,26 +147,12 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self.state_batch_size = int(config["llmsrec_state_batch_size"])
         self.titles = catalog_titles(config, dataset)
         self.teacher = self._teacher(config, dataset)
-
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        path = resolve_local_llm(config["llm_model"])
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer.add_special_tokens({"additional_special_tokens": [USER_TOKEN, ITEM_TOKEN]})
-        self.tokenizer.padding_side = "left"  # the user token is always the last position
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        llm.resize_token_embeddings(len(self.tokenizer))
-        llm.requires_grad_(False)
-        llm.eval()
+        self.tokenizer, llm, path = load_frozen_llm(config["llm_model"])
         object.__setattr__(self, "llm", llm)  # frozen and reloadable from its folder: not in our state_dict
         width = llm.config.hidden_size
         embeddings = llm.get_input_embeddings().weight
         self.user_token_id = self.tokenizer.convert_tokens_to_ids(USER_TOKEN)
         self.token_mode = config_value(config, "llmsrec_user_token", "fixed")
-        if self.token_mode not in ("fixed", "learned"):
-            raise ValueError(f"llmsrec_user_token must be fixed or learned; got {self.token_mode!r}")
         token = embeddings[: len(self.tokenizer) - 2].mean(0).clone()
         if self.token_mode == "learned":  # every step runs the LLM: ~8 s per 16 prompts on 2 CPU cores
             self.user_token = torch.nn.Parameter(token)
@@ -111,7 +162,11 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
             "user_states_" + hashlib.sha256(f"{path}\x1f{self.max_prompt_items}".encode()).hexdigest()[:16] + ".pt")
         self._user_states: dict[str, torch.Tensor] = {}
         self._unsaved = 0
-        states = self._item_states(config, path)
+        cache = item_states_file(config, path, self.titles)
+        if not cache.exists():
+            raise FileNotFoundError(f"{cache}: the LLM item states are made by the prepare stage before the model "
+                                    "is built (recbole_llm.prepare.prepare(config, train_dataset))")
+        states = torch.load(cache, weights_only=True)
         catalog = states[1:]  # the catalog and the LLM are fixed: standardise once, by the catalog's exact statistics
         states = (states - catalog.mean(0)) / catalog.std(0).clamp_min(1e-6)
         states[0] = 0.0  # padding; its score is masked
@@ -129,53 +184,46 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         return super()._apply(fn, *args, **kwargs)
 
     def _teacher(self, config, dataset) -> SASRec:
-        """The frozen collaborative model: a checkpoint, or trained here for a few epochs."""
-        sub_config = copy.deepcopy(config)
-        sub_config["model"] = "SASRec"
-        teacher = SASRec(sub_config, dataset)
+        """The frozen collaborative model: read from ``llmsrec_teacher_checkpoint``, or trained by the trainer
+        (``train_teacher``) before LLMSRec's own epochs. ``teacher_ready`` is saved with the model, so a
+        resumed or reloaded model never trains its teacher again."""
+        self._teacher_config = copy.deepcopy(config)
+        self._teacher_config["model"] = "SASRec"
+        teacher = SASRec(self._teacher_config, dataset)
         checkpoint = config_value(config, "llmsrec_teacher_checkpoint")
         if checkpoint:
             teacher.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
-        else:
-            from recbole.data.dataloader import TrainDataLoader
-            from recbole.trainer import Trainer
-
-            sub_config["epochs"] = int(config["llmsrec_teacher_epochs"])
-            # LLMSRec's own batches are small (each prompt goes through the LLM); SASRec's need not be
-            sub_config["train_batch_size"] = int(config_value(config, "llmsrec_teacher_batch_size", 256))
-            loader = TrainDataLoader(sub_config, dataset, None, shuffle=True)
-            trainer = Trainer(sub_config, teacher)
-            for epoch in range(sub_config["epochs"]):
-                trainer._train_epoch(loader, epoch, show_progress=False)
+        self.register_buffer("teacher_ready", torch.tensor(bool(checkpoint)))
         teacher.requires_grad_(False)
         teacher.eval()
         return teacher
+
+    def train_teacher(self, train_data) -> None:
+        """``llmsrec_teacher_epochs`` of SASRec on the training split (its batches: ``llmsrec_teacher_batch_size``;
+        LLMSRec's own are small because each prompt goes through the LLM)."""
+        if bool(self.teacher_ready):
+            return
+        from recbole.data.dataloader import TrainDataLoader
+        from recbole.trainer import Trainer
+
+        sub_config = self._teacher_config
+        sub_config["epochs"] = int(sub_config["llmsrec_teacher_epochs"])
+        sub_config["train_batch_size"] = int(config_value(sub_config, "llmsrec_teacher_batch_size", 256))
+        loader = TrainDataLoader(sub_config, train_data._dataset, None, shuffle=True)
+        self.teacher.requires_grad_(True)
+        trainer = Trainer(sub_config, self.teacher)
+        for epoch in range(sub_config["epochs"]):
+            trainer._train_epoch(loader, epoch, show_progress=False)
+        for parameter in self.teacher.parameters():
+            parameter.grad = None
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.teacher_ready.fill_(True)
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()  # frozen: no dropout
         return self
-
-    def _item_states(self, config, path: Path) -> torch.Tensor:
-        """The frozen LLM's state for "title + item token" of every item, cached on disk."""
-        key = hashlib.sha256("\x1f".join([str(path)] + self.titles).encode()).hexdigest()[:16]
-        cache = Path(config["checkpoint_dir"]) / "llmsrec" / f"item_states_{key}.pt"
-        if cache.exists():
-            return torch.load(cache, weights_only=True)
-        prompts = [f"Item: {title} {ITEM_TOKEN}" for title in self.titles]
-
-        def last_states(chunk: list[str]) -> torch.Tensor:
-            encoded = self.tokenizer(chunk, return_tensors="pt", padding=True)
-            return self.llm.model(**encoded).last_hidden_state[:, -1]
-
-        with torch.no_grad():
-            states = self._by_length(prompts, last_states, "LLM item states")
-        states[0] = 0.0
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        torch.save(states, tmp)
-        os.replace(tmp, cache)
-        return states
 
     def user_prompts(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         prompts = []
@@ -257,17 +305,8 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         return retrieval + self.llmsrec_distill_weight * distill + self.llmsrec_uniformity_weight * uniform
 
     def _by_length(self, prompts: list[str], run, desc: str | None = None) -> torch.Tensor:
-        """``run`` (prompts -> last-position LLM states) over chunks of ``llmsrec_state_batch_size`` prompts of
-        similar token length, in the original order: padding is wasted LLM compute (Beauty titles run from 2 to
-        100+ tokens)."""
-        lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
-        order = sorted(range(len(prompts)), key=lengths.__getitem__)
-        states = torch.empty(len(prompts), self.llm.config.hidden_size, device=self.user_token.device)
-        starts = range(0, len(prompts), self.state_batch_size)
-        for start in tqdm(starts, desc=desc, disable=desc is None or not self.show_progress):
-            rows = order[start : start + self.state_batch_size]
-            states[rows] = run([prompts[i] for i in rows])
-        return states
+        return states_by_length(self.tokenizer, prompts, run, self.state_batch_size, self.llm.config.hidden_size,
+                                desc, self.show_progress, self.user_token.device)
 
     def full_sort_predict(self, interaction):
         # RecBole hands over every evaluated session at once: one padded batch would waste most of its compute
@@ -286,6 +325,7 @@ class LLMSRecTrainer(StepBudgetTrainer):
     prompt, not the epochs, is the cost (~0.4 s per prompt for SmolLM2-135M on one thread)."""
 
     def fit(self, train_data, *args, **kwargs):
+        self.model.train_teacher(train_data)
         train_data = self.training_sample(train_data)
         self.model.prepare_user_states(train_data)
         return super().fit(train_data, *args, **kwargs)

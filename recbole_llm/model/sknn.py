@@ -30,7 +30,7 @@ from recbole.utils import InputType
 
 from ..data.sessions import training_sessions
 from ..embeddings.pooling import check_strategy, pool, position_weights
-from ..embeddings.store import item_embedding_table
+from ..embeddings.store import item_embedding_table, prepare_item_embeddings
 from ..registry import register_model
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
@@ -262,6 +262,16 @@ class SKNNEmb(SessionKNNBase):
     similar to the prompt's (dot or cosine) are the neighbours. Training sessions
     are pooled with ``sknn_train_pooling``, the prompt (its last
     MAX_ITEM_LIST_LENGTH items, deduplicated) with ``sknn_prompt_pooling``."""
+
+    @classmethod
+    def check_settings(cls, config) -> None:
+        check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
+        check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
+        _check("sknn_emb_candidates", config["sknn_emb_candidates"] or "shared_item", ("shared_item", "all"))
+
+    @classmethod
+    def prepare_resources(cls, config, dataset) -> None:
+        prepare_item_embeddings(config)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
