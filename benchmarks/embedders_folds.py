@@ -5,7 +5,7 @@
 For each memory-based family (LLMSeqSim, SKNNEmb, LLMSeqSimPopHybrid, LLMSeqSimSeqHybrid with the SKNN-Emb
 partner), with its published Beauty configuration: mean validation NDCG@20 over folds 1-3 for every embedder,
 and each embedder's speed (titles/s, 512 titles, one thread, nothing cached). Embeddings are computed once per
-embedder and cached. Results: benchmarks/results/beauty_paper/embedders_folds.json (resumable).
+embedder and cached. Results: benchmarks/results/beauty_folds/embedders_folds.json (resumable).
 """
 import argparse
 import json
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA_PATH, build_beauty, fold_data, validation_ndcg  # noqa: E402
 from paper_beauty import SKNNEMB_PAPER  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results" / "beauty_paper" / "embedders_folds.json"
+OUT = Path(__file__).resolve().parent / "results" / "beauty_folds" / "embedders_folds.json"
 FAMILIES = {
     "LLMSeqSim": ("LLMSeqSim", {}),
     "SKNNEmb": ("SKNNEmb", {}),

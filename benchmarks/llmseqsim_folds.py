@@ -4,7 +4,7 @@
 
 Mean validation NDCG@20 over folds 1-3 for every pooling strategy x recipe,
 under the paper preset. Each fold's data is built once; every candidate is
-scored on it. Results: benchmarks/results/beauty_paper/llmseqsim_folds.json
+scored on it. Results: benchmarks/results/beauty_folds/llmseqsim_folds.json
 (resumable: finished candidates are kept).
 """
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_beauty, fold_data, validation_ndcg  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results" / "beauty_paper" / "llmseqsim_folds.json"
+OUT = Path(__file__).resolve().parent / "results" / "beauty_folds" / "llmseqsim_folds.json"
 POOLINGS = ["mean", "last", "constant_linear", "scaling_linear", "scaling_quadratic", "scaling_cubic", "log",
             "harmonic", "squared_harmonic"]
 RECIPES = {

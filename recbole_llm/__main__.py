@@ -66,9 +66,16 @@ def _run_one(args) -> int:
 
 
 def _report(args) -> int:
-    from .experiment import run_plan
+    from .experiment import run_experiment, run_plan
     from .report import build_report
 
+    if args.experiment:
+        started = time.perf_counter()
+        print(run_experiment(args.experiment, args.only, args.tables_only, args.threads))
+        print(f"report of {args.experiment} written in {time.perf_counter() - started:.0f}s")
+        return 0
+    if not (args.dataset and args.models and args.out):
+        raise SystemExit("report needs --experiment FILE, or --dataset, --models and --out")
     common = {}
     for item in args.set or []:
         key, value = item.split("=", 1)
@@ -170,10 +177,12 @@ def main(argv=None) -> int:
     convert.set_defaults(func=_convert)
 
     report = commands.add_parser("report", help="models x seeds -> results.csv, leaderboard.md, plots")
-    report.add_argument("--dataset", required=True, help="dataset name")
-    report.add_argument("--models", nargs="+", required=True, help="Model | Model[key=value,...] | Label=Model[...]")
+    report.add_argument("--experiment", default=None, help="an experiment file (benchmarks/experiments/*.yaml)")
+    report.add_argument("--only", nargs="+", help="with --experiment: run only these labels")
+    report.add_argument("--dataset", default=None, help="dataset name")
+    report.add_argument("--models", nargs="+", default=None, help="Model | Model[key=value,...] | Label=Model[...]")
     report.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds per model")
-    report.add_argument("--out", required=True, help="folder of the run files and tables")
+    report.add_argument("--out", default=None, help="folder of the run files and tables")
     report.add_argument("--set", nargs="*", help="key=value applied to every run")
     report.add_argument("--threads", type=int, default=1, help="torch threads per run")
     report.add_argument("--data_path", default=None, help="folder holding <dataset>/")

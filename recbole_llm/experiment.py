@@ -163,3 +163,70 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
                 if code != 0:
                     tqdm.write(f"{label} seed {seed} failed (exit {code}); see {target.with_suffix('.log')}")
             bar.update(1)
+
+
+EXPERIMENT_KEYS = {"dataset", "models", "seeds", "one_pass_seeds", "out", "set", "data_path", "build", "paper",
+                   "compare", "notes", "title"}
+
+
+def load_experiment(path: os.PathLike) -> dict:
+    """An experiment file (yaml): what to run and where its results go. Paths inside it are relative to the
+    file's folder's repository root (the folder holding ``benchmarks/``) unless absolute.
+
+    ``dataset``, ``models`` (report specs), ``seeds``, ``out``; optional ``one_pass_seeds`` (the seeds of models
+    fitted in one pass, deterministic given the data; default ``seeds``), ``set`` (settings of every run),
+    ``data_path``, ``build`` (``paper_beauty: <staged folder>``: build the dataset first), ``paper`` (a Table 4
+    yaml: adds the paper comparison), ``compare`` ({column name: another experiment's out}: one more NDCG@20
+    column), ``notes`` (a markdown file appended to the comparison), ``title``."""
+    path = Path(path)
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = set(spec) - EXPERIMENT_KEYS
+    missing = {"dataset", "models", "out"} - set(spec)
+    if unknown or missing:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}" if unknown else f"{path}: needs {sorted(missing)}")
+    root = path.resolve().parent
+    while not (root / "benchmarks").is_dir() and root.parent != root:
+        root = root.parent
+
+    def resolve(value):
+        return str(value if Path(value).is_absolute() else root / value)
+
+    spec = dict(spec, seeds=spec.get("seeds", [1]), set=spec.get("set") or {}, file=str(path))
+    for key in ("out", "data_path", "paper", "notes"):
+        if spec.get(key):
+            spec[key] = resolve(spec[key])
+    spec["compare"] = {name: resolve(folder) for name, folder in (spec.get("compare") or {}).items()}
+    spec["build"] = {kind: resolve(folder) for kind, folder in (spec.get("build") or {}).items()}
+    return spec
+
+
+def _fits_in_one_pass(spec: str, common: dict) -> bool:
+    from collections import defaultdict
+
+    from .registry import fits_in_one_pass
+
+    _, model, overrides = parse_model_spec(spec)
+    return fits_in_one_pass(defaultdict(lambda: None, {**common, **overrides, "model": model}))
+
+
+def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only: bool = False,
+                   threads: int = 1) -> str:
+    """Run an experiment file's missing runs (``only``: these labels), then write its tables."""
+    from .report import build_report, write_paper_comparison
+
+    spec = load_experiment(path)
+    if not tables_only:
+        if "paper_beauty" in spec["build"]:
+            from .data.datasets import build_paper_beauty
+
+            build_paper_beauty(spec["build"]["paper_beauty"], spec.get("data_path") or "dataset")
+        models = [m for m in spec["models"] if not only or parse_model_spec(m)[0] in only]
+        once = [m for m in models if _fits_in_one_pass(m, spec["set"])]
+        for group, seeds in ((once, spec.get("one_pass_seeds") or spec["seeds"]),
+                             ([m for m in models if m not in once], spec["seeds"])):
+            if group:
+                run_plan(Path(spec["out"]), spec["dataset"], group, seeds, spec["set"], threads, spec.get("data_path"))
+    text = build_report(Path(spec["out"]))
+    if spec.get("paper"):
+        text = write_paper_comparison(spec, f"python -m recbole_llm report --experiment {spec['file']}")
+    return text

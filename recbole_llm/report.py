@@ -42,13 +42,14 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
                     key=lambda m: -np.mean([r["test"]["ndcg@20"] for r in runs if r["label"] == m]))
     header = ["model", "seeds", "test sessions"] + [m.replace("catalogcoverage", "coverage").replace(
         "intralistdiversity", "ILD") for m in METRICS]
-    header.append("s/epoch")
+    header += ["s/epoch", "eval s/session"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels:
         mine = [r for r in runs if r["label"] == label]
         sessions = sorted({str(r.get("test_sessions", "-")) for r in mine})
         cells = [label, str(len(mine)), "/".join(sessions)] + [_mean_std([r["test"].get(m) for r in mine]) for m in METRICS]
         cells.append(f"{np.mean([r['sec_per_epoch'] for r in mine]):.1f}")
+        cells.append(f"{np.mean([r['eval_seconds'] / max(r.get('test_sessions') or 1, 1) for r in mine]):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (out_dir / "leaderboard.md").write_text(
@@ -190,13 +191,16 @@ def paper_table(runs: list[dict], reference: dict, alternative: list[dict] | Non
     if alternative is not None:
         header.append(f"NDCG@20, {alternative_name}")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model, ref in reference.items():
+    ours = [label for label in dict.fromkeys(r["label"] for r in runs) if label not in reference]
+    rows = list(reference.items()) + [(label, None) for label in sorted(ours)]  # ours without a paper row: last
+    for model, ref in rows:
         mine = [r for r in runs if r["label"] == model]
         ndcg = [r["test"]["ndcg@20"] for r in mine]
-        cells = [f"{model} ({ref['name']})", str(len(mine)), _mean_std(ndcg), f"{ref['ndcg']:.3f}",
-                 f"{np.mean(ndcg) / ref['ndcg']:.2f}" if mine else "-",
-                 _mean_std([r["test"]["hit@20"] for r in mine]), f"{ref['hit']:.3f}",
-                 _mean_std([r["test"]["catalogcoverage@20"] for r in mine]), f"{ref['coverage']:.3f}"]
+        paper = (lambda key: f"{ref[key]:.3f}") if ref else (lambda key: "-")
+        cells = [f"{model} ({ref['name']})" if ref else f"{model} (-)", str(len(mine)), _mean_std(ndcg),
+                 paper("ndcg"), f"{np.mean(ndcg) / ref['ndcg']:.2f}" if mine and ref else "-",
+                 _mean_std([r["test"]["hit@20"] for r in mine]), paper("hit"),
+                 _mean_std([r["test"]["catalogcoverage@20"] for r in mine]), paper("coverage")]
         if alternative is not None:
             cells.append(_mean_std([r["test"]["ndcg@20"] for r in alternative if r["label"] == model]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -211,3 +215,37 @@ def build_report(out_dir: Path) -> str:
     table = write_tables(runs, out_dir)
     write_plots(runs, out_dir)
     return table
+
+
+def write_paper_comparison(experiment: dict, command: str) -> str:
+    """``leaderboard.md`` of an experiment with a ``paper`` table: our rows beside the paper's, in the paper's
+    order, with each ``compare`` folder as one more NDCG@20 column and the ``notes`` appended."""
+    import yaml
+
+    out = Path(experiment["out"])
+    reference = yaml.safe_load(Path(experiment["paper"]).read_text())
+    runs = load_runs(out)
+    table = paper_table(runs, reference)
+    for name, folder in experiment["compare"].items():
+        other = load_runs(folder) if Path(folder).exists() else []
+        labels = set(reference) | {r["label"] for r in runs}
+        table = _add_column(table, name, {label: _mean_std([r["test"]["ndcg@20"] for r in other if r["label"] == label])
+                                          for label in labels})
+    sessions = sorted({str(r.get("test_sessions")) for r in runs})
+    notes = Path(experiment["notes"]).read_text() if experiment.get("notes") else ""
+    text = (f"# {experiment.get('title') or experiment['dataset']}\n\nRebuild: `{command} --tables_only` (runs: the "
+            f"same without `--tables_only`). Test split, {'/'.join(sessions)} sessions; `ours/paper` compares "
+            f"NDCG@20; trained rows are mean ± std over seeds (`seeds`), one-pass models one run.\n\n"
+            f"{table}\n\n{notes}")
+    (out / "leaderboard.md").write_text(text)
+    return text
+
+
+def _add_column(table: str, name: str, values: dict) -> str:
+    lines = table.splitlines()
+    lines[0] += f" NDCG@20, {name} |"
+    lines[1] += "---|"
+    for i, line in enumerate(lines[2:], start=2):
+        label = line.split("|")[1].strip().split(" (")[0]
+        lines[i] += f" {values.get(label, '-')} |"
+    return "\n".join(lines)

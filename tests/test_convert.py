@@ -70,3 +70,36 @@ def test_missing_dataset_says_where(tmp_path):
         ensure_dataset("nope", tmp_path)
     with pytest.raises(DatasetNotFoundError, match="reviews_Beauty_5.json.gz"):
         ensure_dataset("beauty", tmp_path, download=False)
+
+
+def test_the_papers_beauty_is_built_by_one_builder_that_records_its_source(tmp_path):
+    import gzip
+    import json
+
+    import pandas as pd
+
+    from recbole_llm.data.convert import built_from
+    from recbole_llm.data.datasets import build_paper_beauty
+
+    source = tmp_path / "amazon-beauty"
+    (source / "joined").mkdir(parents=True)
+    (source / "raw").mkdir()
+    inter = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u2"], "item_id": ["A", "B", "A", "C"],
+                          "timestamp": [1, 2, 1, 3]})
+    items = pd.DataFrame({"item_id": ["A", "B", "C"], "title": ["Red Lipstick", "Shampoo", "Nail Polish"],
+                          "p5_item_int": ["1", "2", "3"]})
+    inter.to_csv(source / "joined" / "beauty_interactions.tsv.gz", sep="\t", index=False)
+    items.to_csv(source / "joined" / "beauty_items.tsv.gz", sep="\t", index=False)
+    with gzip.open(source / "raw" / "s3rec_Beauty_item2attributes.json.gz", "wt") as f:
+        json.dump({"1": [7, 3], "2": [5]}, f)
+    stats = build_paper_beauty(source, tmp_path / "dataset")
+    assert stats["interactions"] == 4 and stats["items"] == 3
+    item_file = (tmp_path / "dataset" / "beauty" / "beauty.item").read_text().splitlines()
+    assert item_file[0] == "item_id:token\ttitle:token_seq\tclass:token"
+    assert item_file[1].endswith("\t3_7") and item_file[3].endswith("\t"), "sorted attribute ids; none: empty"
+    assert built_from(tmp_path / "dataset" / "beauty")["builder"] == "tables"
+    assert build_paper_beauty(source, tmp_path / "dataset") is None, "already built: kept"
+    (tmp_path / "dataset" / "beauty" / "SOURCE.json").write_text(json.dumps({"builder": "amazon2014"}))
+    with pytest.raises(ValueError, match="another build of Beauty \\(amazon2014\\)"):
+        build_paper_beauty(source, tmp_path / "dataset")
+    assert build_paper_beauty(source, tmp_path / "dataset", force=True)["interactions"] == 4

@@ -172,3 +172,49 @@ def test_paired_bootstrap_pools_seeds_over_the_same_sessions():
     assert low < pooled < high
     with pytest.raises(ValueError, match="same seeds"):
         paired_bootstrap(ranks, ranks[:1])
+
+
+def test_an_experiment_file_rebuilds_the_paper_comparison_from_finished_runs(tmp_path):
+    import json
+
+    import yaml
+
+    from recbole_llm.experiment import load_experiment, run_experiment
+
+    metrics = {m: 0.1 for m in ("ndcg@10", "hit@10", "hit@20", "mrr@10", "mrr@20", "catalogcoverage@10",
+                                "catalogcoverage@20", "serendipity@10", "serendipity@20", "novelty@10",
+                                "novelty@20", "intralistdiversity@10", "intralistdiversity@20")}
+
+    def finished(folder, label, seed, ndcg):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{label}__seed{seed}.json").write_text(json.dumps({
+            "model": label, "seed": seed, "test": {**metrics, "ndcg@20": ndcg}, "sec_per_epoch": 1.0, "epochs": 1,
+            "eval_seconds": 1.0, "wall_seconds": 2.0, "test_sessions": 50}))
+
+    root = tmp_path / "repo"
+    (root / "benchmarks" / "experiments").mkdir(parents=True)
+    finished(root / "results" / "main", "SASRec", 1, 0.04)
+    finished(root / "results" / "main", "SASRec", 2, 0.06)
+    finished(root / "results" / "main", "Pop", 1, 0.01)
+    finished(root / "results" / "other", "Pop", 1, 0.02)
+    (root / "table4.yaml").write_text(yaml.safe_dump({
+        "SASRec": {"name": "SASRec", "ndcg": 0.05, "hit": 0.1, "coverage": 0.1},
+        "Pop": {"name": "MostPopular", "ndcg": 0.01, "hit": 0.02, "coverage": 0.002}}))
+    (root / "notes.md").write_text("## What differs\n- nothing here\n")
+    experiment = root / "benchmarks" / "experiments" / "tiny.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "title": "Tiny", "dataset": "tiny", "models": ["Pop", "SASRec"], "seeds": [1, 2], "out": "results/main",
+        "paper": "table4.yaml", "compare": {"other order": "results/other"}, "notes": "notes.md"}))
+    assert load_experiment(experiment)["out"] == str(root / "results" / "main"), "paths from the repository root"
+    text = run_experiment(experiment, tables_only=True)
+    leaderboard = (root / "results" / "main" / "leaderboard.md").read_text()
+    assert text == leaderboard and leaderboard.startswith("# Tiny")
+    sasrec = next(line for line in leaderboard.splitlines() if line.startswith("| SASRec"))
+    assert "| 2 | 0.0500 ± 0.0141 | 0.050 | 1.00 |" in sasrec and sasrec.endswith("| - |")
+    pop = next(line for line in leaderboard.splitlines() if line.startswith("| Pop"))
+    assert "| 1 | 0.0100 | 0.010 | 1.00 |" in pop and pop.endswith("| 0.0200 |"), "one run: no ± 0"
+    assert "--experiment" in leaderboard and leaderboard.rstrip().endswith("- nothing here")
+    (root / "results" / "main" / "results.csv").exists()
+    experiment.write_text(yaml.safe_dump({"dataset": "tiny", "models": ["Pop"], "out": "x", "seed": [1]}))
+    with pytest.raises(ValueError, match=r"unknown keys \['seed'\]"):
+        load_experiment(experiment)

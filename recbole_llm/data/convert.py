@@ -59,9 +59,12 @@ def write_atomic(
     *,
     core: int = 0,
     clean_titles: bool = False,
+    source: dict | None = None,
 ) -> dict:
     """Write ``.inter``/``.item`` for ``name``. ``inter`` needs user_id, item_id,
-    timestamp; ``items`` needs item_id, title and optionally class. Returns counts."""
+    timestamp; ``items`` needs item_id, title and optionally class. Returns counts. ``SOURCE.json`` beside
+    them says which builder made the folder from what (``built_from``), so two builders never share one
+    dataset name unnoticed."""
     inter = inter[["user_id", "item_id", "timestamp"]].copy()
     inter["user_id"] = inter["user_id"].astype(str)
     inter["item_id"] = inter["item_id"].astype(str)
@@ -93,8 +96,16 @@ def write_atomic(
         "interactions": int(len(inter)),
         "empty_titles": int((items["title"] == "").sum()),
     }
+    (folder / "SOURCE.json").write_text(json.dumps({**(source or {}), "core": core, "clean_titles": clean_titles,
+                                                    "stats": stats}, indent=2))
     logger.info("wrote %s: %s", folder, stats)
     return stats
+
+
+def built_from(folder: os.PathLike) -> dict | None:
+    """What ``write_atomic`` recorded about the dataset in ``folder`` (None for folders made otherwise)."""
+    path = Path(folder) / "SOURCE.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _write_tsv(frame: pd.DataFrame, header: list[str], path: Path) -> None:
@@ -142,7 +153,8 @@ def convert_tables(
     if class_col:
         renames[class_col] = "class"
     meta = meta.rename(columns=renames)
-    return write_atomic(inter, meta, out_dir, name, core=core, clean_titles=clean_titles)
+    return write_atomic(inter, meta, out_dir, name, core=core, clean_titles=clean_titles,
+                        source={"builder": "tables", "interactions": str(interactions), "items": str(items)})
 
 
 def _read_json_lines(path: os.PathLike):
@@ -191,4 +203,5 @@ def convert_amazon2014(
         ],
         columns=["item_id", "title", "class"],
     )
-    return write_atomic(inter, meta, out_dir, name, core=core, clean_titles=clean_titles)
+    return write_atomic(inter, meta, out_dir, name, core=core, clean_titles=clean_titles,
+                        source={"builder": "amazon2014", "category": category, "raw_dir": str(raw_dir)})

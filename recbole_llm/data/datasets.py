@@ -121,3 +121,39 @@ def ensure_dataset(name: str, data_path: os.PathLike = "dataset", *, download: b
         )
     convert_amazon2014(raw, category, data_path, name)
     return folder
+
+
+def build_paper_beauty(source: os.PathLike, data_path: os.PathLike = "dataset", force: bool = False) -> dict | None:
+    """The paper's Amazon Beauty as ``<data_path>/beauty``: the tables the paper's code read, staged as
+    ``<source>/joined/beauty_{interactions,items}.tsv.gz`` (day timestamps, titles), with S3-Rec's item
+    attributes (``<source>/raw/s3rec_Beauty_item2attributes.json.gz``) as the item class, sorted attribute
+    ids joined by '_' (what LDA reduction is supervised by). Returns the counts, or None when the folder
+    already holds this build. A folder built by another builder (the Amazon 2014 route of ``ensure_dataset``)
+    is refused unless ``force``: both would be called "beauty"."""
+    import gzip
+    import json
+
+    import pandas as pd
+
+    from .convert import built_from, convert_tables
+
+    source, data_path = Path(source), Path(data_path)
+    folder = data_path / "beauty"
+    if (folder / "beauty.inter").exists() and not force:
+        made = built_from(folder) or {}
+        if made.get("builder") not in ("tables", None):  # None: a folder from before SOURCE.json
+            raise ValueError(f"{folder} holds another build of Beauty ({made.get('builder')}); remove it or pass "
+                             "force=True to replace it with the paper's")
+        return None
+    joined = source / "joined"
+    items = pd.read_csv(joined / "beauty_items.tsv.gz", sep="\t", keep_default_na=False, dtype=str)
+    with gzip.open(source / "raw" / "s3rec_Beauty_item2attributes.json.gz", "rt") as f:
+        attributes = json.load(f)
+    items["class"] = items["p5_item_int"].map(lambda i: "_".join(str(a) for a in sorted(attributes.get(i, []))))
+    data_path.mkdir(parents=True, exist_ok=True)
+    tmp = data_path / "beauty_items_with_class.tsv"
+    items.to_csv(tmp, sep="\t", index=False)
+    try:
+        return convert_tables(joined / "beauty_interactions.tsv.gz", tmp, data_path, "beauty", class_col="class")
+    finally:
+        tmp.unlink()
