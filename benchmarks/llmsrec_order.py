@@ -86,7 +86,9 @@ def main():
     out = RESULTS / (f"{args.dataset}_llmsrec" if args.mode == "learned" else f"{args.dataset}_llmsrec_cached")
     out.mkdir(parents=True, exist_ok=True)
     sample = {"max_test_sessions": args.test_sessions}
-    baseline = {**sample, **({"epochs": args.baseline_epochs} if args.baseline_epochs else {})}
+    # SASRec and LLM2SASRec supervise every position of a session window (the paper's training, 2.5x faster here)
+    baseline = {**sample, "train_mode": "all_positions",
+                **({"epochs": args.baseline_epochs} if args.baseline_epochs else {})}
     if args.mode == "learned":
         llmsrec = {**sample, "epochs": 1, "llmsrec_max_train_steps": args.train_steps, "train_batch_size": 16,
                    "llmsrec_max_prompt_items": 5, "llmsrec_state_batch_size": 64, "llmsrec_user_token": "learned"}

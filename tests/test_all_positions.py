@@ -157,3 +157,21 @@ def test_all_positions_is_refused_for_models_that_cannot_read_it_and_keeps_train
     _, _, (train, _, _), _ = build("SASRec", tiny, train_mode="all_positions")
     assert train._dataset.train_item_counter == prefix_train._dataset.item_counter, "popularity of every target"
     assert sum(train._dataset.item_counter.values()) < sum(prefix_train._dataset.item_counter.values())
+
+
+def test_the_step_budget_trainer_trains_that_many_batches(tiny, monkeypatch):
+    from conftest import build
+
+    from recbole_llm.trainer import StepBudgetTrainer
+
+    config, _, (train, _, _), model = build("SASRec", tiny, train_batch_size=8, llmsrec_max_train_steps=3)
+    assert len(train) > 3
+    calls = []
+    original = type(model).calculate_loss
+    monkeypatch.setattr(type(model), "calculate_loss", lambda self, i: calls.append(1) or original(self, i))
+    StepBudgetTrainer(config, model)._train_epoch(train, 0)
+    assert len(calls) == 3
+    config["llmsrec_max_train_steps"] = None
+    calls.clear()
+    StepBudgetTrainer(config, model)._train_epoch(train, 1)
+    assert len(calls) == len(train), "unset: every batch"

@@ -39,7 +39,7 @@ TEXTS = ["alpha", "beta", "gamma", "delta", "epsilon", "alpha"]
 def test_cache_resume_after_crash_makes_no_repeated_call(tmp_path):
     cache = EmbeddingCache(tmp_path / "c.sqlite")
     crashing = CountingProvider(crash_after=1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="simulated crash"):
         embed_texts(crashing, TEXTS, cache, show_progress=False)
     assert crashing.sent == ["alpha", "beta"]
     resumed = CountingProvider()

@@ -155,3 +155,38 @@ def test_recbole_dataset_download_is_tried_then_one_clear_message(tmp_path, monk
     monkeypatch.setattr(datasets, "recbole_download_url", lambda name: archive.as_uri())
     folder = datasets.ensure_dataset("ml-mini", tmp_path / "data")
     assert (folder / "ml-mini.inter").read_text().startswith("user_id:token")
+
+
+def test_embed_convert_and_report_commands_do_their_work(tiny, tmp_path, monkeypatch, capsys):
+    """The commands users run besides `run`: an embedding file made (then reused), atomic files from tables, and
+    a report's tables rebuilt from finished runs."""
+    import json
+
+    from recbole_llm.__main__ import main
+
+    monkeypatch.setenv("RECBOLE_LLM_CACHE", str(tmp_path / "cache"))
+    data = str(tiny["path"])
+    assert main(["embed", "--dataset", "tiny", "--data_path", data, "--reduce", "pca", "--dim", "4"]) == 0
+    made = tiny["path"] / "tiny" / "tiny.itememb_local_all-minilm-l6-v2_pca_4"
+    assert made.exists() and "20 items x 4" in capsys.readouterr().out
+    stamp = made.stat().st_mtime_ns
+    assert main(["embed", "--dataset", "tiny", "--data_path", data, "--reduce", "pca", "--dim", "4"]) == 0
+    assert made.stat().st_mtime_ns == stamp, "a second call reuses the file"
+
+    (tmp_path / "inter.csv").write_text("session,product,when\ns1,p1,1\ns1,p2,2\ns2,p2,1\ns2,p3,5\n")
+    (tmp_path / "items.csv").write_text("product,name\np1,Red Lipstick\np2,Shampoo\np3,Nail Polish\n")
+    assert main(["convert", "--name", "shop", "--data_path", str(tmp_path / "out"), "--interactions",
+                 str(tmp_path / "inter.csv"), "--items", str(tmp_path / "items.csv"), "--user_col", "session",
+                 "--item_col", "product", "--time_col", "when", "--title_col", "name"]) == 0
+    inter = (tmp_path / "out" / "shop" / "shop.inter").read_text().splitlines()
+    assert inter[0] == "user_id:token\titem_id:token\ttimestamp:float" and len(inter) == 5
+    assert json.loads((tmp_path / "out" / "shop" / "SOURCE.json").read_text())["builder"] == "tables"
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    metrics = {m: 0.1 for m in ("ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@10", "mrr@20")}
+    (runs / "Pop__seed1.json").write_text(json.dumps({"model": "Pop", "seed": 1, "test": metrics, "epochs": 1,
+                                                      "sec_per_epoch": 0.1, "eval_seconds": 1.0,
+                                                      "wall_seconds": 1.0, "test_sessions": 10}))
+    assert main(["report", "--dataset", "tiny", "--models", "Pop", "--out", str(runs), "--tables_only"]) == 0
+    assert (runs / "results.csv").exists() and "| Pop | 1 | 10 |" in (runs / "leaderboard.md").read_text()

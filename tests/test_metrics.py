@@ -75,3 +75,24 @@ def test_intra_list_diversity_hand_computed():
     assert result["intralistdiversity@2"] == pytest.approx(((1 - 1) + (1 - -1)) / 2)
     # @3: pairwise cosines list 1: (1, 0, 0) -> mean 1/3; list 2: (-1, 0, 0) -> mean -1/3
     assert result["intralistdiversity@3"] == pytest.approx(((1 - 1 / 3) + (1 + 1 / 3)) / 2)
+
+
+def test_serendipity_is_the_same_whatever_the_evaluation_batches(tiny):
+    """Rows of later batches are numbered after the earlier ones' (the collector's offset): small batches must
+    give what one batch gives."""
+    from conftest import build
+
+    from recbole_llm.registry import get_trainer
+
+    results = []
+    for eval_batch_size in (2, 100000):  # 2 sessions per batch vs all at once
+        config, _, (train, _, test), model = build("LLMSeqSim", tiny, eval_batch_size=eval_batch_size,
+                                                   metrics=["Hit", "Serendipity", "Novelty"], topk=[2, 5],
+                                                   valid_metric="Hit@5")
+        if eval_batch_size == 2:
+            assert len(test) > 1, "several evaluation batches"
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer.eval_collector.data_collect(train)
+        results.append(trainer.evaluate(test, load_best_model=False))
+    assert results[0] == results[1]
+    assert results[0]["serendipity@5"] > 0

@@ -240,3 +240,23 @@ def test_earlier_variants_stay_available(tiny):
     _two_dimensional_items(model, ids)
     scores = model.full_sort_predict(_letters(dataset, ids, "A"))[0]
     assert scores[ids["F"]].item() == pytest.approx(1.0), "every session is a candidate: E F is the nearest"
+
+
+def test_training_sessions_are_the_training_users_whole_sequences_in_time_order(tiny):
+    import pandas as pd
+
+    from recbole_llm.data.sessions import training_sessions
+
+    _, _, (train, _, _), _ = build("SKNN", tiny)
+    dataset = train._dataset
+    sessions, ends = training_sessions(dataset)
+    inter = pd.read_csv(tiny["path"] / "tiny" / "tiny.inter", sep="\t")
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    users = sorted(set(dataset.inter_feat[dataset.uid_field].tolist()))
+    assert len(sessions) == len(users) == len(ends)
+    item_ids = dataset.field2token_id[dataset.iid_field]
+    for uid, session, end in zip(users, sessions, ends):
+        token = dataset.field2id_token[dataset.uid_field][uid]
+        rows = inter[inter["user_id"] == token].sort_values("timestamp", kind="stable")
+        assert session.tolist() == [item_ids[i] for i in rows["item_id"]], token
+        assert end == rows["timestamp"].max()
