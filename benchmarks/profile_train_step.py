@@ -43,6 +43,7 @@ def main():
     import torch
 
     from recbole_llm import pipeline
+    from recbole_llm.experiment import provenance
     from recbole_llm.all_positions import TARGETS, every_position
     from recbole_llm.quick_start import config_files
 
@@ -106,6 +107,7 @@ def main():
         "logits_share_of_flops": round(logits_flops / (logits_flops + encoder_flops), 3),
         "matmul_2048_gflops": round(peak, 1),
         "epoch_estimate_seconds": round(seconds / rows_total * len(train._dataset.inter_feat), 1),
+        "provenance": provenance(args.threads),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{args.model}-{args.mode}-{args.threads}t.json").write_text(json.dumps(result, indent=1))

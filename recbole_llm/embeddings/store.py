@@ -168,6 +168,20 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
 
+def text_embedder(spec: EmbeddingSpec, show_progress: bool | None = None):
+    """texts -> vectors with ``spec``'s provider and its options (endpoint, retries, timeout), through the cache
+    and the cost gate: the one way texts reach an embedding provider (item files, LLMSeqPrompt's mapping of
+    generated titles)."""
+    options = dict(spec.options)
+    cache = EmbeddingCache(options.pop("cache_path", None))
+    gate = {k: options.pop(k) for k in ("max_cost_usd", "confirm_cost", "show_progress") if k in options}
+    if show_progress is not None:
+        gate["show_progress"] = show_progress
+    options.pop("id_map", None)
+    provider = make_provider(spec.provider, spec.model, **{k: v for k, v in options.items() if v is not None})
+    return lambda texts: embed_texts(provider, texts, cache, **gate)
+
+
 def made_for(path: Path, spec: EmbeddingSpec) -> bool:
     """Whether ``path`` exists and its sidecar says it was made by ``spec``'s recipe."""
     sidecar = path.with_name(path.name + ".json")
@@ -196,11 +210,7 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
 
         vectors = read_external_embeddings(spec.model, catalog["item_id"].tolist(), options.get("id_map"))
     else:
-        cache = EmbeddingCache(options.pop("cache_path", None))
-        gate = {k: options.pop(k) for k in ("max_cost_usd", "confirm_cost", "show_progress") if k in options}
-        options.pop("id_map", None)
-        provider = make_provider(spec.provider, spec.model, **{k: v for k, v in options.items() if v is not None})
-        vectors = embed_texts(provider, texts, cache, **gate)
+        vectors = text_embedder(spec)(texts)
     seconds = time.perf_counter() - started
     if spec.reduction != "none":
         if spec.dim is None:

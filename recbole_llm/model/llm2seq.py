@@ -29,12 +29,12 @@ SCALES = ("std", "none", "unit")
 def llm_item_table(config, dataset, rows: int, dim: int, reference_std: float) -> torch.Tensor:
     """The LLM table for item ids 0..rows-1, scaled and optionally permuted."""
     table = item_embedding_table(config, dataset, dim)[:rows].clone()
-    scale = config_value(config, "embedding_scale", "std")
+    scale = config["embedding_scale"]
     if scale == "unit":
         table[1:] = torch.nn.functional.normalize(table[1:], dim=1)
     if scale in ("std", "unit"):
         table[1:] *= reference_std / table[1:].std().clamp_min(1e-12)
-    if config_value(config, "embedding_permute", False):
+    if config["embedding_permute"]:
         generator = torch.Generator().manual_seed(int(config_value(config, "seed", 0)))
         table[1:] = table[1:][torch.randperm(rows - 1, generator=generator)]
     return table
@@ -47,7 +47,7 @@ class LLMInitMixin:
 
     @classmethod
     def check_settings(cls, config) -> None:
-        scale = config_value(config, "embedding_scale", "std")
+        scale = config["embedding_scale"]
         if scale not in SCALES:
             raise ValueError(f"embedding_scale must be one of {SCALES}, got {scale!r}")
 
@@ -62,7 +62,7 @@ class LLMInitMixin:
             reference_std = float(weight[1:n_items].std())
             weight[:n_items] = llm_item_table(config, dataset, n_items, dim, reference_std)
             weight[0] = 0.0
-        self.embedding_frozen = bool(config_value(config, "embedding_freeze", False))
+        self.embedding_frozen = bool(config["embedding_freeze"])
         if self.embedding_frozen:
             if weight.shape[0] == n_items:
                 weight.requires_grad_(False)

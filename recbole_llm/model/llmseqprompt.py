@@ -21,10 +21,7 @@ from recbole.utils import InputType
 
 from ..data.catalog import catalog_titles
 from ..data.sessions import item_popularity, training_sessions
-from ..embeddings.cache import EmbeddingCache
-from ..embeddings.embed import embed_texts
-from ..embeddings.providers import make_provider
-from ..embeddings.store import EmbeddingSpec, item_embedding_table, prepare_item_embeddings
+from ..embeddings.store import EmbeddingSpec, item_embedding_table, prepare_item_embeddings, text_embedder
 from ..llm import make_prompt_llm
 from ..llm.cache import AnswerCache
 from ..llm.local import resolve_local_llm
@@ -49,7 +46,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
 
     @classmethod
     def check_settings(cls, config) -> None:
-        if bool(config_value(config, "prompt_constrained", False)) and (
+        if bool(config["prompt_constrained"]) and (
                 config["prompt_task"] != "genitem" or config["llm_provider"] != "local"):
             raise ValueError("prompt_constrained: True decodes over the catalog's titles with the local model: use "
                              "prompt_task=genitem and llm_provider=local (paid APIs cannot be constrained)")
@@ -69,21 +66,19 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         self.settings = {"temperature": float(config["llm_temperature"]), "top_p": float(config["llm_top_p"]),
                          "max_new_tokens": int(config["llm_max_new_tokens"])}
         self.show_progress = bool(config["show_progress"])
-        self.constrained = bool(config_value(config, "prompt_constrained", False))
-        self.beams = int(config_value(config, "prompt_beams", 20))
+        self.constrained = bool(config["prompt_constrained"])
+        self.beams = int(config["prompt_beams"])
         self.titles = catalog_titles(config, dataset)
         table = item_embedding_table(config, dataset)
         self.register_buffer("item_table", table)
         self.register_buffer("popularity", item_popularity(dataset, self.n_items))
-        self.backfill = config_value(config, "prompt_backfill", "popularity")
+        self.backfill = config["prompt_backfill"]
         self.builder = self._builder(config, table)
         # the last items of a session carry most of the signal, and every listed title is LLM compute
         self.max_prompt_items = int(config_value(config, "prompt_max_items", config["MAX_ITEM_LIST_LENGTH"]))
-        spec = EmbeddingSpec.from_config(config)
-        provider = make_provider(spec.provider, spec.model)
-        cache = EmbeddingCache(config_value(config, "embedding_cache_path"))
+        # generated titles are embedded like the catalog: the same provider options, cache and cost gate
         self.mapper = TitleMapper(self.titles, table.numpy(),
-                                  lambda texts: embed_texts(provider, texts, cache, show_progress=False))
+                                  text_embedder(EmbeddingSpec.from_config(config), show_progress=False))
         self.workdir = Path(config["checkpoint_dir"]) / "llmseqprompt" / config["dataset"] / self.task
         self.finetune, self.dry_run, self.seed = bool(config["prompt_finetune"]), bool(config["llm_dry_run"]), int(config["seed"])
         self.llm = make_prompt_llm(

@@ -109,7 +109,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
 
     @classmethod
     def check_settings(cls, config) -> None:
-        mode = config_value(config, "llmsrec_user_token", "fixed")
+        mode = config["llmsrec_user_token"]
         if mode not in ("fixed", "learned"):
             raise ValueError(f"llmsrec_user_token must be fixed or learned; got {mode!r}")
 
@@ -152,7 +152,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         width = llm.config.hidden_size
         embeddings = llm.get_input_embeddings().weight
         self.user_token_id = self.tokenizer.convert_tokens_to_ids(USER_TOKEN)
-        self.token_mode = config_value(config, "llmsrec_user_token", "fixed")
+        self.token_mode = config["llmsrec_user_token"]
         token = embeddings[: len(self.tokenizer) - 2].mean(0).clone()
         if self.token_mode == "learned":  # every step runs the LLM: ~8 s per 16 prompts on 2 CPU cores
             self.user_token = torch.nn.Parameter(token)
@@ -208,7 +208,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
 
         sub_config = self._teacher_config
         sub_config["epochs"] = int(sub_config["llmsrec_teacher_epochs"])
-        sub_config["train_batch_size"] = int(config_value(sub_config, "llmsrec_teacher_batch_size", 256))
+        sub_config["train_batch_size"] = int(sub_config["llmsrec_teacher_batch_size"])
         loader = TrainDataLoader(sub_config, train_data._dataset, None, shuffle=True)
         self.teacher.requires_grad_(True)
         trainer = Trainer(sub_config, self.teacher)
