@@ -30,7 +30,9 @@ def fold_data(model: str, fold: int, settings: dict | None = None):
 def validation_ndcg(config, train, valid) -> float:
     """Validation NDCG@20 of config's model, fitted once on ``train`` (kNN, LLMSeqSim, hybrids): never test."""
     from recbole_llm import pipeline
+    from recbole_llm.prepare import prepare
 
+    prepare(config, train._dataset)  # the candidate's own recipe (the fold was prepared for the first one)
     trainer = pipeline.build_model(pipeline.Run(config, None, train, valid, None)).trainer
     trainer.eval_collector.data_collect(train)
     return float(trainer.evaluate(valid, load_best_model=False, show_progress=False)["ndcg@20"])

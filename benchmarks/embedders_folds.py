@@ -50,6 +50,8 @@ def main():
     parser.add_argument("--embedders", nargs="+", default=["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES))
     args = parser.parse_args()
+    from recbole_llm.experiment import provenance
+
     torch.set_num_threads(1)
     build_beauty()
     scores = json.loads(OUT.read_text()) if OUT.exists() else {}
@@ -73,6 +75,7 @@ def main():
                                                           "embedding_model": embedder}
                 scores[f"{family}|{embedder}|fold{fold}"] = score = validation_ndcg(config, train, valid)
                 OUT.write_text(json.dumps(scores, indent=1))
+                OUT.with_suffix(".provenance.json").write_text(json.dumps(provenance(1), indent=1))
                 print(f"{family} fold {fold} {embedder}: {score:.4f}", flush=True)
     print("| family | " + " | ".join(args.embedders) + " |\n|---|" + "---|" * len(args.embedders))
     for family in args.families:

@@ -29,6 +29,8 @@ def main():
     import numpy as np
     import torch
 
+    from recbole_llm.experiment import provenance
+
     torch.set_num_threads(1)
     build_beauty()
     scores = json.loads(OUT.read_text()) if OUT.exists() else {}
@@ -42,6 +44,7 @@ def main():
                 config[key] = value
             scores[f"{pooling}|{recipe}|fold{fold}"] = score = validation_ndcg(config, train, valid)
             OUT.write_text(json.dumps(scores, indent=1))
+            OUT.with_suffix(".provenance.json").write_text(json.dumps(provenance(1), indent=1))
             print(f"fold {fold} {pooling} {recipe}: {score:.4f}", flush=True)
     table = {(p, r): np.mean([scores[f"{p}|{r}|fold{f}"] for f in (1, 2, 3)]) for r in RECIPES for p in POOLINGS}
     print("| pooling | " + " | ".join(RECIPES) + " |\n|---|" + "---|" * len(RECIPES))
