@@ -207,6 +207,30 @@ def paper_table(runs: list[dict], reference: dict, alternative: list[dict] | Non
     return "\n".join(lines)
 
 
+def write_convergence(runs: list[dict], out_dir: Path) -> str | None:
+    """``convergence.md``: for runs with a validation curve (score and wall time after each epoch), seconds per
+    training epoch, epochs, best validation score, and the first epoch (and wall time) at which each run reaches
+    the lowest of their best scores - a level every run reaches - with each run's ratio to the first row."""
+    curves = [r for r in runs if r.get("valid_curve")]
+    if len(curves) < 2:
+        return None
+    level = min(max(c["valid_score"] for c in r["valid_curve"]) for r in curves)
+    lines = [f"Validation level every run reaches (the lowest best score): {level:.4f}", "",
+             "| run | seed | s/epoch (training) | epochs | best valid | first epoch at the level | wall s to the level "
+             "| s/epoch ratio | wall ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    first = None
+    for r in sorted(curves, key=lambda r: (r["label"], r["seed"])):
+        reach = next(c for c in r["valid_curve"] if c["valid_score"] >= level)
+        first = first or (r["sec_per_epoch"], reach["wall_seconds"])
+        lines.append(f"| {r['label']} | {r['seed']} | {r['sec_per_epoch']:.1f} | {r['epochs']} | "
+                     f"{max(c['valid_score'] for c in r['valid_curve']):.4f} | {reach['epoch']} | "
+                     f"{reach['wall_seconds']:.0f} | {r['sec_per_epoch'] / first[0]:.3f} | "
+                     f"{reach['wall_seconds'] / first[1]:.3f} |")
+    text = "\n".join(lines)
+    (Path(out_dir) / "convergence.md").write_text(text + "\n")
+    return text
+
+
 def build_report(out_dir: Path) -> str:
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
@@ -214,6 +238,7 @@ def build_report(out_dir: Path) -> str:
         raise FileNotFoundError(f"no finished runs in {out_dir}")
     table = write_tables(runs, out_dir)
     write_plots(runs, out_dir)
+    write_convergence(runs, out_dir)
     return table
 
 

@@ -218,3 +218,22 @@ def test_an_experiment_file_rebuilds_the_paper_comparison_from_finished_runs(tmp
     experiment.write_text(yaml.safe_dump({"dataset": "tiny", "models": ["Pop"], "out": "x", "seed": [1]}))
     with pytest.raises(ValueError, match=r"unknown keys \['seed'\]"):
         load_experiment(experiment)
+
+
+def test_convergence_compares_runs_at_a_validation_level_every_run_reaches(tmp_path):
+    from recbole_llm.report import write_convergence
+
+    runs = [{"label": "fast", "seed": 1, "sec_per_epoch": 10.0, "epochs": 3,
+             "valid_curve": [{"epoch": 0, "valid_score": 0.1, "wall_seconds": 10},
+                             {"epoch": 1, "valid_score": 0.3, "wall_seconds": 20},
+                             {"epoch": 2, "valid_score": 0.2, "wall_seconds": 30}]},
+            {"label": "slow", "seed": 1, "sec_per_epoch": 40.0, "epochs": 2,
+             "valid_curve": [{"epoch": 0, "valid_score": 0.25, "wall_seconds": 40},
+                             {"epoch": 1, "valid_score": 0.2, "wall_seconds": 80}]},
+            {"label": "no-curve", "seed": 1, "sec_per_epoch": 0.0, "epochs": 1}]
+    text = write_convergence(runs, tmp_path)
+    assert text.startswith("Validation level every run reaches (the lowest best score): 0.2500")
+    assert "| fast | 1 | 10.0 | 3 | 0.3000 | 1 | 20 | 1.000 | 1.000 |" in text, "0.3 at epoch 1 is the first >= 0.25"
+    assert "| slow | 1 | 40.0 | 2 | 0.2500 | 0 | 40 | 4.000 | 2.000 |" in text
+    assert "no-curve" not in text and (tmp_path / "convergence.md").read_text().strip() == text
+    assert write_convergence(runs[:1], tmp_path) is None
