@@ -211,7 +211,7 @@ def write_convergence(runs: list[dict], out_dir: Path) -> str | None:
     """``convergence.md``: for runs with a validation curve (score and wall time after each epoch), seconds per
     training epoch, epochs, best validation score, and the first epoch (and wall time) at which each run reaches
     the lowest of their best scores - a level every run reaches - with each run's ratio to the first row."""
-    curves = [r for r in runs if r.get("valid_curve")]
+    curves = [r for r in runs if len(r.get("valid_curve") or []) > 1]  # trained runs (a one-pass fit has one point)
     if len(curves) < 2:
         return None
     level = min(max(c["valid_score"] for c in r["valid_curve"]) for r in curves)
