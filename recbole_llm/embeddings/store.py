@@ -203,12 +203,11 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
         logger.info("%s was made differently (%s); rebuilding", out, json.loads(sidecar.read_text()))
     catalog = read_catalog(dataset_dir(name, data_path), name)
     texts, empty = item_texts(catalog, spec)
-    options = dict(spec.options)
     started = time.perf_counter()
     if spec.provider == "file":  # embeddings made elsewhere (e.g. the paper's ada/PaLM files)
         from .external import read_external_embeddings
 
-        vectors = read_external_embeddings(spec.model, catalog["item_id"].tolist(), options.get("id_map"))
+        vectors = read_external_embeddings(spec.model, catalog["item_id"].tolist(), spec.options.get("id_map"))
     else:
         vectors = text_embedder(spec)(texts)
     seconds = time.perf_counter() - started

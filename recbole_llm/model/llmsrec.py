@@ -115,12 +115,13 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
-        """The frozen LLM's state of every item's "title + item token", computed once and cached on disk."""
-        tokenizer, llm, path = load_frozen_llm(config["llm_model"])
+        """The frozen LLM's state of every item's "title + item token", computed once and cached on disk (the
+        LLM is loaded only when the cache is missing)."""
         titles = catalog_titles(config, dataset)
-        cache = item_states_file(config, path, titles)
+        cache = item_states_file(config, resolve_local_llm(config["llm_model"]), titles)
         if cache.exists():
             return
+        tokenizer, llm, _ = load_frozen_llm(config["llm_model"])
         prompts = [f"Item: {title} {ITEM_TOKEN}" for title in titles]
 
         def last_states(chunk: list[str]) -> torch.Tensor:
