@@ -19,7 +19,12 @@ prefix than in ``prefixes`` mode). Each selected row gains
   over the catalog (or BPR with one uniformly sampled negative) at every target.
 - Cloze models (BERT4Rec, LLM2BERT4Rec; ``transform: mask_itemseq``): the row's
   item list becomes the window itself (target included), one row per window, and
-  RecBole's own masking transform and loss do the rest.
+  RecBole's own masking transform and loss do the rest. With
+  ``bert_mask_last_copies`` / ``bert_random_mask_copies`` set, each window instead
+  appears that many times per epoch, as the paper's code trains (1 copy with only
+  the last item masked, 10 with every item masked with probability
+  ``mask_ratio``), and the loss draws those masks itself (RecBole's transform
+  masks the last item for a whole batch with probability ``ft_ratio`` instead).
 
 Evaluation, checkpoints, the trainer, HyperTuning and DDP are RecBole's. Rows
 without ``target_item_id_list`` (``prefixes``, RecBole's default) take RecBole's
@@ -35,6 +40,7 @@ import torch
 
 TARGETS = "target_item_id_list"
 WINDOW_ROWS = "all_positions_window"  # marks cloze rows built here: their CE skips the empty mask slots
+MASK_LAST = "cloze_mask_last"  # on copied cloze rows: 1 = mask the last item only, 0 = mask at random
 TRAIN_MODES = ("prefixes", "all_positions")
 
 
@@ -51,8 +57,21 @@ def window_end_rows(uids: np.ndarray, lengths_before: np.ndarray, window: int) -
     return np.sort(order[keep])
 
 
-def to_all_positions(dataset, cloze: bool = False):
-    """The training dataset with one row per window and every position's target."""
+def cloze_copies(config) -> tuple[int, int] | None:
+    """(mask-last copies, random-mask copies) of each window per epoch, or None for RecBole's masking."""
+    last, random = config["bert_mask_last_copies"], config["bert_random_mask_copies"]
+    if last is None and random is None:
+        return None
+    last, random = int(last or 0), int(random or 0)
+    if last < 0 or random < 0 or last + random == 0:
+        raise ValueError("bert_mask_last_copies and bert_random_mask_copies count copies of each training window per "
+                         f"epoch: non-negative, at least one copy in all (got {last} and {random})")
+    return last, random
+
+
+def to_all_positions(dataset, cloze: bool = False, copies: tuple[int, int] | None = None):
+    """The training dataset with one row per window and every position's target; cloze rows repeated as
+    ``copies`` = (mask-last, random-mask) copies when given."""
     from recbole.utils import FeatureSource, FeatureType
 
     inter = dataset.inter_feat
@@ -83,6 +102,11 @@ def to_all_positions(dataset, cloze: bool = False):
         new.interaction[len_field] = torch.as_tensor(lengths + 1 - start)
         new.interaction[WINDOW_ROWS] = torch.ones(len(rows), dtype=torch.long)
         dataset.set_field_property(WINDOW_ROWS, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+        if copies:
+            mask_last, random = copies
+            new = new[torch.arange(len(rows)).repeat(mask_last + random)]
+            new.interaction[MASK_LAST] = (torch.arange(len(new)) < mask_last * len(rows)).long()
+            dataset.set_field_property(MASK_LAST, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
     else:
         next_items = full[:, 1 : width + 1].copy()
         next_items[np.arange(width)[None, :] >= lengths[:, None]] = 0
@@ -134,6 +158,20 @@ def all_positions_loss(model, interaction) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits if bias is None else logits + bias, targets)
 
 
+def copied_cloze_loss(model, interaction) -> torch.Tensor:
+    """CE on the masks drawn here for copied window rows: the last item alone on mask-last copies, each item
+    with probability ``mask_ratio`` on the others (a row that draws no mask adds nothing, as in the paper's
+    code). Masks are drawn anew every epoch from torch's seeded generator."""
+    seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+    last = interaction[MASK_LAST].bool()
+    masked = (torch.rand(seq.shape, device=seq.device) < model.mask_ratio) & (seq > 0) & ~last.unsqueeze(1)
+    rows = last.nonzero(as_tuple=True)[0]
+    masked[rows, lengths[rows] - 1] = True
+    output = model.forward(seq.masked_fill(masked, model.mask_token))  # [B, L, H]
+    logits = output[masked] @ model.item_embedding.weight[: model.n_items].T + model.output_bias
+    return torch.nn.functional.cross_entropy(logits, seq[masked])
+
+
 def cloze_loss(model, interaction) -> torch.Tensor:
     """RecBole's BERT4Rec CE, computed on the masked slots only: RecBole scores the whole catalog for every one
     of ``int(mask_ratio * N)`` slots per row, empty ones included (18 per row at mask ratio 0.9 and N = 20,
@@ -165,6 +203,8 @@ def cloze_loss_on_window_rows(original):
 
     @functools.wraps(original)
     def calculate_loss(self, interaction):
+        if MASK_LAST in interaction.interaction and self.loss_type == "CE":
+            return copied_cloze_loss(self, interaction)
         if WINDOW_ROWS in interaction.interaction and self.loss_type == "CE":
             return cloze_loss(self, interaction)
         return original(self, interaction)

@@ -160,7 +160,7 @@ def _numpy_rows() -> tuple[Patch, ...]:
 def _recbole_rows() -> tuple[Patch, ...]:
     from . import all_positions, metrics, prepare, registry
     from .data import protocol
-    from .model import output_bias
+    from .model import cloze_predict, output_bias
 
     trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
     rows = []
@@ -228,6 +228,12 @@ def _recbole_rows() -> tuple[Patch, ...]:
                                 ("full_sort_predict", output_bias.full_sort_with_bias),
                                 ("predict", output_bias.predict_with_bias),
                                 ("calculate_loss", output_bias.loss_with_bias))]
+    mask = ("bert_predict_mask: after_prompt: RecBole 1.2.1 drops the first item of every prompt shorter than the "
+            "window when it appends the [MASK] (a 1-item prompt is predicted from the mask alone)")
+    rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.{name}", wrap, mask)
+             for name, wrap in (("__init__", cloze_predict.init_with_predict_mask),
+                                ("full_sort_predict", cloze_predict.full_sort_after_prompt),
+                                ("predict", cloze_predict.predict_after_prompt))]
     return tuple(rows)
 
 

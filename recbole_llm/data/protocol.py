@@ -377,7 +377,7 @@ def _with_train_mode(dataset, datasets: list) -> list:
     (see recbole_llm/all_positions.py); ``prefixes`` (default): RecBole's rows."""
     from recbole.data.dataset import SequentialDataset
 
-    from ..all_positions import TRAIN_MODES, supports_all_positions, to_all_positions
+    from ..all_positions import TRAIN_MODES, cloze_copies, supports_all_positions, to_all_positions
     from ..registry import get_model
 
     mode = config_value(dataset.config, "train_mode", "prefixes")
@@ -389,12 +389,18 @@ def _with_train_mode(dataset, datasets: list) -> list:
             f"{dataset.config['model']} reads RecBole's prefix rows (a kNN model or another loss would silently see "
             "only the window ends): set train_mode: prefixes"
         )
+    cloze = config_value(dataset.config, "transform") == "mask_itemseq"
+    copies = cloze_copies(dataset.config)
+    if copies and not (mode == "all_positions" and cloze):
+        raise ValueError("bert_mask_last_copies / bert_random_mask_copies copy the window rows of "
+                         "train_mode: all_positions for a cloze model (BERT4Rec, LLM2BERT4Rec): set train_mode: "
+                         "all_positions, or remove them")
     if mode == "all_positions" and isinstance(dataset, SequentialDataset):
-        cloze = config_value(dataset.config, "transform") == "mask_itemseq"
         before = len(datasets[0].inter_feat)
-        datasets[0] = to_all_positions(datasets[0], cloze=cloze)
+        datasets[0] = to_all_positions(datasets[0], cloze=cloze, copies=copies)
+        copied = f", {copies[0]} mask-last + {copies[1]} random-mask copies of each" if copies else ""
         dataset.logger.info(f"train_mode all_positions: {before:,} prefix rows -> {len(datasets[0].inter_feat):,} "
-                            f"window rows ({'cloze' if cloze else 'causal'})")
+                            f"window rows ({'cloze' if cloze else 'causal'}{copied})")
     return datasets
 
 

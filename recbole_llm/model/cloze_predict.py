@@ -1,0 +1,78 @@
+"""Where BERT4Rec's prediction [MASK] goes (``bert_predict_mask``).
+
+A cloze model predicts the next item as the item under a [MASK] placed after the
+prompt. RecBole 1.2.1 (``BERT4Rec.reconstruct_test_data``) appends the mask and
+then drops the first column of *every* row, so that a prompt shorter than the
+window loses its first item: a 1-item prompt is predicted from the [MASK] alone,
+a 2-item prompt from one item. Its rows are right-padded, so the dropped column
+is a real item. The paper's code left-pads, so the column it drops is padding
+unless the prompt fills the window.
+
+- ``recbole`` (the default when the key is absent): RecBole's behaviour.
+- ``after_prompt`` (the paper preset): the mask goes right after the prompt; the
+  window shifts by one only when the prompt fills it, as in the paper's code.
+
+Training is not affected; LLM2BERT4Rec inherits the choice.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+PREDICT_MASKS = ("recbole", "after_prompt")
+
+
+def mask_after_prompt(item_seq: torch.Tensor, item_seq_len: torch.Tensor, mask_token: int):
+    """Right-padded prompts [B, L] -> the same rows with [MASK] after the prompt, and the mask's index.
+    A row whose prompt fills the window shifts left by one to make room."""
+    rows, width = item_seq.shape
+    extended = torch.cat([item_seq, item_seq.new_zeros(rows, 1)], dim=1)  # [B, L + 1]
+    extended[torch.arange(rows, device=item_seq.device), item_seq_len] = mask_token
+    full = item_seq_len >= width
+    sequence = torch.where(full.unsqueeze(1), extended[:, 1:], extended[:, :-1])
+    index = torch.where(full, torch.full_like(item_seq_len, width - 1), item_seq_len)
+    return sequence, index
+
+
+def _state_at_mask(model, interaction) -> torch.Tensor:
+    sequence, index = mask_after_prompt(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], model.mask_token)
+    return model.gather_indexes(model.forward(sequence), index)  # [B, H]
+
+
+def _after_prompt(model) -> bool:
+    return getattr(model, "bert_predict_mask", "recbole") == "after_prompt"
+
+
+def init_with_predict_mask(original):
+    @functools.wraps(original)
+    def __init__(self, config, dataset):
+        original(self, config, dataset)
+        placement = config["bert_predict_mask"] or "recbole"
+        if placement not in PREDICT_MASKS:
+            raise ValueError(f"bert_predict_mask must be one of {', '.join(PREDICT_MASKS)}; got {placement!r}")
+        self.bert_predict_mask = placement
+
+    return __init__
+
+
+def full_sort_after_prompt(original):
+    @functools.wraps(original)
+    def full_sort_predict(self, interaction):
+        if not _after_prompt(self):
+            return original(self, interaction)
+        return _state_at_mask(self, interaction) @ self.item_embedding.weight[: self.n_items].T + self.output_bias
+
+    return full_sort_predict
+
+
+def predict_after_prompt(original):
+    @functools.wraps(original)
+    def predict(self, interaction):
+        if not _after_prompt(self):
+            return original(self, interaction)
+        items = interaction[self.ITEM_ID]
+        state = _state_at_mask(self, interaction)
+        return (state * self.item_embedding(items)).sum(dim=1) + self.output_bias[items]
+
+    return predict

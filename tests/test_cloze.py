@@ -1,0 +1,99 @@
+"""BERT4Rec as the paper's code runs it: the prediction [MASK] after the whole prompt, and the epoch's copies."""
+from collections import Counter
+
+import pytest
+import torch
+from conftest import build
+
+from recbole_llm.all_positions import MASK_LAST, copied_cloze_loss
+from recbole_llm.model.cloze_predict import mask_after_prompt
+
+M = 99  # the mask token in the unit test
+
+
+def test_mask_goes_after_the_prompt_and_shifts_only_a_full_window():
+    seq = torch.tensor([[5, 0, 0, 0], [5, 6, 0, 0], [5, 6, 7, 8]])
+    sequence, index = mask_after_prompt(seq, torch.tensor([1, 2, 4]), M)
+    assert sequence.tolist() == [[5, M, 0, 0], [5, 6, M, 0], [6, 7, 8, M]]
+    assert index.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("model_name", ["BERT4Rec", "LLM2BERT4Rec"])
+def test_prediction_reads_the_whole_prompt(tiny, model_name):
+    _, _, (_, _, test), model = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, mask_ratio=0.5,
+                                bert_predict_mask="after_prompt")
+    _, _, _, recbole = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, mask_ratio=0.5, bert_predict_mask="recbole")
+    recbole.load_state_dict(model.state_dict())
+    model.eval(), recbole.eval()
+    batch = next(iter(test))[0]
+    seq, lengths = batch["item_id_list"], batch["item_length"]
+    assert (lengths < 6).any() and (lengths == 6).any(), "the tiny data has short and full prompts"
+    with torch.no_grad():
+        ours, theirs = model.full_sort_predict(batch), recbole.full_sort_predict(batch)
+        for row in range(len(seq)):
+            n = int(lengths[row])
+            items = seq[row, :n].tolist()
+            window = (items + [model.mask_token])[-6:]
+            position = len(window) - 1
+            manual = model.forward(torch.tensor([window + [0] * (6 - len(window))]))[0, position]
+            expected = manual @ model.item_embedding.weight[: model.n_items].T + model.output_bias
+            assert torch.allclose(ours[row], expected, atol=1e-5)
+            if n == 6:
+                assert torch.allclose(ours[row], theirs[row], atol=1e-5), "a full window shifts, as RecBole"
+        short = lengths < 6
+        assert not torch.allclose(ours[short], theirs[short]), "RecBole drops a short prompt's first item"
+        batch.interaction["item_id"] = torch.full_like(lengths, 3)
+        assert torch.allclose(model.predict(batch), ours[:, 3], atol=1e-5), "predict scores as full_sort_predict"
+
+
+def test_unknown_placement_is_refused(tiny):
+    with pytest.raises(ValueError, match="bert_predict_mask must be one of"):
+        build("BERT4Rec", tiny, bert_predict_mask="first")
+
+
+def test_each_window_is_copied_as_mask_last_and_random_mask_rows(tiny):
+    _, _, (plain, _, _), _ = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions")
+    _, _, (copied, _, _), _ = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions",
+                                    bert_mask_last_copies=1, bert_random_mask_copies=3)
+    plain_feat, feat = plain._dataset.inter_feat, copied._dataset.inter_feat
+    assert len(feat) == 4 * len(plain_feat)
+    assert int(feat[MASK_LAST].sum()) == len(plain_feat)
+
+    def windows(f, rows):
+        return Counter(tuple(f["item_id_list"][r].tolist()) for r in rows)
+
+    last_rows = feat[MASK_LAST].nonzero(as_tuple=True)[0].tolist()
+    random_rows = (feat[MASK_LAST] == 0).nonzero(as_tuple=True)[0].tolist()
+    once = windows(plain_feat, range(len(plain_feat)))
+    assert windows(feat, last_rows) == once
+    assert windows(feat, random_rows) == Counter({w: 3 * c for w, c in once.items()})
+
+
+def test_copied_rows_mask_the_last_item_or_at_random(tiny):
+    _, _, (train, _, _), model = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, train_mode="all_positions",
+                                       bert_mask_last_copies=1, bert_random_mask_copies=1, mask_ratio=0.5)
+    model.eval()
+    feat = train._dataset.inter_feat
+    last = feat[feat[MASK_LAST] == 1]
+    seq, lengths = last["item_id_list"], last["item_length"]
+    with torch.no_grad():
+        loss = copied_cloze_loss(model, last)
+        masked = seq.clone()
+        masked[torch.arange(len(seq)), lengths - 1] = model.mask_token
+        states = model.forward(masked)[torch.arange(len(seq)), lengths - 1]
+        logits = states @ model.item_embedding.weight[: model.n_items].T + model.output_bias
+        expected = torch.nn.functional.cross_entropy(logits, seq[torch.arange(len(seq)), lengths - 1])
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        random = feat[feat[MASK_LAST] == 0]
+        torch.manual_seed(0)
+        first = copied_cloze_loss(model, random)
+        torch.manual_seed(1)
+        assert copied_cloze_loss(model, random) != first, "random copies draw their masks anew"
+        assert model.calculate_loss(last) == pytest.approx(loss.item(), rel=1e-5), "the model's loss is this one"
+
+
+def test_copies_need_all_position_cloze_rows(tiny):
+    with pytest.raises(ValueError, match="set train_mode: all_positions"):
+        build("BERT4Rec", tiny, bert_random_mask_copies=10)
+    with pytest.raises(ValueError, match="at least one copy"):
+        build("BERT4Rec", tiny, train_mode="all_positions", bert_mask_last_copies=0, bert_random_mask_copies=0)
