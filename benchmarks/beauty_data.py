@@ -1,19 +1,16 @@
 """Build Beauty from ../shared/data and print its statistics and SESSION split sizes.
 
-    python benchmarks/beauty_data.py
+    python -m benchmarks.beauty_data
 """
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import recbole_llm  # noqa: F401  (the patches, before RecBole is used)
+from recbole.config import Config
+from recbole.data import create_dataset
 
-import recbole_llm  # noqa: E402,F401
-from common import DATA_PATH, build_beauty  # noqa: E402
-from recbole.config import Config  # noqa: E402
-from recbole.data import create_dataset  # noqa: E402
-
-from recbole_llm.quick_start import config_files  # noqa: E402
+from benchmarks.common import DATA_PATH, build_beauty
+from recbole_llm.quick_start import config_files
 
 
 def main():

@@ -1,6 +1,6 @@
 """Training-time cost of the LLM initialisation, LLM2X vs X side by side in one process.
 
-    python benchmarks/llm2_epoch_time.py [--batches 60] [--rounds 3] [--threads 1]
+    python -m benchmarks.llm2_epoch_time [--batches 60] [--rounds 3] [--threads 1]
 
 For each pair both models train on the *same* pre-drawn batches through RecBole's own
 ``Trainer._train_epoch``, alternating X, LLM2X, LLM2X, X (ABBA) every round, so whatever
@@ -10,13 +10,10 @@ reducing the embedding file) are reported separately as model-construction time.
 """
 import argparse
 import statistics
-import sys
 import time
 from itertools import islice
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_PATH, build_beauty  # noqa: E402
+from benchmarks.common import DATA_PATH, build_beauty
 
 PAIRS = [("SASRec", "LLM2SASRec"), ("GRU4Rec", "LLM2GRU4Rec"), ("BERT4Rec", "LLM2BERT4Rec")]
 

@@ -1,6 +1,6 @@
 """Where a Beauty training epoch spends its time, and how fast the hardware could go.
 
-    python benchmarks/profile_train_step.py [--model SASRec] [--mode all_positions] [--batches 40] [--threads 1]
+    python -m benchmarks.profile_train_step [--model SASRec] [--mode all_positions] [--batches 40] [--threads 1]
 
 Times, over the first `--batches` batches of one epoch (paper preset, RecBole's
 default SASRec sizes): data loading and collation, forward (sequence encoder),
@@ -11,12 +11,10 @@ Writes benchmarks/results/profile/<model>-<mode>-<threads>t.json.
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA_PATH, build_beauty  # noqa: E402
+from benchmarks.common import DATA_PATH, build_beauty
 
 OUT = Path(__file__).resolve().parent / "results" / "profile"
 

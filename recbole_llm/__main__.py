@@ -26,6 +26,8 @@ def _embed(args) -> int:
     spec = EmbeddingSpec(provider=args.provider, model=args.model, reduction=args.reduce, dim=args.dim,
                          text_fields=tuple(fields), template=args.template,
                          class_field=defaults.get("embedding_class_field", "class"), seed=args.seed, options=options)
+    if args.speed:
+        return _embedding_speed(args, spec)
     target = artifact_dir(args.dataset, args.data_path) / f"{args.dataset}.{spec.suffix}"
     if args.force and target.exists():
         target.unlink()
@@ -38,6 +40,29 @@ def _embed(args) -> int:
     new = len(EmbeddingCache()) - cached_before
     print(f"{path}: {len(ids)} items x {vectors.shape[1]} ({source}); {seconds:.1f}s, "
           f"{new} texts newly embedded ({len(ids) / seconds:.0f} items/s overall)")
+    return 0
+
+
+def _embedding_speed(args, spec) -> int:
+    """Titles per second of a local embedder on the dataset's first ``--speed`` item texts, on the threads torch
+    has, nothing cached: the figure beside each embedder's validation score. Paid providers are refused."""
+    import torch
+
+    from .data.catalog import item_texts, read_catalog
+    from .data.datasets import dataset_dir
+    from .embeddings.providers import make_provider
+
+    if args.provider != "local":
+        raise SystemExit("--speed measures local embedders only: a remote provider would be paid for every title")
+    texts = item_texts(read_catalog(dataset_dir(args.dataset, args.data_path), args.dataset), spec)[0][: args.speed]
+    provider = make_provider("local", args.model)
+    provider._embed_batch(texts[:8])  # load the weights before the clock starts
+    started = time.perf_counter()
+    for batch in provider.batches(texts):
+        provider._embed_batch(batch)
+    seconds = time.perf_counter() - started
+    print(f"{provider.model}: {len(texts) / seconds:.1f} titles/s ({len(texts)} titles, {torch.get_num_threads()} "
+          f"thread(s), nothing cached)")
     return 0
 
 
@@ -158,6 +183,8 @@ def main(argv=None) -> int:
     embed.add_argument("--max_cost_usd", type=float, default=1.0, help="paid providers: refuse above this estimate")
     embed.add_argument("--confirm_cost", action="store_true", help="allow a paid run above --max_cost_usd")
     embed.add_argument("--force", action="store_true", help="rebuild the file (the cache still answers)")
+    embed.add_argument("--speed", type=int, default=0, metavar="N",
+                       help="only measure a local embedder's titles/s on the first N item texts (nothing written)")
     embed.set_defaults(func=_embed)
 
     convert = commands.add_parser("convert", help="raw data -> RecBole atomic files")

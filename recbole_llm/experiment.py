@@ -2,7 +2,8 @@
 
     python -m recbole_llm report --dataset beauty --models SASRec LLM2SASRec Pop ... --seeds 1 2 3 --out DIR
 
-Each run leaves ``<label>__seed<s>.json`` (metrics, seconds per epoch, checkpoint, provenance) and ``.npz``
+Each run leaves ``<label>__seed<s>.json`` (metrics, seconds per epoch, checkpoint, provenance; with
+``report_order_test: true`` also ``test_shuffled``, the test metrics with every prompt's items shuffled) and ``.npz``
 (per test session, from ``analysis.session_analysis``). A finished run is never recomputed; a run that stops
 mid-training goes on from its last validated epoch (``<label>__seed<s>.resume.pth``, see
 ``trainer.ResumableTraining``). ``report`` turns the files into tables and plots.
@@ -103,6 +104,15 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
     t = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_seconds = time.perf_counter() - t
+    shuffled_result = None
+    if config["report_order_test"]:  # the order test: the same model on the same sessions, prompts shuffled
+        from .analysis import shuffled_prompts
+
+        if hasattr(trainer.model, "ITEM_SEQ"):
+            with shuffled_prompts(trainer.model, seed=0):
+                shuffled_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+        else:  # a general model (Pop) never sees the prompt's order
+            shuffled_result = test_result
     # per-session analysis needs the prompt (general models such as Pop score users) and rescores the test
     # set five times: skipped for models whose every score is an LLM call
     model = trainer.model
@@ -126,6 +136,8 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
         "valid_curve": progress.get("valid_curve", []),  # validation score and wall time after each epoch
         "provenance": provenance(threads),
     }
+    if shuffled_result is not None:
+        result["test_shuffled"] = {k: float(v) for k, v in shuffled_result.items()}
     if progress["resumed_at_epoch"] is not None:
         result["resumed_at_epoch"] = progress["resumed_at_epoch"]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +178,45 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
 
 
 EXPERIMENT_KEYS = {"dataset", "models", "seeds", "one_pass_seeds", "out", "set", "data_path", "build", "paper",
-                   "compare", "notes", "title"}
+                   "compare", "notes", "title", "grid"}
+
+
+def _label_part(value) -> str:
+    return re.sub(r"[^\w.+-]", "_", str(value))
+
+
+def expand_grid(models: list[str], grid: dict) -> list[str]:
+    """Every model spec crossed with every combination of the grid's axes, as ``Label=Model[...]`` specs.
+
+    An axis is either ``key: [values]`` (the setting ``key`` takes each value; the label gains the value) or
+    ``name: {choice: {settings}}`` (named bundles of settings; the label gains the choice). ``temporal_fold``
+    goes last in the label (``...-fold2``), which is how the fold table groups a candidate's folds. A bundle's
+    dict-valued setting is merged into the spec's own dict of that name (e.g. a hybrid's partner config)."""
+    import itertools
+
+    axes = sorted(grid.items(), key=lambda axis: axis[0] == "temporal_fold")
+    choices = []
+    for name, values in axes:
+        if isinstance(values, dict):
+            choices.append([(_label_part(choice), settings or {}) for choice, settings in values.items()])
+        elif isinstance(values, list) and values:
+            prefix = "fold" if name == "temporal_fold" else ""
+            choices.append([(prefix + _label_part(value), {name: value}) for value in values])
+        else:
+            raise ValueError(f"grid axis {name!r}: a non-empty list of values or a mapping of named settings")
+    expanded = []
+    for spec in models:
+        label, model, overrides = parse_model_spec(spec)
+        for combination in itertools.product(*choices):
+            settings = dict(overrides)
+            for _, bundle in combination:
+                for key, value in bundle.items():
+                    both_dicts = isinstance(value, dict) and isinstance(settings.get(key), dict)
+                    settings[key] = {**settings[key], **value} if both_dicts else value
+            name = "-".join([label, *(part for part, _ in combination)])
+            items = ",".join(f"{key}={json.dumps(value)}" for key, value in settings.items())
+            expanded.append(f"{name}={model}[{items}]")
+    return expanded
 
 
 def load_experiment(path: os.PathLike) -> dict:
@@ -177,7 +227,9 @@ def load_experiment(path: os.PathLike) -> dict:
     fitted in one pass, deterministic given the data; default ``seeds``), ``set`` (settings of every run),
     ``data_path``, ``build`` (``paper_beauty: <staged folder>``: build the dataset first), ``paper`` (a Table 4
     yaml: adds the paper comparison), ``compare`` ({column name: another experiment's out}: one more NDCG@20
-    column), ``notes`` (a markdown file appended to the comparison), ``title``."""
+    column), ``notes`` (a markdown file appended to the comparison), ``title``, ``grid`` (settings crossed with
+    every model, see ``expand_grid``; with ``temporal_fold`` in it, ``folds.md`` compares the candidates by their
+    mean validation NDCG@20 over the folds)."""
     path = Path(path)
     spec = yaml.safe_load(path.read_text()) or {}
     unknown = set(spec) - EXPERIMENT_KEYS
@@ -197,6 +249,8 @@ def load_experiment(path: os.PathLike) -> dict:
             spec[key] = resolve(spec[key])
     spec["compare"] = {name: resolve(folder) for name, folder in (spec.get("compare") or {}).items()}
     spec["build"] = {kind: resolve(folder) for kind, folder in (spec.get("build") or {}).items()}
+    if spec.get("grid"):
+        spec["models"] = expand_grid(spec["models"], spec["grid"])
     return spec
 
 

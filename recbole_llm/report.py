@@ -43,6 +43,9 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
     header = ["model", "seeds", "test sessions"] + [m.replace("catalogcoverage", "coverage").replace(
         "intralistdiversity", "ILD") for m in METRICS]
     header += ["s/epoch", "eval s/session"]
+    order_test = any("test_shuffled" in r for r in runs)
+    if order_test:  # report_order_test: the same sessions with every prompt's items shuffled
+        header += ["NDCG@20, shuffled prompts", "change"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels:
         mine = [r for r in runs if r["label"] == label]
@@ -50,6 +53,11 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
         cells = [label, str(len(mine)), "/".join(sessions)] + [_mean_std([r["test"].get(m) for r in mine]) for m in METRICS]
         cells.append(f"{np.mean([r['sec_per_epoch'] for r in mine]):.1f}")
         cells.append(f"{np.mean([r['eval_seconds'] / max(r.get('test_sessions') or 1, 1) for r in mine]):.3f}")
+        if order_test:
+            pairs = [(r["test"]["ndcg@20"], r["test_shuffled"]["ndcg@20"]) for r in mine if "test_shuffled" in r]
+            base, shuffled = (np.mean([p[i] for p in pairs]) for i in (0, 1)) if pairs else (None, None)
+            cells.append(_mean_std([p[1] for p in pairs]) if pairs else "-")
+            cells.append(f"{(shuffled - base) / base:+.1%}" if pairs and base else "-")
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (out_dir / "leaderboard.md").write_text(
@@ -231,6 +239,39 @@ def write_convergence(runs: list[dict], out_dir: Path) -> str | None:
     return text
 
 
+def write_fold_table(runs: list[dict], out_dir: Path, metric: str = "ndcg@20") -> str | None:
+    """``folds.md``: each candidate (a label without its ``-fold<k>``) by its mean over the temporal folds of
+    ``metric``. A run with ``temporal_fold`` set validates and "tests" on the fold's later bin, so every figure
+    here is a validation figure: this is the table to choose on. A candidate missing a fold has no mean."""
+    import re
+
+    folded = [r for r in runs if r.get("overrides", {}).get("temporal_fold") is not None]
+    if not folded:
+        return None
+    folds = sorted({int(r["overrides"]["temporal_fold"]) for r in folded})
+    scores: dict[str, dict[int, list[float]]] = {}
+    for r in folded:
+        candidate = re.sub(r"-fold\d+$", "", r["label"])
+        scores.setdefault(candidate, {}).setdefault(int(r["overrides"]["temporal_fold"]), []).append(r["test"][metric])
+
+    def mean(candidate):
+        per_fold = scores[candidate]
+        return float(np.mean([np.mean(per_fold[f]) for f in folds])) if all(f in per_fold for f in folds) else None
+
+    order = sorted(scores, key=lambda c: (mean(c) is None, -(mean(c) or 0.0), c))
+    lines = [f"| candidate | {' | '.join(f'fold {f}' for f in folds)} | mean |", "|---|" + "---|" * (len(folds) + 1)]
+    for candidate in order:
+        cells = [f"{np.mean(scores[candidate][f]):.4f}" if f in scores[candidate] else "-" for f in folds]
+        m = mean(candidate)
+        lines.append(f"| {candidate} | {' | '.join(cells)} | {'-' if m is None else f'{m:.4f}'} |")
+    table = "\n".join(lines)
+    (Path(out_dir) / "folds.md").write_text(
+        f"# Validation {metric.upper()} on the temporal folds, best mean first\n\n"
+        "Each run trains on a fold's earlier sessions and is scored on its later bin: validation figures, never "
+        "the test split. Choose on the mean.\n\n" + table + "\n")
+    return table
+
+
 def build_report(out_dir: Path) -> str:
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
@@ -239,6 +280,7 @@ def build_report(out_dir: Path) -> str:
     table = write_tables(runs, out_dir)
     write_plots(runs, out_dir)
     write_convergence(runs, out_dir)
+    write_fold_table(runs, out_dir)
     return table
 
 

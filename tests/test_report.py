@@ -237,3 +237,67 @@ def test_convergence_compares_runs_at_a_validation_level_every_run_reaches(tmp_p
     assert "| slow | 1 | 40.0 | 2 | 0.2500 | 0 | 40 | 4.000 | 2.000 |" in text
     assert "no-curve" not in text and (tmp_path / "convergence.md").read_text().strip() == text
     assert write_convergence(runs[:1], tmp_path) is None
+
+
+def test_a_grid_crosses_every_model_with_its_axes_and_folds_go_last():
+    from recbole_llm.experiment import expand_grid
+
+    grid = {"temporal_fold": [1, 2], "llmseqsim_pooling": ["mean", "last"],
+            "recipe": {"pca8": {"embedding_reduction": "pca", "embedding_dim": 8}, "raw": {"embedding_dim": None}}}
+    specs = expand_grid(["LLMSeqSim", "hyb=LLMSeqSimSeqHybrid[hybrid_sequential_config={sknn_k: 5}]"],
+                        {**grid, "partner": {"same": {"hybrid_sequential_config": {"embedding_model": "m"}}}})
+    assert len(specs) == 2 * 2 * 2 * 2
+    parsed = {label: (model, overrides) for label, model, overrides in map(parse_model_spec, specs)}
+    assert parsed["LLMSeqSim-mean-pca8-same-fold2"] == ("LLMSeqSim", {
+        "llmseqsim_pooling": "mean", "embedding_reduction": "pca", "embedding_dim": 8,
+        "hybrid_sequential_config": {"embedding_model": "m"}, "temporal_fold": 2})
+    model, overrides = parsed["hyb-last-raw-same-fold1"]
+    assert model == "LLMSeqSimSeqHybrid" and overrides["embedding_dim"] is None
+    assert overrides["hybrid_sequential_config"] == {"sknn_k": 5, "embedding_model": "m"}, "dicts merge"
+    with pytest.raises(ValueError, match="grid axis 'x'"):
+        expand_grid(["Pop"], {"x": []})
+
+
+def test_the_fold_table_ranks_candidates_by_their_mean_over_folds(tmp_path):
+    import json
+
+    from recbole_llm.report import write_fold_table
+
+    def run(label, fold, ndcg):
+        (tmp_path / f"{label}-fold{fold}__seed1.json").write_text(json.dumps({
+            "model": "LLMSeqSim", "seed": 1, "overrides": {"temporal_fold": fold}, "test": {"ndcg@20": ndcg},
+            "valid": {}, "sec_per_epoch": 0, "epochs": 1, "eval_seconds": 1, "wall_seconds": 1}))
+
+    for fold, (a, b) in enumerate([(0.10, 0.30), (0.20, 0.05), (0.30, 0.05)], start=1):
+        run("A", fold, a), run("B", fold, b)
+    run("C", 1, 0.9)  # one fold only: no mean, listed last
+    from recbole_llm.report import load_runs
+
+    table = write_fold_table(load_runs(tmp_path), tmp_path)
+    rows = [line for line in table.splitlines()[2:]]
+    assert rows[0] == "| A | 0.1000 | 0.2000 | 0.3000 | 0.2000 |"
+    assert rows[1].startswith("| B |") and rows[1].endswith("| 0.1333 |")
+    assert rows[2] == "| C | 0.9000 | - | - | - |"
+    assert (tmp_path / "folds.md").read_text().count("validation") >= 1
+
+
+def test_the_order_test_scores_the_same_sessions_with_shuffled_prompts(tiny, tmp_path):
+    import json
+
+    common = {k: v for k, v in tiny["config"].items() if k != "data_path"}
+    out = tmp_path / "order"
+    run_plan(out, "tiny", ["Pop", "SKNN"], [1], {**common, "report_order_test": True}, data_path=str(tiny["path"]))
+    pop, sknn = (json.loads((out / f"{m}__seed1.json").read_text()) for m in ("Pop", "SKNN"))
+    assert pop["test_shuffled"] == pop["test"], "Pop never reads the prompt"
+    assert set(sknn["test_shuffled"]) == set(sknn["test"])
+    table = build_report(out)
+    assert "NDCG@20, shuffled prompts" in table and "| +0.0% |" in table
+
+
+def test_embedding_speed_is_measured_on_local_models_only(tiny, capsys):
+    from recbole_llm.__main__ import main
+
+    assert main(["embed", "--dataset", "tiny", "--data_path", str(tiny["path"]), "--speed", "8"]) == 0
+    assert "titles/s (8 titles" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="local embedders only"):
+        main(["embed", "--dataset", "tiny", "--data_path", str(tiny["path"]), "--speed", "8", "--provider", "openai"])
