@@ -160,7 +160,7 @@ def _numpy_rows() -> tuple[Patch, ...]:
 def _recbole_rows() -> tuple[Patch, ...]:
     from . import all_positions, metrics, prepare, registry
     from .data import protocol
-    from .model import cloze_predict, output_bias
+    from .model import cloze_predict, output_head
 
     trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
     rows = []
@@ -221,13 +221,16 @@ def _recbole_rows() -> tuple[Patch, ...]:
              for module, cls in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec"))]
     rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.calculate_loss", all_positions.cloze_loss_on_window_rows,
                    "train_mode: all_positions: the cloze loss on masked slots only")]
-    bias = "output_bias: True adds a learned per-item bias to the tied output, as the paper's head"
-    rows += [Patch(f"{sequential}.{module}:{cls}.{name}", wrap, bias)
+    head = ("output_dense / output_bias: the paper's projection head (Dense with an activation, the tied table, a "
+            "per-item bias) on SASRec and GRU4Rec, which RecBole's lack")
+    rows += [Patch(f"{sequential}.{module}:{cls}.{name}", wrap, head)
              for module, cls in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec"))
-             for name, wrap in (("__init__", output_bias.init_with_bias),
-                                ("full_sort_predict", output_bias.full_sort_with_bias),
-                                ("predict", output_bias.predict_with_bias),
-                                ("calculate_loss", output_bias.loss_with_bias))]
+             for name, wrap in (("__init__", output_head.init_with_bias),
+                                ("__init__", output_head.init_with_dense),
+                                ("forward", output_head.forward_with_dense),
+                                ("full_sort_predict", output_head.full_sort_with_bias),
+                                ("predict", output_head.predict_with_bias),
+                                ("calculate_loss", output_head.loss_with_bias))]
     mask = ("bert_predict_mask: after_prompt: RecBole 1.2.1 drops the first item of every prompt shorter than the "
             "window when it appends the [MASK] (a 1-item prompt is predicted from the mask alone)")
     rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.{name}", wrap, mask)
