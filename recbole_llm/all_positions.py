@@ -168,6 +168,8 @@ def copied_cloze_loss(model, interaction) -> torch.Tensor:
     rows = last.nonzero(as_tuple=True)[0]
     masked[rows, lengths[rows] - 1] = True
     output = model.forward(seq.masked_fill(masked, model.mask_token))  # [B, L, H]
+    if not masked.any():  # a small batch of random copies that drew no mask: nothing to learn, no NaN
+        return output.sum() * 0.0
     logits = output[masked] @ model.item_embedding.weight[: model.n_items].T + model.output_bias
     return torch.nn.functional.cross_entropy(logits, seq[masked])
 

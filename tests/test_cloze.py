@@ -90,6 +90,8 @@ def test_copied_rows_mask_the_last_item_or_at_random(tiny):
         torch.manual_seed(1)
         assert copied_cloze_loss(model, random) != first, "random copies draw their masks anew"
         assert model.calculate_loss(last) == pytest.approx(loss.item(), rel=1e-5), "the model's loss is this one"
+        model.mask_ratio = 0.0
+        assert copied_cloze_loss(model, random).item() == 0.0, "random copies that drew no mask add nothing"
 
 
 def test_copies_need_all_position_cloze_rows(tiny):
