@@ -99,8 +99,8 @@ def _report(args) -> int:
         print(run_experiment(args.experiment, args.only, args.tables_only, args.threads))
         print(f"report of {args.experiment} written in {time.perf_counter() - started:.0f}s")
         return 0
-    if not (args.dataset and args.models and args.out):
-        raise SystemExit("report needs --experiment FILE, or --dataset, --models and --out")
+    if not (args.out and (args.tables_only or (args.dataset and args.models))):
+        raise SystemExit("report needs --experiment FILE, --dataset, --models and --out, or --out with --tables_only")
     common = {}
     for item in args.set or []:
         key, value = item.split("=", 1)
