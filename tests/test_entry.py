@@ -190,3 +190,8 @@ def test_embed_convert_and_report_commands_do_their_work(tiny, tmp_path, monkeyp
                                                       "wall_seconds": 1.0, "test_sessions": 10}))
     assert main(["report", "--dataset", "tiny", "--models", "Pop", "--out", str(runs), "--tables_only"]) == 0
     assert (runs / "results.csv").exists() and "| Pop | 1 | 10 |" in (runs / "leaderboard.md").read_text()
+    (runs / "leaderboard.md").unlink()
+    assert main(["report", "--out", str(runs), "--tables_only"]) == 0, "a folder's tables need nothing else"
+    assert "| Pop | 1 | 10 |" in (runs / "leaderboard.md").read_text()
+    with pytest.raises(SystemExit, match="--out with --tables_only"):
+        main(["report", "--out", str(runs)])
