@@ -108,6 +108,23 @@ def test_sknn_scores_on_hand_made_sessions(tiny):
     assert model.full_sort_predict(_letters(dataset, ids, "AB"))[0][ids["E"]] == -torch.inf
 
 
+def test_idf_weighting_scales_each_item_by_its_rarity_over_training_sessions(tiny):
+    dataset, model, ids = _hand_made_sknn("SKNN", tiny, sknn_idf_weighting=True)
+    scores = model.full_sort_predict(_letters(dataset, ids, "AB"))[0]
+    cosine = 2 / math.sqrt(2 * 3)
+    idf_c = 1 + math.log(3 / 1)  # C is in 1 of the 3 training sessions (the original's 1 + log(N / df))
+    assert scores[ids["C"]].item() == pytest.approx(cosine * idf_c)
+    assert scores[ids["D"]].item() == pytest.approx(cosine * idf_c)
+    dataset, model, ids = _hand_made_sknn("SKNN", tiny, sessions=[["ilipstick0", "ilipstick1", "ilipstick2"],
+                                                                  ["ilipstick0", "ilipstick1", "ilipstick2"],
+                                                                  ["ilipstick0", "ilipstick3"]],
+                                          sknn_idf_weighting=True, sknn_k=3)
+    scores = model.full_sort_predict(_letters(dataset, ids, "A"))[0]
+    # C: two neighbours of cosine 1/sqrt(3), in 2 of 3 sessions; D: one neighbour of cosine 1/sqrt(2), in 1 of 3
+    assert scores[ids["C"]].item() == pytest.approx(2 / math.sqrt(3) * (1 + math.log(3 / 2)))
+    assert scores[ids["D"]].item() == pytest.approx(1 / math.sqrt(2) * (1 + math.log(3)))
+
+
 def test_sknn_dot_similarity_sums_the_prompt_weights_of_shared_items(tiny):
     dataset, model, ids = _hand_made_sknn("VSKNN", tiny, sknn_similarity="dot", sknn_decay="harmonic", sknn_k=3)
     scores = model.full_sort_predict(_letters(dataset, ids, "EA"))[0]  # harmonic: A (last) 1, E 1/2
