@@ -162,6 +162,8 @@ def copied_cloze_loss(model, interaction) -> torch.Tensor:
     """CE on the masks drawn here for copied window rows: the last item alone on mask-last copies, each item
     with probability ``mask_ratio`` on the others (a row that draws no mask adds nothing, as in the paper's
     code). Masks are drawn anew every epoch from torch's seeded generator."""
+    from .model.cloze_predict import catalog_scores
+
     seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
     last = interaction[MASK_LAST].bool()
     masked = (torch.rand(seq.shape, device=seq.device) < model.mask_ratio) & (seq > 0) & ~last.unsqueeze(1)
@@ -170,8 +172,7 @@ def copied_cloze_loss(model, interaction) -> torch.Tensor:
     output = model.forward(seq.masked_fill(masked, model.mask_token))  # [B, L, H]
     if not masked.any():  # a small batch of random copies that drew no mask: nothing to learn, no NaN
         return output.sum() * 0.0
-    logits = output[masked] @ model.item_embedding.weight[: model.n_items].T + model.output_bias
-    return torch.nn.functional.cross_entropy(logits, seq[masked])
+    return torch.nn.functional.cross_entropy(catalog_scores(model, output[masked]), seq[masked])
 
 
 def cloze_loss(model, interaction) -> torch.Tensor:
@@ -179,12 +180,13 @@ def cloze_loss(model, interaction) -> torch.Tensor:
     of ``int(mask_ratio * N)`` slots per row, empty ones included (18 per row at mask ratio 0.9 and N = 20,
     where a Beauty window has ~7 items), then multiplies the empty ones by 0. Same loss, a fraction of the
     work; slots at position 0 are left out, as RecBole does (its mask index 0 means padding)."""
+    from .model.cloze_predict import catalog_scores
+
     masked_index = interaction[model.MASK_INDEX]
     output = model.forward(interaction[model.MASK_ITEM_SEQ])  # [B, L, H]
     rows, slots = (masked_index > 0).nonzero(as_tuple=True)
     states = output[rows, masked_index[rows, slots]]
-    logits = states @ model.item_embedding.weight[: model.n_items].T + model.output_bias
-    return torch.nn.functional.cross_entropy(logits, interaction[model.POS_ITEMS][rows, slots])
+    return torch.nn.functional.cross_entropy(catalog_scores(model, states), interaction[model.POS_ITEMS][rows, slots])
 
 
 def loss_at_every_position(original):

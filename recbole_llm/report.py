@@ -54,10 +54,11 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
         cells.append(f"{np.mean([r['sec_per_epoch'] for r in mine]):.1f}")
         cells.append(f"{np.mean([r['eval_seconds'] / max(r.get('test_sessions') or 1, 1) for r in mine]):.3f}")
         if order_test:
-            pairs = [(r["test"]["ndcg@20"], r["test_shuffled"]["ndcg@20"]) for r in mine if "test_shuffled" in r]
-            base, shuffled = (np.mean([p[i] for p in pairs]) for i in (0, 1)) if pairs else (None, None)
-            cells.append(_mean_std([p[1] for p in pairs]) if pairs else "-")
-            cells.append(f"{(shuffled - base) / base:+.1%}" if pairs and base else "-")
+            tested = [r for r in mine if "test_shuffled" in r]
+            base = np.mean([r["test"]["ndcg@20"] for r in tested]) if tested else 0.0
+            shuffled = [r["test_shuffled"]["ndcg@20"] for r in tested]
+            cells.append(_mean_std(shuffled))
+            cells.append(f"{(np.mean(shuffled) - base) / base:+.1%}" if base else "-")
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (out_dir / "leaderboard.md").write_text(
@@ -248,21 +249,18 @@ def write_fold_table(runs: list[dict], out_dir: Path, metric: str = "ndcg@20") -
     folded = [r for r in runs if r.get("overrides", {}).get("temporal_fold") is not None]
     if not folded:
         return None
-    folds = sorted({int(r["overrides"]["temporal_fold"]) for r in folded})
     scores: dict[str, dict[int, list[float]]] = {}
     for r in folded:
         candidate = re.sub(r"-fold\d+$", "", r["label"])
         scores.setdefault(candidate, {}).setdefault(int(r["overrides"]["temporal_fold"]), []).append(r["test"][metric])
-
-    def mean(candidate):
-        per_fold = scores[candidate]
-        return float(np.mean([np.mean(per_fold[f]) for f in folds])) if all(f in per_fold for f in folds) else None
-
-    order = sorted(scores, key=lambda c: (mean(c) is None, -(mean(c) or 0.0), c))
+    folds = sorted({f for per_fold in scores.values() for f in per_fold})
+    means = {c: float(np.mean([np.mean(per_fold[f]) for f in folds])) if all(f in per_fold for f in folds) else None
+             for c, per_fold in scores.items()}
+    order = sorted(scores, key=lambda c: (means[c] is None, -(means[c] or 0.0), c))
     lines = [f"| candidate | {' | '.join(f'fold {f}' for f in folds)} | mean |", "|---|" + "---|" * (len(folds) + 1)]
     for candidate in order:
         cells = [f"{np.mean(scores[candidate][f]):.4f}" if f in scores[candidate] else "-" for f in folds]
-        m = mean(candidate)
+        m = means[candidate]
         lines.append(f"| {candidate} | {' | '.join(cells)} | {'-' if m is None else f'{m:.4f}'} |")
     table = "\n".join(lines)
     (Path(out_dir) / "folds.md").write_text(

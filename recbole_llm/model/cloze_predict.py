@@ -35,6 +35,12 @@ def mask_after_prompt(item_seq: torch.Tensor, item_seq_len: torch.Tensor, mask_t
     return sequence, index
 
 
+def catalog_scores(model, states: torch.Tensor) -> torch.Tensor:
+    """BERT4Rec's tied output: each state [N, H] against every item of the catalog ([MASK] excluded), plus its
+    output bias -> [N, n_items]. The one home of that product for our prediction and cloze losses."""
+    return states @ model.item_embedding.weight[: model.n_items].T + model.output_bias
+
+
 def _state_at_mask(model, interaction) -> torch.Tensor:
     sequence, index = mask_after_prompt(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], model.mask_token)
     return model.gather_indexes(model.forward(sequence), index)  # [B, H]
@@ -61,7 +67,7 @@ def full_sort_after_prompt(original):
     def full_sort_predict(self, interaction):
         if not _after_prompt(self):
             return original(self, interaction)
-        return _state_at_mask(self, interaction) @ self.item_embedding.weight[: self.n_items].T + self.output_bias
+        return catalog_scores(self, _state_at_mask(self, interaction))
 
     return full_sort_predict
 
