@@ -139,6 +139,8 @@ def every_position(model):
 
 def all_positions_loss(model, interaction) -> torch.Tensor:
     """Mean loss over every supervised position of the batch."""
+    from .model.catalog_softmax import catalog_cross_entropy
+
     item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
     targets = interaction[TARGETS]
     with every_position(model):
@@ -154,15 +156,14 @@ def all_positions_loss(model, interaction) -> torch.Tensor:
         if bias is not None:
             pos, neg = pos + bias[targets], neg + bias[negatives]
         return model.loss_fct(pos, neg)
-    logits = output @ table.T
-    return torch.nn.functional.cross_entropy(logits if bias is None else logits + bias, targets)
+    return catalog_cross_entropy(output, table, bias, targets)
 
 
 def copied_cloze_loss(model, interaction) -> torch.Tensor:
     """CE on the masks drawn here for copied window rows: the last item alone on mask-last copies, each item
     with probability ``mask_ratio`` on the others (a row that draws no mask adds nothing, as in the paper's
     code). Masks are drawn anew every epoch from torch's seeded generator."""
-    from .model.cloze_predict import catalog_scores
+    from .model.cloze_predict import catalog_loss
 
     seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
     last = interaction[MASK_LAST].bool()
@@ -172,7 +173,7 @@ def copied_cloze_loss(model, interaction) -> torch.Tensor:
     output = model.forward(seq.masked_fill(masked, model.mask_token))  # [B, L, H]
     if not masked.any():  # a small batch of random copies that drew no mask: nothing to learn, no NaN
         return output.sum() * 0.0
-    return torch.nn.functional.cross_entropy(catalog_scores(model, output[masked]), seq[masked])
+    return catalog_loss(model, output[masked], seq[masked])
 
 
 def cloze_loss(model, interaction) -> torch.Tensor:
@@ -180,13 +181,13 @@ def cloze_loss(model, interaction) -> torch.Tensor:
     of ``int(mask_ratio * N)`` slots per row, empty ones included (18 per row at mask ratio 0.9 and N = 20,
     where a Beauty window has ~7 items), then multiplies the empty ones by 0. Same loss, a fraction of the
     work; slots at position 0 are left out, as RecBole does (its mask index 0 means padding)."""
-    from .model.cloze_predict import catalog_scores
+    from .model.cloze_predict import catalog_loss
 
     masked_index = interaction[model.MASK_INDEX]
     output = model.forward(interaction[model.MASK_ITEM_SEQ])  # [B, L, H]
     rows, slots = (masked_index > 0).nonzero(as_tuple=True)
     states = output[rows, masked_index[rows, slots]]
-    return torch.nn.functional.cross_entropy(catalog_scores(model, states), interaction[model.POS_ITEMS][rows, slots])
+    return catalog_loss(model, states, interaction[model.POS_ITEMS][rows, slots])
 
 
 def loss_at_every_position(original):

@@ -20,6 +20,8 @@ import functools
 
 import torch
 
+from .catalog_softmax import catalog_cross_entropy
+
 PREDICT_MASKS = ("recbole", "after_prompt")
 
 
@@ -39,6 +41,11 @@ def catalog_scores(model, states: torch.Tensor) -> torch.Tensor:
     """BERT4Rec's tied output: each state [N, H] against every item of the catalog ([MASK] excluded), plus its
     output bias -> [N, n_items]. The one home of that product for our prediction and cloze losses."""
     return states @ model.item_embedding.weight[: model.n_items].T + model.output_bias
+
+
+def catalog_loss(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean CE of ``catalog_scores(model, states)`` at ``targets``, with the fused gradient."""
+    return catalog_cross_entropy(states, model.item_embedding.weight[: model.n_items], model.output_bias, targets)
 
 
 def _state_at_mask(model, interaction) -> torch.Tensor:
