@@ -160,7 +160,7 @@ def _numpy_rows() -> tuple[Patch, ...]:
 def _recbole_rows() -> tuple[Patch, ...]:
     from . import all_positions, metrics, prepare, registry
     from .data import protocol
-    from .model import cloze_predict, output_head
+    from .model import bert_layers, cloze_predict, output_head
 
     trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
     rows = []
@@ -237,6 +237,9 @@ def _recbole_rows() -> tuple[Patch, ...]:
              for name, wrap in (("__init__", cloze_predict.init_with_predict_mask),
                                 ("full_sort_predict", cloze_predict.full_sort_after_prompt),
                                 ("predict", cloze_predict.predict_after_prompt))]
+    rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.__init__", bert_layers.init_with_layers,
+                   "bert_layers: paper: the paper's input (no LayerNorm or dropout on the embeddings), head (no "
+                   "output LayerNorm) and Keras initialisation around RecBole's encoder")]
     return tuple(rows)
 
 

@@ -99,3 +99,33 @@ def test_copies_need_all_position_cloze_rows(tiny):
         build("BERT4Rec", tiny, bert_random_mask_copies=10)
     with pytest.raises(ValueError, match="at least one copy"):
         build("BERT4Rec", tiny, train_mode="all_positions", bert_mask_last_copies=0, bert_random_mask_copies=0)
+
+
+@pytest.mark.parametrize("model_name", ["BERT4Rec", "LLM2BERT4Rec"])
+def test_paper_layers_feed_the_plain_embedding_sum_and_end_in_dense_gelu(tiny, model_name):
+    _, dataset, _, model = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper",
+                                 hidden_dropout_prob=0.5, embedding_scale="none")
+    _, _, _, recbole = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, hidden_dropout_prob=0.5,
+                             embedding_scale="none")
+    recbole.load_state_dict(model.state_dict(), strict=False)  # RecBole's extra LayerNorms keep (1, 0)
+    model.eval(), recbole.eval()
+    seq = torch.tensor([[3, 4, model.mask_token, 0, 0, 0]])
+    with torch.no_grad():
+        plain_sum = model.item_embedding(seq) + model.position_embedding(torch.arange(6)).unsqueeze(0)
+        encoded = model.trm_encoder(plain_sum, model.get_attention_mask(seq, bidirectional=True))[-1]
+        expected = torch.nn.functional.gelu(model.output_ffn(encoded))
+        assert torch.allclose(model.forward(seq), expected, atol=1e-6)
+        assert not torch.allclose(recbole.forward(seq), expected, atol=1e-3), "RecBole normalises input and output"
+    model.train()
+    assert not torch.equal(model.forward(seq), model.forward(seq)), "dropout stays inside the encoder"
+    bound = 6 ** 0.5 / (2 * model.hidden_size) ** 0.5
+    assert model.output_ffn.weight.abs().max() <= bound and model.output_ffn.weight.std() > 0.03, "Glorot-uniform"
+    assert float(model.item_embedding.weight[0].detach().abs().sum()) == 0.0, "padding row stays zero"
+    if model_name == "LLM2BERT4Rec":
+        expected_table = model.item_embedding.weight[1:model.n_items]
+        assert expected_table.abs().max() > 0.05, "the raw LLM table, not Keras' +-0.05 start"
+
+
+def test_unknown_bert_layers_are_refused(tiny):
+    with pytest.raises(ValueError, match="bert_layers must be one of"):
+        build("BERT4Rec", tiny, bert_layers="keras")

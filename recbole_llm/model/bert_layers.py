@@ -1,0 +1,58 @@
+"""The paper's BERT4Rec layers around RecBole's encoder (``bert_layers``).
+
+RecBole 1.2.1's BERT4Rec applies LayerNorm and dropout to the summed item +
+position embeddings before its encoder and ends in Linear -> GELU -> LayerNorm,
+all initialised from N(0, 0.02). The paper's Keras BERT (dh-r/LLM-Sequential-
+Recommendation: ``EmbeddingLayer``, ``TransformerEncoderLayer``, ``ProjectionHead``)
+feeds the plain sum to the encoder, ends in Dense -> GELU, and starts from Keras'
+initialisers: Glorot-uniform kernels, zero biases, embeddings uniform in +-0.05.
+Its encoder blocks have RecBole's post-norm layout; its attention has no dropout
+on the attention weights, which is RecBole's own ``attn_dropout_prob: 0``.
+
+- ``recbole`` (the default when the key is absent): RecBole's layers, unchanged.
+- ``paper``: the paper's. LLM2BERT4Rec then loads its LLM table over that start;
+  with ``embedding_scale: none`` the reduced text embeddings reach the encoder
+  unnormalised, as in the paper's code.
+
+Prediction and both cloze losses go through ``forward``, so they all see the choice.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+BERT_LAYERS = ("recbole", "paper")
+KERAS_EMBEDDING_RANGE = 0.05  # keras.layers.Embedding's default uniform initialiser
+
+
+def keras_initialise(model: torch.nn.Module) -> None:
+    """Keras' defaults: Glorot-uniform kernels and zero biases for dense layers, uniform embeddings
+    (the padding row stays zero); LayerNorms keep (1, 0)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
+            elif isinstance(module, torch.nn.Embedding):
+                torch.nn.init.uniform_(module.weight, -KERAS_EMBEDDING_RANGE, KERAS_EMBEDDING_RANGE)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx] = 0.0
+
+
+def init_with_layers(original):
+    @functools.wraps(original)
+    def __init__(self, config, dataset):
+        original(self, config, dataset)
+        layers = config["bert_layers"] or "recbole"
+        if layers not in BERT_LAYERS:
+            raise ValueError(f"bert_layers must be one of {', '.join(BERT_LAYERS)}; got {layers!r}")
+        self.bert_layers = layers
+        if layers == "paper":
+            self.LayerNorm = torch.nn.Identity()  # forward's input LayerNorm and dropout
+            self.dropout = torch.nn.Identity()
+            self.output_ln = torch.nn.Identity()  # the head is Dense -> GELU
+            keras_initialise(self)
+
+    return __init__
