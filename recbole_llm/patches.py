@@ -239,7 +239,9 @@ def _recbole_rows() -> tuple[Patch, ...]:
                                 ("predict", cloze_predict.predict_after_prompt))]
     rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.__init__", bert_layers.init_with_layers,
                    "bert_layers: paper: the paper's input (no LayerNorm or dropout on the embeddings), head (no "
-                   "output LayerNorm) and Keras initialisation around RecBole's encoder")]
+                   "output LayerNorm) and Keras initialisation around RecBole's encoder"),
+             Patch(f"{sequential}.bert4rec:BERT4Rec.forward", bert_layers.forward_with_padding,
+                   "bert_padding: left: the window left-aligned in the encoder, as the paper's code pads it")]
     return tuple(rows)
 
 

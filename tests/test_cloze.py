@@ -129,3 +129,24 @@ def test_paper_layers_feed_the_plain_embedding_sum_and_end_in_dense_gelu(tiny, m
 def test_unknown_bert_layers_are_refused(tiny):
     with pytest.raises(ValueError, match="bert_layers must be one of"):
         build("BERT4Rec", tiny, bert_layers="keras")
+
+
+def test_left_padding_encodes_the_window_at_the_end_and_answers_at_recboles_positions(tiny):
+    from recbole_llm.model.bert_layers import left_aligned
+
+    seq = torch.tensor([[5, 6, 0, 0], [5, 6, 7, 8], [9, 0, 0, 0]])
+    left, shift = left_aligned(seq)
+    assert left.tolist() == [[0, 0, 5, 6], [5, 6, 7, 8], [0, 0, 0, 9]] and shift.squeeze(1).tolist() == [2, 0, 3]
+
+    _, _, _, model = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper", bert_padding="left")
+    model.eval()
+    row = torch.tensor([[3, 4, model.mask_token, 0, 0, 0]])
+    with torch.no_grad():
+        output = model.forward(row)
+        model.bert_padding = "right"
+        at_end = model.forward(torch.tensor([[0, 0, 0, 3, 4, model.mask_token]]))
+        at_start = model.forward(row)
+    assert torch.allclose(output[0, :3], at_end[0, 3:], atol=1e-6), "positions 3..5 encode the items"
+    assert not torch.allclose(output[0, :3], at_start[0, :3], atol=1e-4)
+    with pytest.raises(ValueError, match="bert_padding must be one of"):
+        build("BERT4Rec", tiny, bert_padding="middle")

@@ -14,7 +14,13 @@ on the attention weights, which is RecBole's own ``attn_dropout_prob: 0``.
   with ``embedding_scale: none`` the reduced text embeddings reach the encoder
   unnormalised, as in the paper's code.
 
-Prediction and both cloze losses go through ``forward``, so they all see the choice.
+``bert_padding`` places the window inside the encoder: ``right`` (default) as
+RecBole stores it, items from position 0; ``left`` as the paper's code pads, so
+the last item (or the prediction [MASK]) always sits at the last position
+embedding. ``forward`` left-aligns each row, encodes it and maps the output back
+to RecBole's positions, so every caller keeps reading right-padded indices.
+
+Prediction and both cloze losses go through ``forward``, so they all see both choices.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import functools
 import torch
 
 BERT_LAYERS = ("recbole", "paper")
+BERT_PADDINGS = ("right", "left")
 KERAS_EMBEDDING_RANGE = 0.05  # keras.layers.Embedding's default uniform initialiser
 
 
@@ -49,6 +56,10 @@ def init_with_layers(original):
         if layers not in BERT_LAYERS:
             raise ValueError(f"bert_layers must be one of {', '.join(BERT_LAYERS)}; got {layers!r}")
         self.bert_layers = layers
+        padding = config["bert_padding"] or "right"
+        if padding not in BERT_PADDINGS:
+            raise ValueError(f"bert_padding must be one of {', '.join(BERT_PADDINGS)}; got {padding!r}")
+        self.bert_padding = padding
         if layers == "paper":
             self.LayerNorm = torch.nn.Identity()  # forward's input LayerNorm and dropout
             self.dropout = torch.nn.Identity()
@@ -56,3 +67,26 @@ def init_with_layers(original):
             keras_initialise(self)
 
     return __init__
+
+
+def left_aligned(item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded rows [B, L] -> the same rows left-padded, and the per-row shift that did it."""
+    width = item_seq.shape[1]
+    shift = width - (item_seq != 0).sum(dim=1, keepdim=True)  # [B, 1]
+    columns = torch.arange(width, device=item_seq.device).unsqueeze(0)
+    return item_seq.gather(1, (columns - shift) % width), shift
+
+
+def forward_with_padding(original):
+    @functools.wraps(original)
+    def forward(self, item_seq):
+        if getattr(self, "bert_padding", "right") != "left":
+            return original(self, item_seq)
+        left, shift = left_aligned(item_seq)
+        output = original(self, left)  # [B, L, H], left-aligned
+        width = item_seq.shape[1]
+        columns = torch.arange(width, device=item_seq.device).unsqueeze(0)
+        back = ((columns + shift) % width).unsqueeze(-1).expand(-1, -1, output.shape[-1])
+        return output.gather(1, back)
+
+    return forward
