@@ -37,3 +37,14 @@ def test_no_targets_is_a_zero_loss_with_gradients():
     loss = catalog_cross_entropy(states, table, None, torch.zeros(0, dtype=torch.long))
     loss.backward()
     assert float(loss) == 0.0 and table.grad is not None
+
+
+def test_half_precision_inputs_get_gradients_in_their_own_dtype():
+    states = torch.randn(5, 4, dtype=torch.bfloat16, requires_grad=True)
+    table = torch.randn(7, 4, dtype=torch.bfloat16, requires_grad=True)
+    loss = catalog_cross_entropy(states, table, None, torch.tensor([0, 1, 2, 3, 6]))
+    loss.backward()
+    expected = torch.nn.functional.cross_entropy(states.detach().float() @ table.detach().float().T,
+                                                 torch.tensor([0, 1, 2, 3, 6]))
+    assert torch.isclose(loss.float(), expected, atol=1e-5)
+    assert states.grad.dtype == torch.bfloat16 and table.grad.dtype == torch.bfloat16

@@ -16,9 +16,18 @@ from __future__ import annotations
 import torch
 
 
+def _at_least_fp32(tensor):
+    """The in-place softmax over 12k items needs fp32: half-precision inputs are computed in float."""
+    if tensor is not None and tensor.dtype in (torch.float16, torch.bfloat16):
+        return tensor.float()
+    return tensor
+
+
 class _CatalogCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, states, table, bias, targets):
+        ctx.dtypes = states.dtype, table.dtype, None if bias is None else bias.dtype
+        states, table, bias = (_at_least_fp32(t) for t in (states, table, bias))  # e.g. under autocast
         logits = states @ table.T  # [N, V]
         if bias is not None:
             logits += bias  # in place: addmm's broadcast copy of the bias costs as much as a pass
@@ -42,7 +51,8 @@ class _CatalogCrossEntropy(torch.autograd.Function):
         grad_states = (grad_logits @ table) * grad_loss if ctx.needs_input_grad[0] else None
         grad_table = (grad_logits.T @ states) * grad_loss if ctx.needs_input_grad[1] else None
         grad_bias = grad_logits.sum(0) * grad_loss if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_states, grad_table, grad_bias, None
+        grads = grad_states, grad_table, grad_bias
+        return (*(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)), None)
 
 
 def catalog_cross_entropy(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
