@@ -139,8 +139,6 @@ def every_position(model):
 
 def all_positions_loss(model, interaction) -> torch.Tensor:
     """Mean loss over every supervised position of the batch."""
-    from .model.catalog_softmax import catalog_cross_entropy
-
     item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
     targets = interaction[TARGETS]
     with every_position(model):
@@ -156,7 +154,8 @@ def all_positions_loss(model, interaction) -> torch.Tensor:
         if bias is not None:
             pos, neg = pos + bias[targets], neg + bias[negatives]
         return model.loss_fct(pos, neg)
-    return catalog_cross_entropy(output, table, bias, targets)
+    logits = output @ table.T
+    return torch.nn.functional.cross_entropy(logits if bias is None else logits + bias, targets)
 
 
 def copied_cloze_loss(model, interaction) -> torch.Tensor:

@@ -20,8 +20,6 @@ import functools
 
 import torch
 
-from .catalog_softmax import catalog_cross_entropy
-
 PREDICT_MASKS = ("recbole", "after_prompt")
 
 
@@ -44,8 +42,8 @@ def catalog_scores(model, states: torch.Tensor) -> torch.Tensor:
 
 
 def catalog_loss(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean CE of ``catalog_scores(model, states)`` at ``targets``, with the fused gradient."""
-    return catalog_cross_entropy(states, model.item_embedding.weight[: model.n_items], model.output_bias, targets)
+    """Mean CE of ``catalog_scores(model, states)`` at ``targets``."""
+    return torch.nn.functional.cross_entropy(catalog_scores(model, states), targets)
 
 
 def _state_at_mask(model, interaction) -> torch.Tensor:
