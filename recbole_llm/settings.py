@@ -18,3 +18,13 @@ def config_value(config, key: str, default=None):
     except KeyError:
         return default
     return default if value is None else value
+
+
+def config_choice(config, key: str, allowed, default=None):
+    """``config[key]`` (``default`` when unset or empty), refused with the allowed values unless one of them."""
+    value = config_value(config, key)
+    if not value and default is not None:
+        value = default
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+    return value

@@ -103,7 +103,7 @@ def test_copies_need_all_position_cloze_rows(tiny):
 
 @pytest.mark.parametrize("model_name", ["BERT4Rec", "LLM2BERT4Rec"])
 def test_paper_layers_feed_the_plain_embedding_sum_and_end_in_dense_gelu(tiny, model_name):
-    _, dataset, _, model = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper",
+    _, _, _, model = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper",
                                  hidden_dropout_prob=0.5, embedding_scale="none")
     _, _, _, recbole = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, hidden_dropout_prob=0.5,
                              embedding_scale="none")
@@ -122,8 +122,8 @@ def test_paper_layers_feed_the_plain_embedding_sum_and_end_in_dense_gelu(tiny, m
     assert model.output_ffn.weight.abs().max() <= bound and model.output_ffn.weight.std() > 0.03, "Glorot-uniform"
     assert float(model.item_embedding.weight[0].detach().abs().sum()) == 0.0, "padding row stays zero"
     if model_name == "LLM2BERT4Rec":
-        expected_table = model.item_embedding.weight[1:model.n_items]
-        assert expected_table.abs().max() > 0.05, "the raw LLM table, not Keras' +-0.05 start"
+        llm_rows = model.item_embedding.weight[1:model.n_items]
+        assert llm_rows.abs().max() > 0.05, "the raw LLM table, not Keras' +-0.05 start"
 
 
 def test_unknown_bert_layers_are_refused(tiny):

@@ -28,6 +28,8 @@ import functools
 
 import torch
 
+from ..settings import config_choice
+
 BERT_LAYERS = ("recbole", "paper")
 BERT_PADDINGS = ("right", "left")
 KERAS_EMBEDDING_RANGE = 0.05  # keras.layers.Embedding's default uniform initialiser
@@ -52,15 +54,9 @@ def init_with_layers(original):
     @functools.wraps(original)
     def __init__(self, config, dataset):
         original(self, config, dataset)
-        layers = config["bert_layers"] or "recbole"
-        if layers not in BERT_LAYERS:
-            raise ValueError(f"bert_layers must be one of {', '.join(BERT_LAYERS)}; got {layers!r}")
-        self.bert_layers = layers
-        padding = config["bert_padding"] or "right"
-        if padding not in BERT_PADDINGS:
-            raise ValueError(f"bert_padding must be one of {', '.join(BERT_PADDINGS)}; got {padding!r}")
-        self.bert_padding = padding
-        if layers == "paper":
+        self.bert_layers = config_choice(config, "bert_layers", BERT_LAYERS, "recbole")
+        self.bert_padding = config_choice(config, "bert_padding", BERT_PADDINGS, "right")
+        if self.bert_layers == "paper":
             self.LayerNorm = torch.nn.Identity()  # forward's input LayerNorm and dropout
             self.dropout = torch.nn.Identity()
             self.output_ln = torch.nn.Identity()  # the head is Dense -> GELU

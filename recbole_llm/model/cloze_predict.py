@@ -20,6 +20,8 @@ import functools
 
 import torch
 
+from ..settings import config_choice
+
 PREDICT_MASKS = ("recbole", "after_prompt")
 
 
@@ -59,10 +61,7 @@ def init_with_predict_mask(original):
     @functools.wraps(original)
     def __init__(self, config, dataset):
         original(self, config, dataset)
-        placement = config["bert_predict_mask"] or "recbole"
-        if placement not in PREDICT_MASKS:
-            raise ValueError(f"bert_predict_mask must be one of {', '.join(PREDICT_MASKS)}; got {placement!r}")
-        self.bert_predict_mask = placement
+        self.bert_predict_mask = config_choice(config, "bert_predict_mask", PREDICT_MASKS, "recbole")
 
     return __init__
 

@@ -32,18 +32,13 @@ from ..data.sessions import training_sessions
 from ..embeddings.pooling import check_strategy, pool, position_weights
 from ..embeddings.store import item_embedding_table, prepare_item_embeddings
 from ..registry import register_model
+from ..settings import config_choice
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 
 SAMPLINGS = ("recent", "random")
 SIMILARITIES = ("cosine", "dot")
 BACKFILLS = ("popularity", "none")
-
-
-def _check(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
@@ -59,10 +54,10 @@ class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
         super().__init__(config, dataset)
         self.k = int(config["sknn_k"])
         self.sample_size = int(config["sknn_sample_size"] or 0)
-        self.sampling = _check("sknn_sampling", config["sknn_sampling"], SAMPLINGS)
-        self.similarity = _check("sknn_similarity", config["sknn_similarity"], SIMILARITIES)
+        self.sampling = config_choice(config, "sknn_sampling", SAMPLINGS)
+        self.similarity = config_choice(config, "sknn_similarity", SIMILARITIES)
         self.idf_weighting = bool(config["sknn_idf_weighting"])
-        self.backfill = _check("sknn_backfill", config["sknn_backfill"] or "popularity", BACKFILLS)
+        self.backfill = config_choice(config, "sknn_backfill", BACKFILLS, "popularity")
         self.exclude_session_items = bool(config["exclude_session_items"])
         self.rng = np.random.default_rng(config["seed"])
         self.sessions, self.session_end = training_sessions(dataset)
@@ -199,8 +194,7 @@ class SSKNN(SessionKNNBase):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.weighting = _check("sknn_sequential_weighting", config["sknn_sequential_weighting"] or "linear",
-                                self.WEIGHTINGS)
+        self.weighting = config_choice(config, "sknn_sequential_weighting", self.WEIGHTINGS, "linear")
 
     def reweight(self, b, prompt, cand, sim):
         unique = list(dict.fromkeys(int(i) for i in prompt))  # the original deduplicates, first occurrence
@@ -224,7 +218,7 @@ class SFSKNN(SessionKNNBase):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.follower_scope = _check("sfsknn_followers", config["sfsknn_followers"] or "global", self.FOLLOWERS)
+        self.follower_scope = config_choice(config, "sfsknn_followers", self.FOLLOWERS, "global")
         self._index_followers()
 
     def _index_followers(self) -> None:
@@ -267,7 +261,7 @@ class SKNNEmb(SessionKNNBase):
     def check_settings(cls, config) -> None:
         check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
         check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
-        _check("sknn_emb_candidates", config["sknn_emb_candidates"] or "shared_item", ("shared_item", "all"))
+        config_choice(config, "sknn_emb_candidates", ("shared_item", "all"), "shared_item")
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -277,8 +271,7 @@ class SKNNEmb(SessionKNNBase):
         super().__init__(config, dataset)
         self.prompt_pooling = check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
         self.train_pooling = check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
-        self.candidates = _check("sknn_emb_candidates", config["sknn_emb_candidates"] or "shared_item",
-                                 ("shared_item", "all"))
+        self.candidates = config_choice(config, "sknn_emb_candidates", ("shared_item", "all"), "shared_item")
         self.register_buffer("item_table", item_embedding_table(config, dataset))
         self.register_buffer("session_table", self.pool_sessions())
         self._prompt_embeddings = None
