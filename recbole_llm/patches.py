@@ -160,7 +160,7 @@ def _numpy_rows() -> tuple[Patch, ...]:
 def _recbole_rows() -> tuple[Patch, ...]:
     from . import all_positions, metrics, prepare, registry
     from .data import protocol
-    from .model import bert_layers, cloze_predict, output_head
+    from .model import bert_layers, cloze_predict, output_head, packed_encoder
 
     trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
     rows = []
@@ -242,6 +242,10 @@ def _recbole_rows() -> tuple[Patch, ...]:
                    "output LayerNorm) and Keras initialisation around RecBole's encoder"),
              Patch(f"{sequential}.bert4rec:BERT4Rec.forward", bert_layers.forward_with_padding,
                    "bert_padding: left: the window left-aligned in the encoder, as the paper's code pads it")]
+    packing = "pack_sequences: the encoder's per-position layers on the real items only (most positions are padding)"
+    rows += [Patch(f"{sequential}.{module}:{cls}.__init__", packed_encoder.init_with_packing, packing)
+             for module, cls in (("sasrec", "SASRec"), ("bert4rec", "BERT4Rec"))]
+    rows += [Patch("recbole.model.layers:TransformerEncoder.forward", packed_encoder.forward_packed, packing)]
     return tuple(rows)
 
 
