@@ -150,3 +150,18 @@ def test_left_padding_encodes_the_window_at_the_end_and_answers_at_recboles_posi
     assert not torch.allclose(output[0, :3], at_start[0, :3], atol=1e-4)
     with pytest.raises(ValueError, match="bert_padding must be one of"):
         build("BERT4Rec", tiny, bert_padding="middle")
+
+
+def test_left_mask_padding_encodes_padding_as_visible_mask_tokens(tiny):
+    _, _, _, model = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper", bert_padding="left_mask")
+    model.eval()
+    m = model.mask_token
+    row = torch.tensor([[3, 4, m, 0, 0, 0]])
+    with torch.no_grad():
+        output = model.forward(row)
+        model.bert_padding = "right"
+        as_the_paper = model.forward(torch.tensor([[m, m, m, 3, 4, m]]))  # no padding left: nothing masked out
+        model.bert_padding = "left"
+        hidden_padding = model.forward(row)
+    assert torch.allclose(output[0, :3], as_the_paper[0, 3:], atol=1e-6)
+    assert not torch.allclose(output[0, :3], hidden_padding[0, :3], atol=1e-4), "left keeps padding out of attention"

@@ -17,8 +17,12 @@ on the attention weights, which is RecBole's own ``attn_dropout_prob: 0``.
 ``bert_padding`` places the window inside the encoder: ``right`` (default) as
 RecBole stores it, items from position 0; ``left`` as the paper's code pads, so
 the last item (or the prediction [MASK]) always sits at the last position
-embedding. ``forward`` left-aligns each row, encodes it and maps the output back
-to RecBole's positions, so every caller keeps reading right-padded indices.
+embedding; ``left_mask`` as the paper's code also *encodes* the padding:
+``BERTModel.call`` replaces it by the [MASK] token and its encoder has no
+attention mask, so padding positions are [MASK] + position embeddings that every
+position attends to (they are never predicted). ``forward`` left-aligns each row,
+encodes it and maps the output back to RecBole's positions, so every caller
+keeps reading right-padded indices.
 
 Prediction and both cloze losses go through ``forward``, so they all see both choices.
 """
@@ -31,7 +35,7 @@ import torch
 from ..settings import config_choice
 
 BERT_LAYERS = ("recbole", "paper")
-BERT_PADDINGS = ("right", "left")
+BERT_PADDINGS = ("right", "left", "left_mask")
 KERAS_EMBEDDING_RANGE = 0.05  # keras.layers.Embedding's default uniform initialiser
 
 
@@ -76,9 +80,12 @@ def left_aligned(item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def forward_with_padding(original):
     @functools.wraps(original)
     def forward(self, item_seq):
-        if getattr(self, "bert_padding", "right") != "left":
+        padding = getattr(self, "bert_padding", "right")
+        if padding == "right":
             return original(self, item_seq)
         left, shift = left_aligned(item_seq)
+        if padding == "left_mask":  # padding becomes [MASK], so RecBole's attention mask (item != 0) hides nothing
+            left = left.masked_fill(left == 0, self.mask_token)
         output = original(self, left)  # [B, L, H], left-aligned
         width = item_seq.shape[1]
         columns = torch.arange(width, device=item_seq.device).unsqueeze(0)
