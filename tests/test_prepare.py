@@ -105,3 +105,23 @@ def test_llmsrec_trains_its_teacher_in_its_trainer_once(tiny, tmp_path, tiny_llm
     assert not any(p.requires_grad for p in model.teacher.parameters())
     model.train_teacher(train)  # a resumed run: the teacher is not trained again
     assert all(torch.equal(trained[k], v) for k, v in model.teacher.state_dict().items())
+
+
+def test_the_hybrid_partner_takes_its_published_configuration_under_the_paper_preset(tiny, tmp_path, monkeypatch):
+    from recbole_llm import quick_start
+    from recbole_llm.model.hybrids import partner_config
+
+    presets = tmp_path / "paper"
+    (presets / "tiny").mkdir(parents=True)
+    (presets / "tiny" / "SKNNEmb.yaml").write_text("preset: paper, SKNNEmb\nsknn_k: 7\nsknn_sample_size: 30\n")
+    monkeypatch.setattr(quick_start, "PAPER_CONFIG_DIR", presets)
+    settings = {**tiny["config"], "hybrid_sequential_model": "SKNNEmb", "hybrid_sequential_config": {"sknn_k": 5}}
+    config = pipeline.load_data("LLMSeqSimSeqHybrid", "tiny", None, settings).config
+    partner = partner_config(config)
+    assert partner["model"] == "SKNNEmb" and partner["sknn_sample_size"] == 30, "the partner's published file"
+    assert partner["sknn_k"] == 5, "hybrid_sequential_config wins"
+    assert config["sknn_sample_size"] != 30 and not str(partner["preset"]).endswith("SKNNEmb"), "the hybrid's own"
+    given = pipeline.load_data("LLMSeqSimSeqHybrid", "tiny", None, {**settings, "sknn_sample_size": 40}).config
+    assert partner_config(given)["sknn_sample_size"] == 40, "a setting given to the run reaches the partner too"
+    config["preset"] = "custom"
+    assert partner_config(config)["sknn_sample_size"] != 30, "no published files outside the paper preset"

@@ -21,12 +21,14 @@ from __future__ import annotations
 import copy
 
 import torch
+import yaml
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from ..data.sessions import item_popularity
 from ..patches import load_checkpoint
 from ..registry import get_model, register_model
+from ..settings import config_value
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 from .llmseqsim import LLMSeqSim
@@ -41,11 +43,30 @@ def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
 POP_RULES = ("paper", "mask")
 
 
+def partner_preset(config, partner: str) -> dict:
+    """The partner's published configuration on this dataset when the run is under the paper preset (the
+    hybrid's own preset file names only the hybrid's settings); empty otherwise."""
+    from ..quick_start import paper_config_file
+
+    path = paper_config_file(partner, config["dataset"])
+    if path is None or not str(config_value(config, "preset", "")).startswith("paper"):
+        return {}
+    with open(path, encoding="utf-8") as file:
+        settings = yaml.load(file, Loader=config.yaml_loader) or {}
+    settings.pop("preset", None)
+    return settings
+
+
 def partner_config(config):
-    """The sequential partner's config: the hybrid's, with ``hybrid_sequential_config`` on top."""
+    """The sequential partner's config, later layers winning: the hybrid's, the partner's published
+    configuration (paper preset), the settings the run was given as arguments (``config_dict``, command line:
+    an experiment's grid reaches both models), ``hybrid_sequential_config``."""
+    partner = config["hybrid_sequential_model"]
     sub_config = copy.deepcopy(config)
-    sub_config["model"] = config["hybrid_sequential_model"]
-    for key, value in (config["hybrid_sequential_config"] or {}).items():
+    sub_config["model"] = partner
+    given = {*(getattr(config, "variable_config_dict", None) or {}), *(getattr(config, "cmd_config_dict", None) or {})}
+    published = {k: v for k, v in partner_preset(config, partner).items() if k not in given and k != "model"}
+    for key, value in {**published, **(config["hybrid_sequential_config"] or {})}.items():
         sub_config[key] = value
     return sub_config
 
