@@ -277,3 +277,16 @@ def test_training_sessions_are_the_training_users_whole_sequences_in_time_order(
         rows = inter[inter["user_id"] == token].sort_values("timestamp", kind="stable")
         assert session.tolist() == [item_ids[i] for i in rows["item_id"]], token
         assert end == rows["timestamp"].max()
+
+
+def test_seq_hybrid_loads_its_partner_from_a_checkpoint(tiny, tmp_path):
+    _, _, _, trained = build("SASRec", tiny)
+    with torch.no_grad():
+        trained.item_embedding.weight.add_(1.0)  # weights no fresh model has
+    path = tmp_path / "partner.pth"
+    torch.save({"state_dict": trained.state_dict()}, path)
+    _, _, _, model = build("LLMSeqSimSeqHybrid", tiny, hybrid_sequential_model="SASRec", hybrid_checkpoint=str(path))
+    assert torch.equal(model.sequential.item_embedding.weight, trained.item_embedding.weight)
+    assert model.needs_training is False
+    with pytest.raises(FileNotFoundError, match="hybrid_checkpoint .*missing.pth does not exist"):
+        build("LLMSeqSimSeqHybrid", tiny, hybrid_sequential_model="SASRec", hybrid_checkpoint=str(tmp_path / "missing.pth"))

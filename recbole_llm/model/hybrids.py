@@ -19,6 +19,7 @@ similarity to a higher-ranked item exceeds ``hybrid_diversity_threshold``.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import yaml
@@ -87,6 +88,11 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
     @classmethod
     def check_settings(cls, config) -> None:
         LLMSeqSim.check_settings(config)
+        checkpoint = config["hybrid_checkpoint"]
+        if checkpoint and not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"hybrid_checkpoint {checkpoint} does not exist: give the .pth file a trained "
+                                    f"{config['hybrid_sequential_model']} run saved (its result JSON names it under "
+                                    "'checkpoint'), or leave hybrid_checkpoint unset to train the partner here")
         partner = get_model(config["hybrid_sequential_model"])
         if hasattr(partner, "check_settings"):
             partner.check_settings(partner_config(config))
