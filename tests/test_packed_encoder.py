@@ -23,7 +23,7 @@ def pair(model_name, tiny, **overrides):
     settings = dict(MAX_ITEM_LIST_LENGTH=6, n_layers=2, n_heads=2, train_mode="all_positions", **overrides)
     if "BERT" in model_name:
         settings.update(bert_mask_last_copies=1, bert_random_mask_copies=1, mask_ratio=0.5)
-    _, _, data, plain = build(model_name, tiny, **settings)
+    _, _, data, plain = build(model_name, tiny, pack_sequences=False, **settings)
     _, _, _, packed = build(model_name, tiny, pack_sequences=True, **settings)
     packed.load_state_dict(plain.state_dict())
     return data, plain, packed
@@ -79,3 +79,8 @@ def test_dropout_is_still_drawn_per_position(tiny):
 def test_pack_sequences_must_be_a_boolean(tiny):
     with pytest.raises(ValueError, match="pack_sequences must be True or False"):
         build("SASRec", tiny, pack_sequences="yes")
+
+
+def test_only_our_llm2bert4rec_packs_by_default(tiny):
+    assert build("LLM2BERT4Rec", tiny)[3].trm_encoder.pack_sequences is True
+    assert build("BERT4Rec", tiny)[3].trm_encoder.pack_sequences is False, "RecBole's own models stay as shipped"
