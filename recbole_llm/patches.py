@@ -241,7 +241,8 @@ def _recbole_rows() -> tuple[Patch, ...]:
                    "bert_layers: paper: the paper's input (no LayerNorm or dropout on the embeddings), head (no "
                    "output LayerNorm) and Keras initialisation around RecBole's encoder"),
              Patch(f"{sequential}.bert4rec:BERT4Rec.forward", bert_layers.forward_with_padding,
-                   "bert_padding: left: the window left-aligned in the encoder, as the paper's code pads it")]
+                   "bert_padding: left / left_mask: the window left-aligned in the encoder, as the paper's code pads "
+                   "it (left_mask: its padding encoded as visible [MASK] tokens)")]
     packing = "pack_sequences: the encoder's per-position layers on the real items only (most positions are padding)"
     rows += [Patch(f"{sequential}.{module}:{cls}.__init__", packed_encoder.init_with_packing, packing)
              for module, cls in (("sasrec", "SASRec"), ("bert4rec", "BERT4Rec"))]

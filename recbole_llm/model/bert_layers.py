@@ -24,7 +24,7 @@ position attends to (they are never predicted). ``forward`` left-aligns each row
 encodes it and maps the output back to RecBole's positions, so every caller
 keeps reading right-padded indices.
 
-Prediction and both cloze losses go through ``forward``, so they all see both choices.
+Prediction and both cloze losses go through ``forward``, so they all see every choice.
 """
 from __future__ import annotations
 

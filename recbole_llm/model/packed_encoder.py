@@ -17,7 +17,8 @@ dominates) 1.22x (``python -m benchmarks.packed_encoder_speed``). Dropout draws
 fewer random numbers, so a seeded run is not bit-identical to one without packing.
 
 Off by default, so that ``import recbole_llm`` changes nothing for RecBole's
-own models; SASRec and BERT4Rec (and their LLM2 subclasses) read the key.
+own models; on in LLM2BERT4Rec's model defaults. SASRec and BERT4Rec (and their
+LLM2 subclasses) read the key.
 """
 from __future__ import annotations
 
