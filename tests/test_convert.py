@@ -91,14 +91,20 @@ def test_the_papers_beauty_is_built_by_one_builder_that_records_its_source(tmp_p
     inter.to_csv(source / "joined" / "beauty_interactions.tsv.gz", sep="\t", index=False)
     items.to_csv(source / "joined" / "beauty_items.tsv.gz", sep="\t", index=False)
     with gzip.open(source / "raw" / "s3rec_Beauty_item2attributes.json.gz", "wt") as f:
-        json.dump({"1": [7, 3], "2": [5]}, f)
+        json.dump({"1": [7, 3, 4], "2": [3, 5]}, f)  # S3-Rec's order: the brand (7) first, then categories
     stats = build_paper_beauty(source, tmp_path / "dataset")
     assert stats["interactions"] == 4 and stats["items"] == 3
     item_file = (tmp_path / "dataset" / "beauty" / "beauty.item").read_text().splitlines()
     assert item_file[0] == "item_id:token\ttitle:token_seq\tclass:token"
-    assert item_file[1].endswith("\t3_7") and item_file[3].endswith("\t"), "sorted attribute ids; none: empty"
+    assert item_file[1].endswith("\t3_4"), "sorted category ids; the brand is not part of the class"
+    assert item_file[2].endswith("\t3_5") and item_file[3].endswith("\t"), "no attributes: empty"
     assert built_from(tmp_path / "dataset" / "beauty")["builder"] == "tables"
     assert build_paper_beauty(source, tmp_path / "dataset") is None, "already built: kept"
+    source_file = tmp_path / "dataset" / "beauty" / "SOURCE.json"
+    made = json.loads(source_file.read_text())
+    source_file.write_text(json.dumps({k: v for k, v in made.items() if k != "item_class"}))
+    assert build_paper_beauty(source, tmp_path / "dataset")["items"] == 3, "classes made with brands: rebuilt"
+    assert built_from(tmp_path / "dataset" / "beauty")["item_class"] == "s3rec-categories"
     (tmp_path / "dataset" / "beauty" / "SOURCE.json").write_text(json.dumps({"builder": "amazon2014"}))
     with pytest.raises(ValueError, match="another build of Beauty \\(amazon2014\\)"):
         build_paper_beauty(source, tmp_path / "dataset")

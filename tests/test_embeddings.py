@@ -118,6 +118,22 @@ def test_item_file_written_reused_and_aligned(tiny):
     assert torch.all(ours[0] == 0)
 
 
+def test_an_lda_file_is_rebuilt_when_the_item_classes_change(tiny):
+    """LDA is supervised by the class column: a file made from other classes is not reused."""
+    spec = EmbeddingSpec(reduction="lda", dim=1, options={"cache_path": tiny["config"]["embedding_cache_path"]})
+    path = build_item_embeddings("tiny", spec, tiny["path"])
+    first = json.loads(path.with_name(path.name + ".json").read_text())["classes"]
+    stamp = path.stat().st_mtime_ns
+    assert build_item_embeddings("tiny", spec, tiny["path"]) == path and path.stat().st_mtime_ns == stamp
+    item_file = tiny["path"] / "tiny" / "tiny.item"
+    lines = item_file.read_text().splitlines()
+    lines[1:] = [line.rsplit("\t", 1)[0] + "\t" + ("even" if i % 2 else "odd") for i, line in enumerate(lines[1:])]
+    item_file.write_text("\n".join(lines) + "\n")
+    build_item_embeddings("tiny", spec, tiny["path"])
+    second = json.loads(path.with_name(path.name + ".json").read_text())["classes"]
+    assert second["count"] == 2 and second["sha256"] != first["sha256"] and path.stat().st_mtime_ns != stamp
+
+
 def test_empty_titles_are_embedded_as_fallback_with_a_warning(tiny, caplog):
     item_file = tiny["path"] / "tiny" / "tiny.item"
     lines = item_file.read_text().splitlines()

@@ -136,9 +136,10 @@ def convert_tables(
     class_col: str | None = None,
     core: int = 0,
     clean_titles: bool = False,
+    source: dict | None = None,
 ) -> dict:
     """Generic pair of tables (interactions: user, item, timestamp; items: item,
-    title[, class]) -> atomic files."""
+    title[, class]) -> atomic files. ``source`` adds to what ``SOURCE.json`` records."""
     inter = read_table(interactions)
     for column in (user_col, item_col, time_col):
         if column not in inter:
@@ -154,7 +155,8 @@ def convert_tables(
         renames[class_col] = "class"
     meta = meta.rename(columns=renames)
     return write_atomic(inter, meta, out_dir, name, core=core, clean_titles=clean_titles,
-                        source={"builder": "tables", "interactions": str(interactions), "items": str(items)})
+                        source={"builder": "tables", "interactions": str(interactions), "items": str(items),
+                                **(source or {})})
 
 
 def _read_json_lines(path: os.PathLike):

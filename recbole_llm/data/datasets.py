@@ -123,13 +123,33 @@ def ensure_dataset(name: str, data_path: os.PathLike = "dataset", *, download: b
     return folder
 
 
+BEAUTY_ITEM_CLASS = "s3rec-categories"  # what the class column of the paper's Beauty build holds (SOURCE.json)
+
+
+def s3rec_category_classes(attributes: dict[str, list[int]]) -> dict[str, str]:
+    """Item class from S3-Rec's Beauty attributes: the item's sorted *category* ids joined by '_'.
+
+    S3-Rec lists an item's brand first (when it has one), then its category paths. A brand therefore never
+    appears after the first place, and a category does (behind a brand) unless every item holding it is
+    brandless. On Beauty this splits the 637 attributes into 435 brands and 202 categories, giving 225
+    classes (13 of one item). With brands in the key there are 3,120 classes, 1,648 of one item: LDA's
+    within-class scatter is then estimated from a handful of items per class and the reduction amplifies
+    noise. The paper's classes are categories, and few: its ``class`` column counts up from 0 in file order
+    and its last rows hold 168, 77, 14, 44, 11 (``beauty/attach_embeddings.ipynb``), and its LLM2BERT4Rec
+    takes ``classes - 1`` dimensions from LDA."""
+    later = {a for values in attributes.values() for a in values[1:]}
+    brands = {values[0] for values in attributes.values() if values} - later
+    return {item: "_".join(str(a) for a in sorted(set(values) - brands)) for item, values in attributes.items()}
+
+
 def build_paper_beauty(source: os.PathLike, data_path: os.PathLike = "dataset", force: bool = False) -> dict | None:
     """The paper's Amazon Beauty as ``<data_path>/beauty``: the tables the paper's code read, staged as
-    ``<source>/joined/beauty_{interactions,items}.tsv.gz`` (day timestamps, titles), with S3-Rec's item
-    attributes (``<source>/raw/s3rec_Beauty_item2attributes.json.gz``) as the item class, sorted attribute
-    ids joined by '_' (what LDA reduction is supervised by). Returns the counts, or None when the folder
-    already holds this build. A folder built by another builder (the Amazon 2014 route of ``ensure_dataset``)
-    is refused unless ``force``: both would be called "beauty"."""
+    ``<source>/joined/beauty_{interactions,items}.tsv.gz`` (day timestamps, titles), with the item's
+    categories from S3-Rec's attributes (``<source>/raw/s3rec_Beauty_item2attributes.json.gz``,
+    ``s3rec_category_classes``) as the item class that LDA reduction is supervised by. Returns the counts,
+    or None when the folder already holds this build; a build whose class column was made otherwise is
+    rebuilt (only that column differs). A folder built by another builder (the Amazon 2014 route of
+    ``ensure_dataset``) is refused unless ``force``: both would be called "beauty"."""
     import gzip
     import json
 
@@ -144,16 +164,20 @@ def build_paper_beauty(source: os.PathLike, data_path: os.PathLike = "dataset", 
         if made.get("builder") not in ("tables", None):  # None: a folder from before SOURCE.json
             raise ValueError(f"{folder} holds another build of Beauty ({made.get('builder')}); remove it or pass "
                              "force=True to replace it with the paper's")
-        return None
+        if made.get("item_class") == BEAUTY_ITEM_CLASS:
+            return None
+        logger.info("%s: item classes were made otherwise (%s); rebuilding with %s", folder,
+                    made.get("item_class", "attributes with brands"), BEAUTY_ITEM_CLASS)
     joined = source / "joined"
     items = pd.read_csv(joined / "beauty_items.tsv.gz", sep="\t", keep_default_na=False, dtype=str)
     with gzip.open(source / "raw" / "s3rec_Beauty_item2attributes.json.gz", "rt") as f:
-        attributes = json.load(f)
-    items["class"] = items["p5_item_int"].map(lambda i: "_".join(str(a) for a in sorted(attributes.get(i, []))))
+        classes = s3rec_category_classes(json.load(f))
+    items["class"] = items["p5_item_int"].map(lambda i: classes.get(i, ""))
     data_path.mkdir(parents=True, exist_ok=True)
     tmp = data_path / "beauty_items_with_class.tsv"
     items.to_csv(tmp, sep="\t", index=False)
     try:
-        return convert_tables(joined / "beauty_interactions.tsv.gz", tmp, data_path, "beauty", class_col="class")
+        return convert_tables(joined / "beauty_interactions.tsv.gz", tmp, data_path, "beauty", class_col="class",
+                              source={"item_class": BEAUTY_ITEM_CLASS})
     finally:
         tmp.unlink()

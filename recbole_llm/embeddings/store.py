@@ -9,6 +9,7 @@ item ids and checked against the catalog.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -182,26 +183,36 @@ def text_embedder(spec: EmbeddingSpec, show_progress: bool | None = None):
     return lambda texts: embed_texts(provider, texts, cache, **gate)
 
 
-def made_for(path: Path, spec: EmbeddingSpec) -> bool:
-    """Whether ``path`` exists and its sidecar says it was made by ``spec``'s recipe."""
+def made_for(path: Path, spec: EmbeddingSpec, extra: dict | None = None) -> bool:
+    """Whether ``path`` exists and its sidecar says it was made by ``spec``'s recipe (and ``extra``)."""
     sidecar = path.with_name(path.name + ".json")
     if not (path.exists() and sidecar.exists()):
         return False
     made = json.loads(sidecar.read_text())
-    return {k: made.get(k) for k in spec.recipe()} == spec.recipe()
+    expected = {**spec.recipe(), **(extra or {})}
+    return {k: made.get(k) for k in expected} == expected
+
+
+def class_digest(labels: np.ndarray) -> dict:
+    """What an LDA file was supervised by: the number of classes and a hash of the labels in catalog order,
+    so a dataset whose classes change rebuilds its LDA files instead of reusing them."""
+    digest = hashlib.sha256("\n".join(map(str, labels)).encode()).hexdigest()[:16]
+    return {"classes": {"count": int(len(np.unique(labels))), "sha256": digest}}
 
 
 def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike = "dataset") -> Path:
     """Compute (or reuse) the embedding file of dataset ``name`` for ``spec``: the only place a provider is
     called for item embeddings (from the prepare stage and ``python -m recbole_llm embed``)."""
     out = artifact_dir(name, data_path) / f"{name}.{spec.suffix}"
-    if made_for(out, spec):
+    catalog = read_catalog(dataset_dir(name, data_path), name)
+    labels = item_classes(catalog, spec) if spec.reduction == "lda" else None
+    supervision = class_digest(labels) if labels is not None else {}
+    if made_for(out, spec, supervision):
         logger.info("embeddings %s: reused %s", spec.describe(), out)
         return out
     sidecar = out.with_name(out.name + ".json")
     if sidecar.exists():
         logger.info("%s was made differently (%s); rebuilding", out, json.loads(sidecar.read_text()))
-    catalog = read_catalog(dataset_dir(name, data_path), name)
     texts, empty = item_texts(catalog, spec)
     started = time.perf_counter()
     if spec.provider == "file":  # embeddings made elsewhere (e.g. the paper's ada/PaLM files)
@@ -214,11 +225,10 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
     if spec.reduction != "none":
         if spec.dim is None:
             raise ValueError(f"reduction '{spec.reduction}' needs a target dimension (embedding_dim)")
-        labels = item_classes(catalog, spec) if spec.reduction == "lda" else None
         vectors = make_reducer(spec.reduction, spec.dim, random_state=spec.seed).fit_transform(vectors, labels)
     if spec.normalize:
         vectors = l2_normalize(vectors)
-    recipe = dict(spec.recipe(), empty_texts=empty, embed_seconds=round(seconds, 2))
+    recipe = dict(spec.recipe(), **supervision, empty_texts=empty, embed_seconds=round(seconds, 2))
     write_itememb(out, catalog["item_id"].to_numpy(), vectors, recipe)
     logger.info("embeddings %s: wrote %s (%d items x %d)", spec.describe(), out, len(catalog), vectors.shape[1])
     return out
