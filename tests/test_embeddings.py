@@ -134,6 +134,21 @@ def test_an_lda_file_is_rebuilt_when_the_item_classes_change(tiny):
     assert second["count"] == 2 and second["sha256"] != first["sha256"] and path.stat().st_mtime_ns != stamp
 
 
+def test_a_model_table_larger_than_lda_can_give_is_refused_before_any_embedding_call(tiny, monkeypatch):
+    from recbole_llm.embeddings import store
+
+    def no_call(spec):
+        raise AssertionError("the provider was called")
+
+    monkeypatch.setattr(store, "text_embedder", no_call)
+    config = make_config("LLM2SASRec", tiny, embedding_reduction="lda")  # 5 classes: at most 4 dimensions
+    with pytest.raises(EmbeddingMismatchError, match="at most classes - 1 = 4 dimensions .* to at most 4"):
+        store.prepare_item_embeddings(config, 16)
+    monkeypatch.undo()
+    path = store.prepare_item_embeddings(config, 4)
+    assert read_itememb(path)[1].shape == (20, 4)
+
+
 def test_empty_titles_are_embedded_as_fallback_with_a_warning(tiny, caplog):
     item_file = tiny["path"] / "tiny" / "tiny.item"
     lines = item_file.read_text().splitlines()

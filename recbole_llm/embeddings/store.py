@@ -200,13 +200,22 @@ def class_digest(labels: np.ndarray) -> dict:
     return {"classes": {"count": int(len(np.unique(labels))), "sha256": digest}}
 
 
-def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike = "dataset") -> Path:
+def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike = "dataset",
+                          exact_dim: bool = False) -> Path:
     """Compute (or reuse) the embedding file of dataset ``name`` for ``spec``: the only place a provider is
-    called for item embeddings (from the prepare stage and ``python -m recbole_llm embed``)."""
+    called for item embeddings (from the prepare stage and ``python -m recbole_llm embed``). ``exact_dim``:
+    a model table needs exactly ``spec.dim`` columns, so a size LDA cannot give is refused before any call."""
     out = artifact_dir(name, data_path) / f"{name}.{spec.suffix}"
     catalog = read_catalog(dataset_dir(name, data_path), name)
     labels = item_classes(catalog, spec) if spec.reduction == "lda" else None
     supervision = class_digest(labels) if labels is not None else {}
+    if exact_dim and labels is not None and spec.dim > supervision["classes"]["count"] - 1:
+        cap = supervision["classes"]["count"] - 1
+        raise EmbeddingMismatchError(
+            f"LDA gives at most classes - 1 = {cap} dimensions on {name} ({cap + 1} values of "
+            f"'{spec.class_field}'), but the model's item table needs {spec.dim}: set its embedding size "
+            f"(hidden_size; GRU4Rec: embedding_size) to at most {cap}, or use another embedding_reduction."
+        )
     if made_for(out, spec, supervision):
         logger.info("embeddings %s: reused %s", spec.describe(), out)
         return out
@@ -277,7 +286,7 @@ def prepare_item_embeddings(config, dim: int | None = None) -> Path:
     path, external = embedding_file(config, spec)
     if external:
         return path
-    return build_item_embeddings(config["dataset"], spec, _data_root(config))
+    return build_item_embeddings(config["dataset"], spec, _data_root(config), exact_dim=dim is not None)
 
 
 def item_embedding_table(config, dataset, dim: int | None = None) -> torch.Tensor:
