@@ -11,7 +11,7 @@ attention output, LayerNorms, feed-forward, dropouts) run on the real positions
 gathered into [N, H]; only the attention itself sees the padded layout, with
 RecBole's own mask. Real positions get RecBole's values (the same parameters and
 operations); padding positions come out as zeros. Seconds per training step on
-Beauty's presets, side by side: LLM2BERT4Rec (2 layers of 382) 1.82x faster on
+Beauty's presets, side by side: LLM2BERT4Rec (2 layers of 382, its size then) 1.82x faster on
 one thread, 1.65x on two; BERT4Rec (1 layer of 192, the catalog softmax
 dominates) 1.22x (``python -m benchmarks.packed_encoder_speed``). Dropout draws
 fewer random numbers, so a seeded run is not bit-identical to one without packing.
