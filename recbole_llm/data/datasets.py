@@ -129,7 +129,8 @@ BEAUTY_ITEM_CLASS = "s3rec-categories"  # what the class column of the paper's B
 def s3rec_category_classes(attributes: dict[str, list[int]]) -> dict[str, str]:
     """Item class from S3-Rec's Beauty attributes: the item's sorted *category* ids joined by '_'.
 
-    S3-Rec lists an item's brand first (when it has one), then its category paths. A brand therefore never
+    S3-Rec lists an item's brand first (when it has one), then its category paths without the main category
+    (``get_attribute_Amazon`` in its ``data/data_process.py``; names are not published). A brand therefore never
     appears after the first place, and a category does (behind a brand) unless every item holding it is
     brandless. On Beauty this splits the 637 attributes into 435 brands and 202 categories, giving 225
     classes (13 of one item). With brands in the key there are 3,120 classes, 1,648 of one item: LDA's
