@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -69,6 +70,17 @@ def _embedding_speed(args, spec) -> int:
 def _convert(args) -> int:
     from .data.convert import convert_amazon2014, convert_tables
 
+    if args.paper_beauty:
+        from .data.datasets import build_paper_beauty
+
+        if args.name not in (None, "beauty"):
+            raise SystemExit("--paper_beauty writes the dataset 'beauty' (the name its published configurations in "
+                             f"properties/paper/beauty/ are found by); drop --name {args.name}")
+        stats = build_paper_beauty(args.paper_beauty, args.data_path, force=args.force)
+        print(stats or f"{Path(args.data_path) / 'beauty'} already holds the paper's Beauty; nothing to do")
+        return 0
+    if not args.name:
+        raise SystemExit("convert needs --name (the dataset to write), or --paper_beauty FOLDER")
     if args.amazon_category:
         stats = convert_amazon2014(args.raw_dir, args.amazon_category, args.data_path, args.name, core=args.core)
     else:
@@ -188,7 +200,7 @@ def main(argv=None) -> int:
     embed.set_defaults(func=_embed)
 
     convert = commands.add_parser("convert", help="raw data -> RecBole atomic files")
-    convert.add_argument("--name", required=True, help="dataset name to write")
+    convert.add_argument("--name", default=None, help="dataset name to write")
     convert.add_argument("--data_path", default="dataset", help="where <name>/ is written")
     convert.add_argument("--amazon_category", default=None, help="e.g. Beauty (reads --raw_dir)")
     convert.add_argument("--raw_dir", default="dataset/raw", help="Amazon 2014 raw files")
@@ -201,6 +213,10 @@ def main(argv=None) -> int:
     convert.add_argument("--class_col", default=None, help="item class column (LDA labels)")
     convert.add_argument("--core", type=int, default=0, help="iterative k-core filter (0: none)")
     convert.add_argument("--clean_titles", action="store_true", help="strip HTML entities and spaces from titles")
+    convert.add_argument("--paper_beauty", default=None, metavar="FOLDER",
+                         help="build 'beauty' as the paper used it from its staged tables (joined/, raw/; e.g. "
+                              "../shared/data/amazon-beauty)")
+    convert.add_argument("--force", action="store_true", help="with --paper_beauty: replace another Beauty build")
     convert.set_defaults(func=_convert)
 
     report = commands.add_parser("report", help="models x seeds -> results.csv, leaderboard.md, plots")

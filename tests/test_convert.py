@@ -68,7 +68,7 @@ def test_clean_title():
 def test_missing_dataset_says_where(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="expected .*nope.inter"):
         ensure_dataset("nope", tmp_path)
-    with pytest.raises(DatasetNotFoundError, match="reviews_Beauty_5.json.gz"):
+    with pytest.raises(DatasetNotFoundError, match="reviews_Beauty_5.json.gz(.|\n)*convert --paper_beauty"):
         ensure_dataset("beauty", tmp_path, download=False)
 
 
@@ -109,3 +109,32 @@ def test_the_papers_beauty_is_built_by_one_builder_that_records_its_source(tmp_p
     with pytest.raises(ValueError, match="another build of Beauty \\(amazon2014\\)"):
         build_paper_beauty(source, tmp_path / "dataset")
     assert build_paper_beauty(source, tmp_path / "dataset", force=True)["interactions"] == 4
+
+
+def test_the_papers_beauty_is_built_from_the_command_line(tmp_path, capsys):
+    import gzip
+    import json
+
+    import pandas as pd
+
+    from recbole_llm.__main__ import main
+
+    source = tmp_path / "amazon-beauty"
+    (source / "joined").mkdir(parents=True)
+    (source / "raw").mkdir()
+    pd.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["A", "B", "A"], "timestamp": [1, 2, 1]}).to_csv(
+        source / "joined" / "beauty_interactions.tsv.gz", sep="\t", index=False)
+    pd.DataFrame({"item_id": ["A", "B"], "title": ["Lipstick", "Shampoo"], "p5_item_int": ["1", "2"]}).to_csv(
+        source / "joined" / "beauty_items.tsv.gz", sep="\t", index=False)
+    with gzip.open(source / "raw" / "s3rec_Beauty_item2attributes.json.gz", "wt") as f:
+        json.dump({"1": [7, 3], "2": [3]}, f)
+    data = str(tmp_path / "dataset")
+    assert main(["convert", "--paper_beauty", str(source), "--data_path", data]) == 0
+    assert "'interactions': 3" in capsys.readouterr().out
+    assert (tmp_path / "dataset" / "beauty" / "beauty.inter").exists()
+    assert main(["convert", "--paper_beauty", str(source), "--data_path", data]) == 0
+    assert "already holds the paper's Beauty" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="drop --name shop"):
+        main(["convert", "--paper_beauty", str(source), "--data_path", data, "--name", "shop"])
+    with pytest.raises(SystemExit, match="needs --name"):
+        main(["convert", "--interactions", "x.csv", "--items", "y.csv"])

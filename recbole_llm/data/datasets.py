@@ -114,10 +114,12 @@ def ensure_dataset(name: str, data_path: os.PathLike = "dataset", *, download: b
         except OSError as error:
             logger.info("download failed: %s", error)
     if not (raw / files[1]).exists() or not ((raw / files[0]).exists() or have_ratings):
+        paper = (" The paper's own Beauty (its tables, staged as joined/ and raw/) is built with `python -m "
+                 "recbole_llm convert --paper_beauty FOLDER`." if name == "beauty" else "")
         raise DatasetNotFoundError(
             f"Dataset '{name}' needs the Amazon 2014 files {files[0]} (or ratings_{category}.csv) and "
             f"{files[1]} in {raw.resolve()}; they could not be downloaded from "
-            f"{AMAZON2014_URL.format(file='')}. Put them there and rerun."
+            f"{AMAZON2014_URL.format(file='')}. Put them there and rerun.{paper}"
         )
     convert_amazon2014(raw, category, data_path, name)
     return folder
