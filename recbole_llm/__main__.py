@@ -76,11 +76,20 @@ def _convert(args) -> int:
         if args.name not in (None, "beauty"):
             raise SystemExit("--paper_beauty writes the dataset 'beauty' (the name its published configurations in "
                              f"properties/paper/beauty/ are found by); drop --name {args.name}")
+        others = [flag for flag, value in (("--amazon_category", args.amazon_category),
+                                           ("--interactions", args.interactions), ("--items", args.items),
+                                           ("--core", args.core), ("--clean_titles", args.clean_titles)) if value]
+        if others:
+            raise SystemExit(f"--paper_beauty builds the paper's Beauty as published; {', '.join(others)} would be "
+                             "ignored: drop them, or convert your own tables without --paper_beauty")
         stats = build_paper_beauty(args.paper_beauty, args.data_path, force=args.force)
         print(stats or f"{Path(args.data_path) / 'beauty'} already holds the paper's Beauty; nothing to do")
         return 0
     if not args.name:
         raise SystemExit("convert needs --name (the dataset to write), or --paper_beauty FOLDER")
+    if args.force:
+        raise SystemExit("--force only replaces another Beauty build with --paper_beauty; a conversion with --name "
+                         "always rewrites its dataset")
     if args.amazon_category:
         stats = convert_amazon2014(args.raw_dir, args.amazon_category, args.data_path, args.name, core=args.core)
     else:

@@ -138,3 +138,9 @@ def test_the_papers_beauty_is_built_from_the_command_line(tmp_path, capsys):
         main(["convert", "--paper_beauty", str(source), "--data_path", data, "--name", "shop"])
     with pytest.raises(SystemExit, match="needs --name"):
         main(["convert", "--interactions", "x.csv", "--items", "y.csv"])
+    with pytest.raises(SystemExit, match="--core would be ignored"):
+        main(["convert", "--paper_beauty", str(source), "--data_path", data, "--core", "5"])
+    (tmp_path / "dataset" / "beauty" / "SOURCE.json").write_text(json.dumps({"builder": "amazon2014"}))
+    assert main(["convert", "--paper_beauty", str(source), "--data_path", data]) == 2
+    assert "another build of Beauty (amazon2014)" in capsys.readouterr().err
+    assert main(["convert", "--paper_beauty", str(source), "--data_path", data, "--force"]) == 0

@@ -125,3 +125,20 @@ def test_the_hybrid_partner_takes_its_published_configuration_under_the_paper_pr
     assert partner_config(given)["sknn_sample_size"] == 40, "a setting given to the run reaches the partner too"
     config["preset"] = "custom"
     assert partner_config(config)["sknn_sample_size"] != 30, "no published files outside the paper preset"
+
+    # the hybrid's published partner settings fill in what the partner's published file leaves open
+    (presets / "tiny" / "LLMSeqSimSeqHybrid.yaml").write_text(
+        "preset: paper, hybrid\nhybrid_sequential_model: VSKNN\n"
+        "hybrid_sequential_config: {sknn_k: 99, sknn_sampling: random}\n")
+    published = pipeline.load_data("LLMSeqSimSeqHybrid", "tiny", None, tiny["config"]).config
+    assert published["hybrid_sequential_model"] == "VSKNN" and partner_config(published)["sknn_k"] == 99
+    other = pipeline.load_data("LLMSeqSimSeqHybrid", "tiny", None,
+                               {**tiny["config"], "hybrid_sequential_model": "SKNNEmb"}).config
+    assert other["hybrid_sequential_config"] == {"sknn_k": 99, "sknn_sampling": "random"}
+    partner = partner_config(other)
+    assert partner["sknn_k"] == 7, "SKNNEmb's published k, not the setting written for VSKNN"
+    assert partner["sknn_sampling"] == "random", "what SKNNEmb's file leaves open is filled in"
+    given = pipeline.load_data("LLMSeqSimSeqHybrid", "tiny", None, {
+        **tiny["config"], "hybrid_sequential_model": "SKNNEmb",
+        "hybrid_sequential_config": {"sknn_k": 99, "sknn_sampling": "random"}}).config
+    assert partner_config(given)["sknn_k"] == 99, "given to the run, even equal to the published one: it wins"

@@ -166,7 +166,7 @@ def build_paper_beauty(source: os.PathLike, data_path: os.PathLike = "dataset", 
         made = built_from(folder) or {}
         if made.get("builder") not in ("tables", None):  # None: a folder from before SOURCE.json
             raise ValueError(f"{folder} holds another build of Beauty ({made.get('builder')}); remove it or pass "
-                             "force=True to replace it with the paper's")
+                             "force=True (`convert --paper_beauty FOLDER --force`) to replace it with the paper's")
         if made.get("item_class") == BEAUTY_ITEM_CLASS:
             return None
         logger.info("%s: item classes were made otherwise (%s); rebuilding with %s", folder,

@@ -44,12 +44,12 @@ def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
 POP_RULES = ("paper", "mask")
 
 
-def partner_preset(config, partner: str) -> dict:
-    """The partner's published configuration on this dataset when the run is under the paper preset (the
-    hybrid's own preset file names only the hybrid's settings); empty otherwise."""
+def published_config(config, model: str) -> dict:
+    """``model``'s published configuration on this dataset when the run is under the paper preset; empty
+    otherwise."""
     from ..quick_start import paper_config_file
 
-    path = paper_config_file(partner, config["dataset"])
+    path = paper_config_file(model, config["dataset"])
     if path is None or not str(config_value(config, "preset", "")).startswith("paper"):
         return {}
     with open(path, encoding="utf-8") as file:
@@ -61,13 +61,23 @@ def partner_preset(config, partner: str) -> dict:
 def partner_config(config):
     """The sequential partner's config, later layers winning: the hybrid's, the partner's published
     configuration (paper preset), the settings the run was given as arguments (``config_dict``, command line:
-    an experiment's grid reaches both models), ``hybrid_sequential_config``."""
+    an experiment's grid reaches both models), ``hybrid_sequential_config``.
+
+    The hybrid's *published* ``hybrid_sequential_config`` undoes LLMSeqSim's embedding settings for the
+    published partner; it only fills in what the partner's own published file leaves open, so a run that names
+    another partner keeps that partner's published settings. One given to the run always wins (a value in a
+    user's own yaml equal to the published one cannot be told apart and is read as the published one)."""
     partner = config["hybrid_sequential_model"]
     sub_config = copy.deepcopy(config)
     sub_config["model"] = partner
     given = {*(getattr(config, "variable_config_dict", None) or {}), *(getattr(config, "cmd_config_dict", None) or {})}
-    published = {k: v for k, v in partner_preset(config, partner).items() if k not in given and k != "model"}
-    for key, value in {**published, **(config["hybrid_sequential_config"] or {})}.items():
+    partner_published = published_config(config, partner)
+    published = {k: v for k, v in partner_published.items() if k not in given and k != "model"}
+    extra = config["hybrid_sequential_config"] or {}
+    own = published_config(config, config["model"]).get("hybrid_sequential_config")
+    if "hybrid_sequential_config" not in given and own and extra == own:
+        extra = {k: v for k, v in extra.items() if k not in partner_published}
+    for key, value in {**published, **extra}.items():
         sub_config[key] = value
     return sub_config
 
