@@ -1,14 +1,17 @@
 """The paper's projection head on the tied output layer of SASRec and GRU4Rec
 (and their LLM2 subclasses): ``Dense(size, activation)``, then the item table,
-plus a per-item bias (the paper's ``ProjectionHead``; BERT4Rec has RecBole's
-own, which is that head already).
+optionally plus a per-item bias (the paper's ``ProjectionHead``; BERT4Rec has
+RecBole's own, which is that head already).
 
 - ``output_dense: relu`` (or another activation): SASRec gains a Dense layer
   on its output (Keras' initialisation: Glorot-uniform kernel, zero bias);
   GRU4Rec's own hidden -> embedding ``dense`` becomes the head's Dense and the
   activation follows it. ``~`` (default): no head.
 - ``output_bias: True``: a learned per-item bias, starting at zero. Popular
-  items can then score higher without bending the shared item table.
+  items can then score higher without bending the shared item table. The
+  paper's ``BiasLayer`` means to be this, but it takes its shape from
+  ``input_shape[2:]`` of a 2-D [positions, items] input: one scalar, which no
+  softmax or ranking sees (variants ``SASRec-nobias`` / ``GRU4Rec-nobias``).
 
 Both are off by default, so RecBole's models are unchanged unless a config asks;
 the head is saved with the model. The Dense acts inside ``forward``, so every
