@@ -11,6 +11,11 @@ SHARED = Path(os.environ.get("RECBOLE_LLM_SHARED", ROOT.parent / "shared")) / "d
 DATA_PATH = ROOT / "dataset"
 
 
+def quiet_beauty_settings(**extra) -> dict:
+    """Settings of a benchmark's Beauty run: our data folder, the files' same-day order, no logging or progress."""
+    return {"data_path": str(DATA_PATH), "state": "ERROR", "show_progress": False, "session_tie_order": "file", **extra}
+
+
 def build_beauty(force: bool = False) -> dict | None:
     """dataset/beauty from the paper's staged tables in ../shared/data (the library's builder)."""
     from recbole_llm.data.datasets import build_paper_beauty

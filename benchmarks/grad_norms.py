@@ -13,7 +13,7 @@ import sys
 from itertools import islice
 from pathlib import Path
 
-from benchmarks.common import DATA_PATH, build_beauty
+from benchmarks.common import build_beauty, quiet_beauty_settings
 
 OUT = Path(__file__).resolve().parent / "results" / "profile" / "grad_norms.json"
 
@@ -23,8 +23,7 @@ def measure(model_name: str, steps: int) -> dict:
 
     from recbole_llm import pipeline
 
-    settings = {"data_path": str(DATA_PATH), "state": "ERROR", "show_progress": False, "session_tie_order": "file"}
-    run = pipeline.build(model_name, "beauty", None, settings)
+    run = pipeline.build(model_name, "beauty", None, quiet_beauty_settings())
     model, config = run.model, run.config
     max_norm = float(config["clip_grad_norm"]["max_norm"])
     optimizer = run.trainer.optimizer

@@ -15,7 +15,7 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from benchmarks.common import DATA_PATH, build_beauty
+from benchmarks.common import build_beauty, quiet_beauty_settings
 
 OUT = Path(__file__).resolve().parent / "results" / "profile" / "packed_encoder_speed.json"
 
@@ -23,9 +23,7 @@ OUT = Path(__file__).resolve().parent / "results" / "profile" / "packed_encoder_
 def build(model_name: str, packed: bool):
     from recbole_llm import pipeline
 
-    settings = {"data_path": str(DATA_PATH), "state": "ERROR", "show_progress": False,
-                "session_tie_order": "file", "pack_sequences": packed}
-    return pipeline.build(model_name, "beauty", None, settings)
+    return pipeline.build(model_name, "beauty", None, quiet_beauty_settings(pack_sequences=packed))
 
 
 def encoder_difference(plain, packed, batch) -> float:
