@@ -269,6 +269,10 @@ def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only
     from .report import build_report, write_paper_comparison
 
     spec = load_experiment(path)
+    labels = [parse_model_spec(m)[0] for m in spec["models"]]
+    unknown = sorted(set(only or ()) - set(labels))
+    if unknown:  # a mistyped label would otherwise run nothing and still rewrite the tables
+        raise ValueError(f"{spec['file']}: --only names no run of this file: {unknown}; its labels are {labels}")
     if not tables_only:
         if "paper_beauty" in spec["build"]:
             from .data.datasets import build_paper_beauty

@@ -215,6 +215,8 @@ def test_an_experiment_file_rebuilds_the_paper_comparison_from_finished_runs(tmp
     assert "| 1 | 0.0100 | 0.010 | 1.00 |" in pop and pop.endswith("| 0.0200 |"), "one run: no ± 0"
     assert "--experiment" in leaderboard and leaderboard.rstrip().endswith("- nothing here")
     (root / "results" / "main" / "results.csv").exists()
+    with pytest.raises(ValueError, match=r"--only names no run of this file: \['SASrec'\]; its labels are \['Pop', "):
+        run_experiment(experiment, only=["SASRec", "SASrec"])
     experiment.write_text(yaml.safe_dump({"dataset": "tiny", "models": ["Pop"], "out": "x", "seed": [1]}))
     with pytest.raises(ValueError, match=r"unknown keys \['seed'\]"):
         load_experiment(experiment)
