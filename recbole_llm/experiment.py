@@ -278,7 +278,7 @@ def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only
             from .data.datasets import build_paper_beauty
 
             build_paper_beauty(spec["build"]["paper_beauty"], spec.get("data_path") or "dataset")
-        models = [m for m in spec["models"] if not only or parse_model_spec(m)[0] in only]
+        models = [m for m, label in zip(spec["models"], labels) if not only or label in only]
         once = [m for m in models if _fits_in_one_pass(m, spec["set"])]
         for group, seeds in ((once, spec.get("one_pass_seeds") or spec["seeds"]),
                              ([m for m in models if m not in once], spec["seeds"])):
