@@ -1,4 +1,6 @@
 """The reproduction report: resumable plan, tables and plots."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -303,3 +305,21 @@ def test_embedding_speed_is_measured_on_local_models_only(tiny, capsys):
     assert "titles/s (8 titles" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="local embedders only"):
         main(["embed", "--dataset", "tiny", "--data_path", str(tiny["path"]), "--speed", "8", "--provider", "openai"])
+
+
+EXPERIMENT_FILES = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=lambda p: p.name)
+def test_every_committed_experiment_file_names_known_models_once_each(path):
+    """A typo in a committed experiment file should fail here, not hours into a run."""
+    from recbole_llm.experiment import load_experiment
+    from recbole_llm.registry import get_model
+
+    spec = load_experiment(path)
+    parsed = [parse_model_spec(m) for m in spec["models"]]
+    labels = [label for label, _, _ in parsed]
+    assert len(labels) == len(set(labels)), f"{path.name}: a label appears twice"
+    for _, model, _ in parsed:
+        get_model(model)  # raises on an unknown model name
+    assert Path(spec["out"]).is_relative_to(path.resolve().parents[2] / "benchmarks" / "results")
