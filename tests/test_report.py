@@ -307,7 +307,8 @@ def test_embedding_speed_is_measured_on_local_models_only(tiny, capsys):
         main(["embed", "--dataset", "tiny", "--data_path", str(tiny["path"]), "--speed", "8", "--provider", "openai"])
 
 
-EXPERIMENT_FILES = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "experiments").glob("*.yaml"))
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+EXPERIMENT_FILES = sorted((BENCHMARKS / "experiments").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=lambda p: p.name)
@@ -322,4 +323,4 @@ def test_every_committed_experiment_file_names_known_models_once_each(path):
     assert len(labels) == len(set(labels)), f"{path.name}: a label appears twice"
     for _, model, _ in parsed:
         get_model(model)  # raises on an unknown model name
-    assert Path(spec["out"]).is_relative_to(path.resolve().parents[2] / "benchmarks" / "results")
+    assert Path(spec["out"]).is_relative_to(BENCHMARKS / "results")
