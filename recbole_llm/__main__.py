@@ -111,6 +111,46 @@ def _run_one(args) -> int:
     return 0
 
 
+def _llm_states(args) -> int:
+    """Fill the shared LLM state store with every prompt a fixed-token LLMSRec run on this data reads (items,
+    training rows, validation, test and the order test's shuffled test prompts), this process's shard only:
+    ``--shard 1/2`` and ``--shard 2/2`` side by side halve the wall time. Stop it at any time; rerun to resume."""
+    import torch
+
+    from .llm.states import parse_shard, resolve_precision
+    from .model.llmsrec import fill_states, load_frozen_llm, run_prompts, state_store
+    from .pipeline import load_data
+    from .settings import config_value
+
+    torch.set_num_threads(args.threads)
+    shard = parse_shard(args.shard)
+    overrides = {"llm_state_shard": [shard[0] + 1, shard[1]], "show_progress": False}
+    for item in args.set or []:
+        key, value = item.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
+    if args.data_path:
+        overrides["data_path"] = args.data_path
+    run = load_data(args.model, args.dataset, config_dict=overrides)  # the prepare stage fills the item states
+    config = run.config
+    if config["model"] != "LLMSRec":
+        raise ValueError(f"llm-states fills the states LLMSRec reads; --model {config['model']} reads none")
+    parts = run_prompts(config, run.train_data, run.valid_data, run.test_data)
+    precision = resolve_precision(config_value(config, "llm_state_precision"), config["device"])
+    from .llm.local import resolve_local_llm
+
+    store = state_store(config, resolve_local_llm(config["llm_model"]))
+    todo = {name: store.missing(prompts, shard) for name, prompts in parts.items()}
+    print(f"llm states ({precision}, shard {args.shard}) in {store.cache.path}: "
+          + ", ".join(f"{name} {len(todo[name])} of {len(set(p))} missing" for name, p in parts.items()), flush=True)
+    if any(todo.values()):
+        tokenizer, llm, _ = load_frozen_llm(config["llm_model"], precision)
+        for name, prompts in parts.items():
+            fill_states(store, tokenizer, llm, prompts, int(config["llmsrec_state_batch_size"]), precision, shard,
+                        desc=f"LLM states ({name})", device=config["device"])
+    print(f"llm states of shard {args.shard} complete", flush=True)
+    return 0
+
+
 def _report(args) -> int:
     from .experiment import run_experiment, run_plan
     from .report import build_report
@@ -227,6 +267,15 @@ def main(argv=None) -> int:
                               "../shared/data/amazon-beauty)")
     convert.add_argument("--force", action="store_true", help="with --paper_beauty: replace another Beauty build")
     convert.set_defaults(func=_convert)
+
+    states = commands.add_parser("llm-states", help="fill the frozen-LLM state store an LLMSRec run reads")
+    states.add_argument("--model", default="LLMSRec", help="the recommender whose prompts are filled")
+    states.add_argument("--dataset", required=True, help="dataset name")
+    states.add_argument("--shard", default="1/1", help="i/n: this process fills shard i of n (run n side by side)")
+    states.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    states.add_argument("--set", nargs="*", help="key=value settings of the run (e.g. llm_state_precision=fp32)")
+    states.add_argument("--data_path", default=None, help="folder holding <dataset>/")
+    states.set_defaults(func=_llm_states)
 
     report = commands.add_parser("report", help="models x seeds -> results.csv, leaderboard.md, plots")
     report.add_argument("--experiment", default=None, help="an experiment file (benchmarks/experiments/*.yaml)")

@@ -60,6 +60,15 @@ def session_analysis(model, test_data, dataset, k: int = 20, mask_prompts: bool 
     return out
 
 
+def shuffle_items(seq, lengths, generator):
+    """Each row's first ``length`` items in a random order (drawn from ``generator``), padding kept last."""
+    import torch
+
+    keys = torch.rand(seq.shape, generator=generator)
+    keys[torch.arange(seq.shape[1]).unsqueeze(0) >= lengths.cpu().unsqueeze(1)] = 2.0  # padding stays last
+    return seq.gather(1, keys.argsort(dim=1).to(seq.device))
+
+
 @contextmanager
 def shuffled_prompts(model, seed: int = 0):
     """Score every prompt with its items in a random order: the order test of LLM-SRec
@@ -71,9 +80,7 @@ def shuffled_prompts(model, seed: int = 0):
 
     def shuffled(interaction):
         seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
-        keys = torch.rand(seq.shape, generator=generator)
-        keys[torch.arange(seq.shape[1]).unsqueeze(0) >= lengths.cpu().unsqueeze(1)] = 2.0  # padding stays last
-        interaction.interaction[model.ITEM_SEQ] = seq.gather(1, keys.argsort(dim=1).to(seq.device))
+        interaction.interaction[model.ITEM_SEQ] = shuffle_items(seq, lengths, generator)
         return original(interaction)
 
     model.full_sort_predict = shuffled

@@ -14,10 +14,7 @@ user representation) + a uniformity term that keeps both from collapsing.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
-import os
-from pathlib import Path
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -27,6 +24,8 @@ from tqdm.auto import tqdm
 
 from ..data.catalog import catalog_titles
 from ..llm.local import resolve_local_llm
+from ..llm.states import (LLMStateStore, llm_identity, parse_shard, precision_context, quantize_int8,
+                          resolve_precision)
 from ..patches import load_checkpoint
 from ..registry import register_model
 from ..settings import config_value
@@ -64,8 +63,10 @@ class RunningStandardize(torch.nn.BatchNorm1d):
         return super().forward(x)
 
 
-def load_frozen_llm(model_setting):
-    """(tokenizer with the user/item tokens, frozen causal LM, its folder) of ``llm_model``."""
+def load_frozen_llm(model_setting, precision: str = "fp32"):
+    """(tokenizer with the user/item tokens, frozen causal LM, its folder) of ``llm_model``. The two added
+    tokens' input vectors are the mean token vector (transformers would draw them at random, and a state
+    store keyed by prompt must not depend on a random draw); ``precision: int8`` quantises the Linear layers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_local_llm(model_setting)
@@ -75,15 +76,46 @@ def load_frozen_llm(model_setting):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    before = llm.get_input_embeddings().weight.shape[0]
     llm.resize_token_embeddings(len(tokenizer))
+    with torch.no_grad():
+        table = llm.get_input_embeddings().weight
+        table[before:] = table[:before].mean(0)
     llm.requires_grad_(False)
     llm.eval()
+    if precision == "int8":
+        llm = quantize_int8(llm)
     return tokenizer, llm, path
 
 
-def item_states_file(config, path, titles: list[str]) -> Path:
-    key = hashlib.sha256("\x1f".join([str(path)] + titles).encode()).hexdigest()[:16]
-    return Path(config["checkpoint_dir"]) / "llmsrec" / f"item_states_{key}.pt"
+def item_prompt(title: str) -> str:
+    return f"Item: {title} {ITEM_TOKEN}"
+
+
+def user_prompt(titles: list[str], items: list[int], max_items: int) -> str:
+    """The session's last ``max_items`` items as a numbered list of titles, ending in the user token."""
+    listed = "; ".join(f"{i + 1}. {titles[item]}" for i, item in enumerate(items[-max_items:]))
+    return f"A user interacted with, in this order: {listed}. The user is {USER_TOKEN}"
+
+
+def state_store(config, path) -> LLMStateStore:
+    """The shared store of this run's LLM states (``llm_state_precision`` resolved on this machine)."""
+    precision = resolve_precision(config_value(config, "llm_state_precision"), config["device"])
+    return LLMStateStore(llm_identity(path, precision))
+
+
+def fill_states(store: LLMStateStore, tokenizer, llm, prompts: list[str], batch_size: int, precision: str,
+                shard=(0, 1), desc: str = "LLM states", device="cpu") -> int:
+    """Compute the last-position state of every prompt ``store`` lacks (this shard's), in length-sorted batches."""
+    def last_states(chunk: list[str]) -> torch.Tensor:
+        encoded = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+        with precision_context(precision, device):
+            return llm.model(**encoded).last_hidden_state[:, -1]
+
+    def lengths(chunk: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(chunk)["input_ids"]]
+
+    return store.fill(prompts, last_states, lengths, batch_size, shard, desc)
 
 
 def states_by_length(tokenizer, prompts: list[str], run, batch_size: int, width: int, desc: str | None = None,
@@ -115,27 +147,18 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
-        """The frozen LLM's state of every item's "title + item token", computed once and cached on disk (the
-        LLM is loaded only when the cache is missing)."""
-        titles = catalog_titles(config, dataset)
-        cache = item_states_file(config, resolve_local_llm(config["llm_model"]), titles)
-        if cache.exists():
+        """The frozen LLM's state of every item's "title + item token", computed once into the shared state
+        store (the LLM is loaded only when some are missing)."""
+        path = resolve_local_llm(config["llm_model"])
+        store = state_store(config, path)
+        prompts = [item_prompt(t) for t in catalog_titles(config, dataset)[1:]]
+        shard = parse_shard(config_value(config, "llm_state_shard") or [1, 1])  # set by `llm-states --shard`
+        if not store.missing(prompts, shard):
             return
-        tokenizer, llm, _ = load_frozen_llm(config["llm_model"])
-        prompts = [f"Item: {title} {ITEM_TOKEN}" for title in titles]
-
-        def last_states(chunk: list[str]) -> torch.Tensor:
-            encoded = tokenizer(chunk, return_tensors="pt", padding=True)
-            return llm.model(**encoded).last_hidden_state[:, -1]
-
-        with torch.no_grad():
-            states = states_by_length(tokenizer, prompts, last_states, int(config["llmsrec_state_batch_size"]),
-                                      llm.config.hidden_size, "LLM item states", bool(config["show_progress"]))
-        states[0] = 0.0
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        torch.save(states, tmp)
-        os.replace(tmp, cache)
+        precision = resolve_precision(config_value(config, "llm_state_precision"), config["device"])
+        tokenizer, llm, _ = load_frozen_llm(config["llm_model"], precision)
+        fill_states(store, tokenizer, llm.to(config["device"]), prompts, int(config["llmsrec_state_batch_size"]),
+                    precision, shard, desc="LLM item states", device=config["device"])
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -148,29 +171,23 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self.state_batch_size = int(config["llmsrec_state_batch_size"])
         self.titles = catalog_titles(config, dataset)
         self.teacher = self._teacher(config, dataset)
-        self.tokenizer, llm, path = load_frozen_llm(config["llm_model"])
+        self.precision = resolve_precision(config_value(config, "llm_state_precision"), config["device"])
+        self.tokenizer, llm, path = load_frozen_llm(config["llm_model"], self.precision)
         object.__setattr__(self, "llm", llm)  # frozen and reloadable from its folder: not in our state_dict
         width = llm.config.hidden_size
         embeddings = llm.get_input_embeddings().weight
         self.user_token_id = self.tokenizer.convert_tokens_to_ids(USER_TOKEN)
         self.token_mode = config["llmsrec_user_token"]
-        token = embeddings[: len(self.tokenizer) - 2].mean(0).clone()
+        token = embeddings[self.user_token_id].clone()  # the mean token vector (load_frozen_llm)
         if self.token_mode == "learned":  # every step runs the LLM: ~8 s per 16 prompts on 2 CPU cores
             self.user_token = torch.nn.Parameter(token)
         else:  # fixed: a prompt's LLM state never changes, so it is computed once and cached on disk
             self.register_buffer("user_token", token)
-        self._state_file = Path(config["checkpoint_dir"]) / "llmsrec" / (
-            "user_states_" + hashlib.sha256(f"{path}\x1f{self.max_prompt_items}".encode()).hexdigest()[:16] + ".pt")
-        self._user_states: dict[str, torch.Tensor] = {}
-        self._unsaved = 0
-        cache = item_states_file(config, path, self.titles)
-        if not cache.exists():
-            raise FileNotFoundError(f"{cache}: the LLM item states are made by the prepare stage before the model "
-                                    "is built (recbole_llm.prepare.prepare(config, train_dataset))")
-        states = torch.load(cache, weights_only=True)
-        catalog = states[1:]  # the catalog and the LLM are fixed: standardise once, by the catalog's exact statistics
-        states = (states - catalog.mean(0)) / catalog.std(0).clamp_min(1e-6)
-        states[0] = 0.0  # padding; its score is masked
+        self.store = state_store(config, path)
+        # the catalog and the LLM are fixed: the item states (made by the prepare stage) are standardised
+        # once, by the catalog's exact statistics; row 0 is padding, its score is masked
+        catalog = self.store.tensor([item_prompt(t) for t in self.titles[1:]])
+        states = torch.cat([torch.zeros(1, width), (catalog - catalog.mean(0)) / catalog.std(0).clamp_min(1e-6)])
         self.register_buffer("item_states", states)
         self.user_state_norm = RunningStandardize(width)
         self.user_mlp = mlp(width, 2 * self.dim, self.dim)
@@ -227,12 +244,8 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         return self
 
     def user_prompts(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        prompts = []
-        for row, n in zip(item_seq.tolist(), lengths.tolist()):
-            items = row[:n][-self.max_prompt_items :]
-            listed = "; ".join(f"{i + 1}. {self.titles[item]}" for i, item in enumerate(items))
-            prompts.append(f"A user interacted with, in this order: {listed}. The user is {USER_TOKEN}")
-        return prompts
+        return [user_prompt(self.titles, row[:n], self.max_prompt_items)
+                for row, n in zip(item_seq.tolist(), lengths.tolist())]
 
     def llm_user_states(self, interaction) -> torch.Tensor:
         prompts = self.user_prompts(interaction[self.ITEM_SEQ].cpu(), interaction[self.ITEM_SEQ_LEN].cpu())
@@ -240,30 +253,13 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
             return self._prompt_states(prompts)
         return self.cached_user_states(prompts)
 
-    def cached_user_states(self, prompts: list[str], save_every: int = 512) -> torch.Tensor:
-        """Fixed user token: each prompt's frozen-LLM state, computed once (by length, saved every
-        ``save_every`` new states, so an interrupted run resumes) and read from the cache afterwards."""
-        if not self._user_states and self._state_file.exists():
-            saved = torch.load(self._state_file, weights_only=True)
-            self._user_states = dict(zip(saved["prompts"], saved["states"]))
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._user_states))
-        for start in range(0, len(missing), save_every):
-            chunk = missing[start : start + save_every]
-            with torch.no_grad():
-                states = self._by_length(chunk, self._prompt_states,
-                                         "LLM user states" if len(missing) > self.state_batch_size else None)
-            self._user_states.update(zip(chunk, states.cpu()))
-            self._unsaved += len(chunk)
-            if self._unsaved >= save_every or start + save_every >= len(missing):
-                self._save_user_states()
-        return torch.stack([self._user_states[p] for p in prompts]).to(self.user_token.device)
-
-    def _save_user_states(self) -> None:
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._state_file.with_name(self._state_file.name + ".tmp")
-        torch.save({"prompts": list(self._user_states), "states": torch.stack(list(self._user_states.values()))}, tmp)
-        os.replace(tmp, self._state_file)
-        self._unsaved = 0
+    def cached_user_states(self, prompts: list[str]) -> torch.Tensor:
+        """Fixed user token: each prompt's frozen-LLM state from the shared store, computed (and stored batch by
+        batch, so an interrupted run resumes) only where the store lacks it."""
+        desc = "LLM user states" if len(prompts) > self.state_batch_size and self.show_progress else None
+        fill_states(self.store, self.tokenizer, self.llm, prompts, self.state_batch_size, self.precision,
+                    desc=desc or "LLM user states", device=self.user_token.device)
+        return self.store.tensor(prompts).to(self.user_token.device)
 
     def prepare_user_states(self, train_data) -> None:
         """Every training prompt's state at once, sorted by length (less padding than batch by batch)."""
@@ -279,11 +275,12 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
             raise RuntimeError("the user token must end every prompt (left padding)")
         # Only the user token's embedding learns and it is the last position: the titles before it run once
         # without autograd into a KV cache, and only the last position is differentiated (3x cheaper steps).
-        with torch.no_grad():
+        with torch.no_grad(), precision_context(self.precision, ids.device):
             prefix = self.llm.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
         user = self.user_token.expand(len(prompts), 1, -1)
-        hidden = self.llm.model(inputs_embeds=user, attention_mask=mask, past_key_values=prefix.past_key_values)
-        return hidden.last_hidden_state[:, -1]
+        with precision_context(self.precision, ids.device):
+            hidden = self.llm.model(inputs_embeds=user, attention_mask=mask, past_key_values=prefix.past_key_values)
+        return hidden.last_hidden_state[:, -1].float()
 
     def user_representation(self, interaction) -> torch.Tensor:
         return self.user_mlp(self.user_state_norm(self.llm_user_states(interaction)))
@@ -332,18 +329,62 @@ class LLMSRecTrainer(StepBudgetTrainer):
         return super().fit(train_data, *args, **kwargs)
 
     def training_sample(self, train_data):
-        cap = config_value(self.config, "llmsrec_train_prompts")
-        dataset = train_data._dataset
-        if not cap or len(dataset.inter_feat) <= int(cap):
-            return train_data
-        import numpy as np
-        from recbole.data.dataloader import TrainDataLoader
+        return training_sample(self.config, train_data)
 
-        rows = np.sort(np.random.default_rng(int(self.config["seed"])).choice(
-            len(dataset.inter_feat), int(cap), replace=False))
-        logger.info("llmsrec_train_prompts: %d of %d training prompts", len(rows), len(dataset.inter_feat))
-        sample = dataset.copy(dataset.inter_feat[torch.as_tensor(rows)])
-        return TrainDataLoader(self.config, sample, train_data._sampler, shuffle=True)
+
+def training_sample(config, train_data):
+    """``llmsrec_train_rows: last`` keeps one row per training session, its newest prefix (as LLM-SRec's own
+    code trains: one sample per user, the last item the target); ``all`` every prefix. Then
+    ``llmsrec_train_prompts`` caps the rows at a seeded sample (the same rows every epoch)."""
+    import numpy as np
+    from recbole.data.dataloader import TrainDataLoader
+
+    dataset = train_data._dataset
+    inter = dataset.inter_feat
+    rows = np.arange(len(inter))
+    mode = config_value(config, "llmsrec_train_rows", "last")
+    if mode not in ("last", "all"):
+        raise ValueError(f"llmsrec_train_rows must be last or all; got {mode!r}")
+    if mode == "last":
+        users = inter[dataset.uid_field].numpy()
+        order = np.lexsort((rows, users))  # a session's prefix rows are in time order: its last row is the newest
+        last = np.r_[users[order][1:] != users[order][:-1], True]
+        rows = np.sort(order[last])
+    cap = config_value(config, "llmsrec_train_prompts")
+    if cap and len(rows) > int(cap):
+        rows = np.sort(np.random.default_rng(int(config["seed"])).choice(rows, int(cap), replace=False))
+    if len(rows) == len(inter):
+        return train_data
+    logger.info("LLMSRec trains on %d of %d training rows (llmsrec_train_rows: %s, llmsrec_train_prompts: %s)",
+                len(rows), len(inter), mode, cap)
+    sample = dataset.copy(inter[torch.as_tensor(rows)])
+    return TrainDataLoader(config, sample, train_data._sampler, shuffle=True)
 
 
 LLMSRec.trainer_class = LLMSRecTrainer
+
+
+def run_prompts(config, train_data, valid_data, test_data, order_test: bool = True) -> dict[str, list[str]]:
+    """Every prompt whose frozen-LLM state a fixed-token LLMSRec run reads, by part: the catalog's items, the
+    training rows (``training_sample``), the validation and test sessions and, for the order test, the test
+    sessions with their items shuffled exactly as ``analysis.shuffled_prompts`` will shuffle them."""
+    from ..analysis import shuffle_items
+
+    dataset = train_data._dataset
+    titles = catalog_titles(config, dataset)
+    width = int(config["llmsrec_max_prompt_items"])
+    seq_field, len_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
+
+    def prompts(seq, lengths):
+        return [user_prompt(titles, row[:n], width) for row, n in zip(seq.tolist(), lengths.tolist())]
+
+    train = training_sample(config, train_data)._dataset.inter_feat
+    parts = {"items": [item_prompt(t) for t in titles[1:]], "train": prompts(train[seq_field], train[len_field])}
+    for name, loader in (("valid", valid_data), ("test", test_data)):
+        parts[name] = [p for batch in loader for p in prompts(batch[0][seq_field], batch[0][len_field])]
+    if order_test:
+        generator = torch.Generator().manual_seed(0)  # analysis.shuffled_prompts(model, seed=0), batch by batch
+        parts["test_shuffled"] = [
+            p for batch in test_data
+            for p in prompts(shuffle_items(batch[0][seq_field], batch[0][len_field], generator), batch[0][len_field])]
+    return parts

@@ -1,0 +1,154 @@
+"""A frozen LLM's read-out states, computed once per (LLM, read-out, precision, prompt) and shared on disk.
+
+LLM-SRec reads the frozen LLM's last hidden state of each prompt. On CPU that pass, not training, is the
+cost (~0.3 s per Beauty prompt on one thread in bf16), so every state is kept in one SQLite file
+(``llm_states.sqlite`` in the cache folder; the embedding cache's format: CRC-checked rows, salvage of a
+damaged file, WAL so that several processes read and write it at once). A rerun computes nothing; a killed
+fill loses at most one batch; two processes fill disjoint shards of the same prompts side by side
+(``python -m recbole_llm llm-states --shard 1/2`` and ``--shard 2/2``).
+
+The key holds everything a state depends on: the LLM folder, its config, the read-out version and the
+precision the LLM ran in, so a bf16 state never answers for an fp32 one.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..embeddings.cache import EmbeddingCache, text_key
+from ..settings import default_cache_dir
+
+logger = logging.getLogger(__name__)
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+READOUT_VERSION = "last-hidden-v2"  # v2: the added special tokens' input vectors are the mean token vector
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 matmuls run natively (about 2x fp32 here); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(setting: str | None, device: str | torch.device = "cpu") -> str:
+    """``auto`` -> bf16 where the hardware runs it natively (a CUDA device with bf16, a CPU with AVX-512 BF16),
+    else fp32. An explicit setting is kept; asking for bf16 on a CPU without it is refused (it would be slower
+    than fp32 and give different states)."""
+    setting = (setting or "auto").lower()
+    if setting not in PRECISIONS:
+        raise ValueError(f"llm_state_precision must be one of {', '.join(PRECISIONS)}; got {setting!r}")
+    on_cuda = str(device).startswith("cuda")
+    native = (torch.cuda.is_bf16_supported() if on_cuda else cpu_has_native_bf16())
+    if setting == "auto":
+        return "bf16" if native else "fp32"
+    if setting == "bf16" and not native:
+        raise ValueError("llm_state_precision: bf16 needs a CPU with AVX-512 BF16 (see /proc/cpuinfo) or a CUDA "
+                         "GPU with bf16; this machine has neither: use fp32 (or auto)")
+    if setting == "int8" and on_cuda:
+        raise ValueError("llm_state_precision: int8 is torch's CPU dynamic quantisation; use bf16 on a GPU")
+    return setting
+
+
+def precision_context(precision: str, device: str | torch.device = "cpu"):
+    """Autocast for bf16 (weights stay fp32); nothing for fp32 and int8 (int8 is in the weights)."""
+    if precision == "bf16":
+        return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def quantize_int8(llm):
+    """torch's dynamic int8 quantisation of every Linear (weights int8, activations quantised per batch)."""
+    return torch.ao.quantization.quantize_dynamic(llm, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def llm_identity(path: os.PathLike, precision: str) -> str:
+    """What a state depends on besides its prompt: the model folder and its config, the read-out, the precision."""
+    path = Path(path)
+    config = (path / "config.json").read_bytes() if (path / "config.json").exists() else b""
+    digest = hashlib.sha256(config).hexdigest()[:12]
+    return f"{path.resolve()}|{digest}|{READOUT_VERSION}|{precision}"
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    index, count = shard
+    return int(key[:8], 16) % count == index
+
+
+def parse_shard(text) -> tuple[int, int]:
+    """``"i/n"`` or ``[i, n]`` (1-based, as users count) -> (i - 1, n)."""
+    try:
+        index, count = (int(part) for part in (text.split("/") if isinstance(text, str) else text))
+    except ValueError:
+        raise ValueError(f"--shard takes i/n, e.g. 1/2; got {text!r}") from None
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard {text}: i must be between 1 and n")
+    return index - 1, count
+
+
+class LLMStateStore:
+    """``get`` the stored states of prompts; ``fill`` computes the missing ones (of this process's shard),
+    shortest prompts first in batches, stores every batch as it finishes and logs progress with an ETA."""
+
+    def __init__(self, identity: str, path: os.PathLike | None = None):
+        self.identity = identity
+        self.cache = EmbeddingCache(path or default_cache_dir() / "llm_states.sqlite")
+
+    def key(self, prompt: str) -> str:
+        return text_key("llm-state", self.identity, prompt)
+
+    def get(self, prompts: list[str]) -> dict[str, np.ndarray]:
+        keys = {self.key(p): p for p in dict.fromkeys(prompts)}
+        return {keys[k]: v for k, v in self.cache.get_many(list(keys)).items()}
+
+    def missing(self, prompts: list[str], shard: tuple[int, int] = (0, 1)) -> list[str]:
+        unique = [p for p in dict.fromkeys(prompts) if in_shard(self.key(p), shard)]
+        found = self.get(unique)
+        return [p for p in unique if p not in found]
+
+    def fill(self, prompts: list[str], compute: Callable[[list[str]], torch.Tensor], lengths: Callable[[list[str]], list[int]],
+             batch_size: int, shard: tuple[int, int] = (0, 1), desc: str = "LLM states", log_every: float = 60.0) -> int:
+        """Compute and store the states this shard lacks; returns how many were computed."""
+        todo = self.missing(prompts, shard)
+        if not todo:
+            return 0
+        size = [n for n in lengths(todo)]
+        todo = [p for _, p in sorted(zip(size, todo), key=lambda pair: pair[0])]
+        tokens_total = sum(size)
+        logger.info("%s: %d of %d prompts to compute (shard %d/%d, %d tokens)", desc, len(todo),
+                    len(dict.fromkeys(prompts)), shard[0] + 1, shard[1], tokens_total)
+        started = last_log = time.perf_counter()
+        tokens_done, size_sorted = 0, sorted(size)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            with torch.no_grad():
+                states = compute(chunk).float().cpu().numpy()
+            if not np.isfinite(states).all():
+                raise RuntimeError(f"{desc}: the LLM returned a non-finite state; nothing of this batch was stored")
+            self.cache.put_many([self.key(p) for p in chunk], states)
+            tokens_done += sum(size_sorted[start : start + batch_size])
+            now = time.perf_counter()
+            if now - last_log >= log_every or start + batch_size >= len(todo):
+                rate = tokens_done / (now - started)
+                logger.info("%s: %d/%d prompts, %.1f prompts/s, ETA %.0f min", desc, min(start + batch_size,
+                            len(todo)), len(todo), (start + len(chunk)) / (now - started),
+                            (tokens_total - tokens_done) / max(rate, 1e-9) / 60)
+                last_log = now
+        return len(todo)
+
+    def tensor(self, prompts: list[str]) -> torch.Tensor:
+        """The states of ``prompts`` in order; every one must be stored."""
+        found = self.get(prompts)
+        absent = [p for p in prompts if p not in found]
+        if absent:
+            raise KeyError(f"{len(absent)} LLM states are not in {self.cache.path} (first: {absent[0][:80]!r})")
+        return torch.from_numpy(np.stack([found[p] for p in prompts]))
