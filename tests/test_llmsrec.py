@@ -1,4 +1,5 @@
 """LLMSRec: a frozen LLM, learned MLPs and user token, distillation from SASRec, cached item states."""
+import pytest
 import torch
 from conftest import build
 
@@ -7,7 +8,14 @@ from recbole_llm.model.llmsrec import uniformity
 
 def _config(tmp_path, tiny_llm, **extra):
     return dict(llm_model=str(tiny_llm), checkpoint_dir=str(tmp_path / "saved"), llmsrec_teacher_epochs=1,
-                llmsrec_dim=16, train_batch_size=16, **extra)
+                llmsrec_dim=16, train_batch_size=16, **{"llm_state_precision": "fp32", **extra})
+
+
+@pytest.fixture
+def own_store(tmp_path, monkeypatch):
+    """A state store of this test's own (the session's store is shared by the tests, as by users' runs)."""
+    monkeypatch.setenv("RECBOLE_LLM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "llm_states.sqlite"
 
 
 def test_only_small_modules_learn_and_distillation_falls(tiny, tmp_path, tiny_llm):
@@ -54,12 +62,11 @@ def test_cached_prefix_gives_the_single_pass_user_state(tiny, tmp_path, tiny_llm
     assert torch.allclose(fast, plain, atol=1e-4), (fast - plain).abs().max()
 
 
-def test_item_states_are_cached(tiny, tmp_path, tiny_llm, monkeypatch):
+def test_item_states_are_cached(tiny, tmp_path, tiny_llm, monkeypatch, own_store):
     _, _, _, model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
     assert model.item_states.shape == (model.n_items, model.llm.config.hidden_size)
     assert model.item_states[0].abs().sum() == 0
-    files = list((tmp_path / "saved" / "llmsrec").glob("item_states_*.pt"))
-    assert len(files) == 1
+    assert len(model.store.cache) == model.n_items - 1, "one state per catalog item, in the shared store"
     calls = []
     original = type(model.llm.model).forward
     monkeypatch.setattr(type(model.llm.model), "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
@@ -90,14 +97,15 @@ def test_a_direction_shared_by_all_states_does_not_reach_the_mlps(tiny, tmp_path
     catalog's statistics, users by running statistics) so the MLPs see what tells items and sessions apart."""
     from recbole_llm.model.llmsrec import LLMSRec
 
+    from recbole_llm.llm.states import LLMStateStore
+
     config = _config(tmp_path, tiny_llm)
     _, _, (train, _, _), plain = build("LLMSRec", tiny, **config)
     offset = 100.0 * torch.randn(plain.llm.config.hidden_size)
-    (cached,) = (tmp_path / "saved" / "llmsrec").glob("item_states_*.pt")
-    moved = tmp_path / "shifted" / "llmsrec" / cached.name  # what the prepare stage would have made, shifted
-    moved.parent.mkdir(parents=True)
-    torch.save(torch.load(cached) + offset, moved)
-    _, _, _, shifted = build("LLMSRec", tiny, **{**config, "checkpoint_dir": str(tmp_path / "shifted")})
+    stored = LLMStateStore.tensor
+    monkeypatch.setattr(LLMStateStore, "tensor", lambda self, prompts: stored(self, prompts) + offset)
+    _, _, _, shifted = build("LLMSRec", tiny, **config)  # what the store would hold for a shifted LLM
+    monkeypatch.setattr(LLMStateStore, "tensor", stored)
     monkeypatch.setattr(shifted, "llm_user_states", lambda batch: LLMSRec.llm_user_states(shifted, batch) + offset)
     assert torch.allclose(plain.item_representations()[1:], shifted.item_representations()[1:], atol=1e-3)
     batch = next(iter(train))
@@ -129,7 +137,8 @@ def test_fixed_user_token_states_are_cached_and_equal_a_fresh_forward_pass(tiny,
     assert torch.isfinite(loss) and again.user_mlp[0].weight.grad is not None
 
 
-def test_a_training_prompt_cap_computes_states_for_the_seeded_sample_only(tiny, tmp_path, tiny_llm, monkeypatch):
+def test_a_training_prompt_cap_computes_states_for_the_seeded_sample_only(tiny, tmp_path, tiny_llm, monkeypatch,
+                                                                          own_store):
     from recbole_llm.model.llmsrec import LLMSRec, LLMSRecTrainer
 
     config = _config(tmp_path, tiny_llm, llmsrec_user_token="fixed", llmsrec_train_prompts=5, epochs=1)

@@ -105,8 +105,9 @@ def state_store(config, path) -> LLMStateStore:
 
 
 def fill_states(store: LLMStateStore, tokenizer, llm, prompts: list[str], batch_size: int, precision: str,
-                shard=(0, 1), desc: str = "LLM states", device="cpu") -> int:
-    """Compute the last-position state of every prompt ``store`` lacks (this shard's), in length-sorted batches."""
+                shard=(0, 1), desc: str = "LLM states", device="cpu", compute=None) -> int:
+    """Compute the last-position state of every prompt ``store`` lacks (this shard's), in length-sorted batches
+    (``compute``: prompts -> states; default one forward pass of ``llm`` in ``precision``)."""
     def last_states(chunk: list[str]) -> torch.Tensor:
         encoded = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
         with precision_context(precision, device):
@@ -115,7 +116,7 @@ def fill_states(store: LLMStateStore, tokenizer, llm, prompts: list[str], batch_
     def lengths(chunk: list[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(chunk)["input_ids"]]
 
-    return store.fill(prompts, last_states, lengths, batch_size, shard, desc)
+    return store.fill(prompts, compute or last_states, lengths, batch_size, shard, desc)
 
 
 def states_by_length(tokenizer, prompts: list[str], run, batch_size: int, width: int, desc: str | None = None,
@@ -258,7 +259,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         batch, so an interrupted run resumes) only where the store lacks it."""
         desc = "LLM user states" if len(prompts) > self.state_batch_size and self.show_progress else None
         fill_states(self.store, self.tokenizer, self.llm, prompts, self.state_batch_size, self.precision,
-                    desc=desc or "LLM user states", device=self.user_token.device)
+                    desc=desc or "LLM user states", device=self.user_token.device, compute=self._prompt_states)
         return self.store.tensor(prompts).to(self.user_token.device)
 
     def prepare_user_states(self, train_data) -> None:
