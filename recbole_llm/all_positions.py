@@ -38,6 +38,8 @@ import functools
 import numpy as np
 import torch
 
+from .model.sampled_softmax import catalog_loss
+
 TARGETS = "target_item_id_list"
 WINDOW_ROWS = "all_positions_window"  # marks cloze rows built here: their CE skips the empty mask slots
 MASK_LAST = "cloze_mask_last"  # on copied cloze rows: 1 = mask the last item only, 0 = mask at random
@@ -154,8 +156,7 @@ def all_positions_loss(model, interaction) -> torch.Tensor:
         if bias is not None:
             pos, neg = pos + bias[targets], neg + bias[negatives]
         return model.loss_fct(pos, neg)
-    logits = output @ table.T
-    return torch.nn.functional.cross_entropy(logits if bias is None else logits + bias, targets)
+    return catalog_loss(model, output, targets, table, bias)
 
 
 def copied_cloze_loss(model, interaction) -> torch.Tensor:
@@ -197,6 +198,10 @@ def loss_at_every_position(original):
     def calculate_loss(self, interaction):
         if TARGETS in interaction.interaction:
             return all_positions_loss(self, interaction)
+        if getattr(self, "catalog_sampler", None) is not None and self.loss_type == "CE":  # softmax_negatives
+            output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            table = self.item_embedding.weight[: self.n_items]
+            return catalog_loss(self, output, interaction[self.POS_ITEM_ID], table, getattr(self, "item_bias", None))
         return original(self, interaction)
 
     return calculate_loss

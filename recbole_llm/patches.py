@@ -160,7 +160,7 @@ def _numpy_rows() -> tuple[Patch, ...]:
 def _recbole_rows() -> tuple[Patch, ...]:
     from . import all_positions, metrics, prepare, registry
     from .data import protocol
-    from .model import bert_layers, cloze_predict, output_head, packed_encoder
+    from .model import bert_layers, cloze_predict, output_head, packed_encoder, sampled_softmax
 
     trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
     rows = []
@@ -243,6 +243,10 @@ def _recbole_rows() -> tuple[Patch, ...]:
              Patch(f"{sequential}.bert4rec:BERT4Rec.forward", bert_layers.forward_with_padding,
                    "bert_padding: left / left_mask: the window left-aligned in the encoder, as the paper's code pads "
                    "it (left_mask: its padding encoded as visible [MASK] tokens)")]
+    rows += [Patch(f"{sequential}.{module}:{cls}.__init__", sampled_softmax.init_with_sampler,
+                   "softmax_negatives: sampled softmax (uniform / popularity with logQ correction, or gBCE) instead "
+                   "of the full-catalog CE, which RecBole's models lack")
+             for module, cls in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec"), ("bert4rec", "BERT4Rec"))]
     packing = "pack_sequences: the encoder's per-position layers on the real items only (most positions are padding)"
     rows += [Patch(f"{sequential}.{module}:{cls}.__init__", packed_encoder.init_with_packing, packing)
              for module, cls in (("sasrec", "SASRec"), ("bert4rec", "BERT4Rec"))]

@@ -23,6 +23,8 @@ import functools
 
 import torch
 
+from .sampled_softmax import catalog_loss
+
 
 ACTIVATIONS = {"relu": torch.nn.functional.relu, "gelu": torch.nn.functional.gelu, "tanh": torch.tanh,
                "linear": lambda x: x}
@@ -108,6 +110,6 @@ def loss_with_bias(original):
             neg = interaction[self.NEG_ITEM_ID]
             return self.loss_fct((output * table[pos]).sum(-1) + bias(self)[pos],
                                  (output * table[neg]).sum(-1) + bias(self)[neg])
-        return self.loss_fct(output @ table.T + bias(self), pos)
+        return catalog_loss(self, output, pos, table, bias(self))
 
     return calculate_loss
