@@ -156,3 +156,21 @@ def test_a_training_prompt_cap_computes_states_for_the_seeded_sample_only(tiny, 
     expected = set(model.user_prompts(inter[model.ITEM_SEQ], inter[model.ITEM_SEQ_LEN]))
     training = [p for p in computed if p in expected]
     assert set(training) == expected and len(training) == len(expected), "each sampled prompt once"
+
+
+def test_the_teacher_loads_from_a_weights_only_file_or_a_recbole_checkpoint(tiny, tmp_path, tiny_llm):
+    from recbole_llm.model.llmsrec import teacher_weights
+
+    _, _, _, model = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm))
+    weights = tmp_path / "teacher.pt"
+    torch.save(model.teacher.state_dict(), weights)
+    recbole_style = tmp_path / "teacher.pth"
+    torch.save({"state_dict": model.teacher.state_dict(), "config": {"model": "SASRec"}}, recbole_style)
+    for path in (weights, recbole_style):
+        loaded = teacher_weights(path)
+        assert all(torch.equal(loaded[k], v) for k, v in model.teacher.state_dict().items())
+    _, _, _, again = build("LLMSRec", tiny, **_config(tmp_path, tiny_llm, llmsrec_teacher_checkpoint=str(weights)))
+    assert bool(again.teacher_ready)
+    assert all(torch.equal(again.teacher.state_dict()[k], v) for k, v in model.teacher.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="llmsrec_teacher_checkpoint"):
+        teacher_weights(tmp_path / "absent.pt")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -86,6 +87,21 @@ def load_frozen_llm(model_setting, precision: str = "fp32"):
     if precision == "int8":
         llm = quantize_int8(llm)
     return tokenizer, llm, path
+
+
+def teacher_weights(path) -> dict:
+    """The teacher's state dict from ``llmsrec_teacher_checkpoint``: a weights-only file (``torch.save`` of a
+    state dict, read with ``weights_only=True``, so a file from elsewhere cannot run code) or a RecBole checkpoint
+    of the user's own (which pickles its Config and is read in full)."""
+    import pickle
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"llmsrec_teacher_checkpoint: no file {path}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        saved = load_checkpoint(path)
+    return saved["state_dict"] if "state_dict" in saved else saved
 
 
 def item_prompt(title: str) -> str:
@@ -211,7 +227,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         teacher = SASRec(self._teacher_config, dataset)
         checkpoint = config_value(config, "llmsrec_teacher_checkpoint")
         if checkpoint:
-            teacher.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
+            teacher.load_state_dict(teacher_weights(checkpoint))
         self.register_buffer("teacher_ready", torch.tensor(bool(checkpoint)))
         teacher.requires_grad_(False)
         teacher.eval()
