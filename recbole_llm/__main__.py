@@ -215,6 +215,13 @@ run `python -m recbole_llm <command> --help` for a command's options"""
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .secrets import refuse_secret_arguments
+
+    try:  # every subcommand: nothing that carries a key is parsed, logged or passed on
+        refuse_secret_arguments(argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if argv and argv[0] in ("run", "tune"):  # RecBole's flags (--key=value), read by RecBole's Config
         from .cli import run_main
 

@@ -57,6 +57,13 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
                         help="prune a trial in the bottom 20%% of a fold once N trials ran it (the paper: 10)")
     parser.add_argument("--output_dir", type=str, default="tuning", help="where tuning writes its yaml/csv")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    from recbole_llm.secrets import refuse_secret_arguments
+
+    try:  # before anything is parsed or logged: RecBole writes the whole command line to its log
+        refuse_secret_arguments(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
     try:

@@ -14,3 +14,8 @@ class MissingAPIKeyError(RuntimeError):
 class ProviderError(RuntimeError):
     """A provider that timed out, answered with something unreadable or refused: names the endpoint and the
     settings that change how long we wait."""
+
+
+class SecretInSettingsError(ValueError):
+    """An API key (or another secret) given as a setting: it would be written to the log, the checkpoint and
+    tensorboard. Keys are read only from the environment."""

@@ -149,6 +149,28 @@ class Patch:
     only_if_missing: bool = False  # NumPy aliases: set only where the name is gone
 
 
+def _literal_settings(original):
+    """``Config._convert_config_dict`` with ``ast.literal_eval`` in place of ``eval``: the same numbers, lists,
+    dicts, booleans and None, but a string setting (from the command line, ``report --set`` or an experiment file)
+    can no longer run code; anything that is not a literal stays the string it was."""
+    import ast
+
+    @functools.wraps(original)
+    def _convert_config_dict(self, config_dict):
+        for key, param in config_dict.items():
+            if not isinstance(param, str):
+                continue
+            try:
+                value = ast.literal_eval(param.strip())
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                lowered = param.lower()
+                value = True if lowered == "true" else False if lowered == "false" else param
+            config_dict[key] = value
+        return config_dict
+
+    return _convert_config_dict
+
+
 def _numpy_rows() -> tuple[Patch, ...]:
     """First, before anything imports RecBole (its imports read these names)."""
     return tuple(Patch(f"numpy:{name}", _numpy_alias(value), "removed in NumPy 2; RecBole's Config and metrics "
@@ -166,6 +188,8 @@ def _recbole_rows() -> tuple[Patch, ...]:
     rows = []
     trusted = ("torch >= 2.6 loads with weights_only=True and RecBole checkpoints pickle the Config: its "
                "evaluate(load_best_model=True), resume_checkpoint and load_data_and_model would fail")
+    rows += [Patch("recbole.config.configurator:Config._convert_config_dict", _literal_settings,
+                   "it eval()s every string setting (command line, config_dict): a setting could run code")]
     rows += [
         Patch("recbole.trainer.trainer:torch", _trusted_torch, trusted),
         Patch("recbole.quick_start.quick_start:load_data_and_model", _load_data_and_model_trusted, trusted),

@@ -53,13 +53,9 @@ def check_run_settings(config: Config, folder: Path) -> None:
     """Settings that would run and give a wrong or empty result, refused before any work."""
     from .registry import fits_in_one_pass
 
-    secrets = [key for key in config.final_config_dict if str(key).lower().endswith("api_key")]
-    if secrets:
-        raise ValueError(
-            f"{', '.join(sorted(secrets))}: API keys are read only from the environment (OPENAI_API_KEY); a key in a "
-            "config file or on the command line would be written to the log, the checkpoint and tensorboard. "
-            "Remove it there and export OPENAI_API_KEY instead."
-        )
+    from .secrets import refuse_secret_settings
+
+    refuse_secret_settings(config.final_config_dict, "the run's settings")
     renamed = {key: RENAMED_SETTINGS[key] for key in config.external_config_dict if key in RENAMED_SETTINGS}
     if renamed:
         raise ValueError("settings renamed to carry their model's prefix: " + "; ".join(

@@ -1,0 +1,77 @@
+"""Trust (issue #41): no key reaches a file, no setting runs code, no checkpoint from elsewhere runs code."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_llm.errors import SecretInSettingsError
+from recbole_llm.secrets import refuse_secret_arguments, refuse_secret_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-test123"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--openai_api_key", KEY], ["--openai_api_key=sk-test123=="], ["--OPENAI-API-KEY=abc"], ["--api-key", "abc"],
+    ["--vertex_secret=abc"], ["--embedding_model", KEY], ["--set", "openai_api_key=abc"], ["--set", f"x={KEY}"],
+    ["--hf_token=hf_abcdefghijklmnop"], ["--password=hunter2"],
+])
+def test_every_spelling_of_a_secret_on_the_command_line_is_refused_without_echoing_it(argv):
+    with pytest.raises(SecretInSettingsError) as refused:
+        refuse_secret_arguments(["--model=Pop", *argv])
+    assert KEY not in str(refused.value) and "abc" not in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+def test_ordinary_settings_pass():
+    refuse_secret_arguments(["--model=LLMSRec", "--llmsrec_user_token=fixed", "--embedding_model", "all-MiniLM-L6-v2",
+                             "--set", "learning_rate=0.001", "--skip_check=1"])
+    refuse_secret_settings({"llmsrec_user_token": "fixed", "task": "sk"})
+    with pytest.raises(SecretInSettingsError, match="openai_api_key in the file"):
+        refuse_secret_settings({"openai_api_key": "x"}, "the file")
+
+
+@pytest.mark.parametrize("entry", ["run_recbole_llm.py", "-m recbole_llm run"])
+@pytest.mark.parametrize("argv", [["--openai_api_key", KEY], [f"--openai_api_key={KEY}=="]])
+def test_a_key_on_the_command_line_never_reaches_a_file(tmp_path, entry, argv):
+    script = [str(ROOT / entry)] if entry.endswith(".py") else entry.split()
+    done = subprocess.run([sys.executable, *script, "--model=Pop", "--dataset=ml-100k", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("error: "), done.stderr[-800:]
+    assert KEY not in done.stdout + done.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in written if KEY.encode() in p.read_bytes()], written
+    assert not (tmp_path / "log").exists(), "a refused run leaves no log"
+
+
+def test_a_key_in_a_config_file_is_refused(tmp_path):
+    (tmp_path / "mine.yaml").write_text("openai_api_key: sk-fromfile\n")
+    done = subprocess.run([sys.executable, str(ROOT / "run_recbole_llm.py"), "--model=Pop", "--dataset=ml-100k",
+                           "--config_files=mine.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "openai_api_key" in done.stderr and "sk-fromfile" not in done.stderr
+
+
+def test_string_settings_are_literals_never_code(tmp_path):
+    """RecBole's Config eval()s string settings; after ``import recbole_llm`` they are parsed as literals."""
+    from recbole.config import Config
+
+    marker = tmp_path / "pwned"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    config = Config(model="Pop", dataset="ml-100k", config_dict={
+        "x_payload": payload, "learning_rate": "0.5", "topk": "[5, 10]", "flag": "true", "nothing": "None",
+        "shard": "1/2"})
+    assert not marker.exists(), "a setting ran code"
+    assert config["x_payload"] == payload and config["shard"] == "1/2"
+    assert config["learning_rate"] == 0.5 and config["topk"] == [5, 10] and config["flag"] is True
+    assert config["nothing"] is None
+
+
+def test_an_experiment_set_value_runs_no_code(tmp_path):
+    from recbole_llm.experiment import parse_model_spec
+
+    marker = tmp_path / "pwned2"
+    _, _, overrides = parse_model_spec(f"Pop[x=__import__('os').system('touch {marker}')]")
+    from recbole.config import Config
+
+    Config(model="Pop", dataset="ml-100k", config_dict=overrides)
+    assert not marker.exists()
