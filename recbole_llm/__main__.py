@@ -157,7 +157,7 @@ def _report(args) -> int:
 
     if args.experiment:
         started = time.perf_counter()
-        print(run_experiment(args.experiment, args.only, args.tables_only, args.threads))
+        print(run_experiment(args.experiment, args.only, args.tables_only, args.threads, args.jobs))
         print(f"report of {args.experiment} written in {time.perf_counter() - started:.0f}s")
         return 0
     if not (args.out and (args.tables_only or (args.dataset and args.models))):
@@ -168,7 +168,7 @@ def _report(args) -> int:
         common[key] = yaml.safe_load(value)
     started = time.perf_counter()
     if not args.tables_only:
-        run_plan(args.out, args.dataset, args.models, args.seeds, common, args.threads, args.data_path)
+        run_plan(args.out, args.dataset, args.models, args.seeds, common, args.threads, args.data_path, args.jobs)
     print(build_report(args.out))
     print(f"report written to {args.out} in {time.perf_counter() - started:.0f}s")
     return 0
@@ -293,6 +293,7 @@ def main(argv=None) -> int:
     report.add_argument("--out", default=None, help="folder of the run files and tables")
     report.add_argument("--set", nargs="*", help="key=value applied to every run")
     report.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    report.add_argument("--jobs", type=int, default=1, help="runs side by side, each in its own process (2 on 2 cores)")
     report.add_argument("--data_path", default=None, help="folder holding <dataset>/")
     report.add_argument("--tables_only", action="store_true", help="rebuild tables/plots from finished runs")
     report.set_defaults(func=_report)

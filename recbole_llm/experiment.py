@@ -151,29 +151,42 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
 
 
 def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,
-             threads: int = 1, data_path: str | None = None) -> None:
-    """Run every missing (spec, seed), each in a subprocess, showing progress for the whole plan."""
+             threads: int = 1, data_path: str | None = None, jobs: int = 1) -> None:
+    """Run every missing (spec, seed), each in a subprocess, ``jobs`` of them side by side (each with ``threads``
+    torch threads: on a 2-core machine two one-thread runs go furthest), showing progress for the whole plan. A
+    run's result does not depend on ``jobs``: each is its own seeded process."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from tqdm.auto import tqdm
 
+    if jobs < 1:
+        raise ValueError(f"--jobs must be 1 or more; got {jobs}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(seed, spec) for seed in seeds for spec in specs]
-    with tqdm(total=len(jobs), desc="report plan") as bar:
-        for seed, spec in jobs:
+    plan = []
+    for seed in seeds:
+        for spec in specs:
             label, model, overrides = parse_model_spec(spec)
-            target = out_dir / f"{label}__seed{seed}.json"
-            bar.set_postfix_str(f"{label} seed {seed}")
-            if not target.exists():
-                settings = {**(common or {}), **overrides}
-                command = [sys.executable, "-m", "recbole_llm", "run-one", "--model", model, "--dataset", dataset,
-                           "--seed", str(seed), "--out", str(target), "--threads", str(threads),
-                           "--overrides", json.dumps(settings)]
-                if data_path:
-                    command += ["--data_path", str(data_path)]
-                with open(target.with_suffix(".log"), "a") as log:  # a resumed run keeps its earlier log
-                    code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
-                if code != 0:
-                    tqdm.write(f"{label} seed {seed} failed (exit {code}); see {target.with_suffix('.log')}")
+            plan.append((label, model, seed, {**(common or {}), **overrides}, out_dir / f"{label}__seed{seed}.json"))
+    todo = [job for job in plan if not job[-1].exists()]
+
+    def run_one(label, model, seed, settings, target) -> tuple[str, int, int]:
+        command = [sys.executable, "-m", "recbole_llm", "run-one", "--model", model, "--dataset", dataset,
+                   "--seed", str(seed), "--out", str(target), "--threads", str(threads),
+                   "--overrides", json.dumps(settings)]
+        if data_path:
+            command += ["--data_path", str(data_path)]
+        with open(target.with_suffix(".log"), "a") as log:  # a resumed run keeps its earlier log
+            return label, seed, subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+
+    with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"report plan ({jobs} side by side)") as bar, \
+            ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_one, *job) for job in todo]
+        for future in as_completed(futures):
+            label, seed, code = future.result()
+            if code != 0:
+                tqdm.write(f"{label} seed {seed} failed (exit {code}); see {out_dir / f'{label}__seed{seed}.log'}")
+            bar.set_postfix_str(f"{label} seed {seed} done")
             bar.update(1)
 
 
@@ -264,7 +277,7 @@ def _fits_in_one_pass(spec: str, common: dict) -> bool:
 
 
 def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only: bool = False,
-                   threads: int = 1) -> str:
+                   threads: int = 1, jobs: int = 1) -> str:
     """Run an experiment file's missing runs (``only``: these labels), then write its tables."""
     from .report import build_report, write_paper_comparison
 
@@ -283,7 +296,8 @@ def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only
         for group, seeds in ((once, spec.get("one_pass_seeds") or spec["seeds"]),
                              ([m for m in models if m not in once], spec["seeds"])):
             if group:
-                run_plan(Path(spec["out"]), spec["dataset"], group, seeds, spec["set"], threads, spec.get("data_path"))
+                run_plan(Path(spec["out"]), spec["dataset"], group, seeds, spec["set"], threads, spec.get("data_path"),
+                         jobs)
     text = build_report(Path(spec["out"]))
     if spec.get("paper"):
         text = write_paper_comparison(spec, f"python -m recbole_llm report --experiment {spec['file']}")

@@ -324,3 +324,19 @@ def test_every_committed_experiment_file_names_known_models_once_each(path):
     for _, model, _ in parsed:
         get_model(model)  # raises on an unknown model name
     assert Path(spec["out"]).is_relative_to(BENCHMARKS / "results")
+
+
+def test_jobs_side_by_side_give_the_same_runs_as_one_after_another(tiny, tmp_path):
+    """``--jobs 2``: the same per-run results as ``--jobs 1`` (each run is its own seeded process)."""
+    import json
+
+    common = {k: v for k, v in tiny["config"].items() if k != "data_path"}
+    specs = ["SASRec[train_mode=all_positions]", "GRU4Rec[train_mode=all_positions]"]
+    results = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        run_plan(out, "tiny", specs, [1, 2], common, data_path=str(tiny["path"]), jobs=jobs)
+        results[jobs] = {p.name: json.loads(p.read_text())["test"] for p in sorted(out.glob("*.json"))}
+    assert len(results[1]) == 4 and results[1] == results[2]
+    with pytest.raises(ValueError, match="--jobs"):
+        run_plan(tmp_path / "x", "tiny", specs, [1], common, jobs=0)
