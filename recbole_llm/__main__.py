@@ -179,9 +179,12 @@ def _recommend(args) -> int:
 
     from .recommend import UnknownItemError, build_fitted_model, recommend
 
+    if args.k < 1:
+        print(f"error: -k must be 1 or more (how many items to recommend); got {args.k}", file=sys.stderr)
+        return 2
     try:
         if args.checkpoint:
-            results = recommend(args.checkpoint, args.session, args.k)
+            results = recommend(args.checkpoint, args.session, args.k, trusted=args.trust_checkpoint)
         else:
             if not (args.model and args.dataset):
                 print("error: give --checkpoint, or --model and --dataset for a model that needs no training",
@@ -312,6 +315,9 @@ def main(argv=None) -> int:
     rec.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's dataset/)")
     rec.add_argument("--config_files", default=None, help="space-separated yaml files (with --model)")
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.add_argument("--trust_checkpoint", action="store_true",
+                     help="also read a pickled checkpoint (RecBole's own format): it could run code, use it only for "
+                          "files you made")
     rec.set_defaults(func=_recommend)
 
     one = commands.add_parser("run-one")  # one (model, seed) of a report, in its own process; not listed

@@ -5,8 +5,7 @@ hook into a few of its methods. Each row of ``PATCHES`` names its target, the fu
 replaces) it and why; ``apply()`` checks the RecBole version first and refuses one the table was not
 written for, checks that every target exists where the table says (an inherited or renamed method would
 be patched in the wrong place), applies the rows in order (later rows wrap earlier ones) and records what
-it replaced. Nothing in site-packages is edited. ``load_checkpoint`` is the one place a checkpoint is
-unpickled.
+it replaced. Nothing in site-packages is edited. Checkpoints are read and written by ``checkpoints.py``.
 """
 from __future__ import annotations
 
@@ -22,23 +21,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .checkpoints import checkpoint_config, load_checkpoint, save_checkpoint
+
 # RecBole versions whose internals the table was written against (and tested with)
 SUPPORTED_RECBOLE = ("1.2.1",)
 # set to 1 to try another RecBole version anyway (a warning, not a refusal)
 UNTESTED_RECBOLE_ENV = "RECBOLE_LLM_ALLOW_UNTESTED_RECBOLE"
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """A RecBole checkpoint (or one of ours), unpickled in full. RecBole pickles the Config into every
-    checkpoint, which torch >= 2.6's ``weights_only=True`` refuses; only files the user wrote (the run's
-    own ``saved/`` files, a checkpoint named in the user's config) are read here."""
-    return torch.load(path, map_location=map_location, weights_only=False)
-
-
-class _TrustedCheckpointTorch(types.ModuleType):
-    """``torch`` as seen by RecBole's trainer and quick start: its ``load`` is ``load_checkpoint``
-    (``evaluate(load_best_model=True)``, ``resume_checkpoint``); the rest is torch itself, and the rest of
-    the process keeps torch's safe default."""
+class _CheckpointTorch(types.ModuleType):
+    """``torch`` as seen by RecBole's trainer module: its ``save`` writes a checkpoint as plain data (the Config
+    as a record, ``checkpoints.save_checkpoint``) and its ``load`` reads with ``weights_only=True``
+    (``checkpoints.load_checkpoint``): ``_save_checkpoint``, ``evaluate(load_best_model=True)`` and
+    ``resume_checkpoint`` then never unpickle objects. The rest is torch itself."""
 
     def __init__(self) -> None:
         super().__init__("torch")
@@ -47,35 +42,39 @@ class _TrustedCheckpointTorch(types.ModuleType):
         return getattr(torch, name)
 
     @staticmethod
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return torch.load(*args, **kwargs)
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "config" in obj and isinstance(f, (str, os.PathLike)):
+            return save_checkpoint(obj, f)
+        return torch.save(obj, f, *args, **kwargs)
+
+    @staticmethod
+    def load(f, map_location=None, **kwargs):
+        return load_checkpoint(f, map_location or "cpu")
 
 
-@contextlib.contextmanager
-def trusted_checkpoint_loading():
-    """For the duration of the block, ``torch.load`` unpickles full objects (torch reads this variable at
-    call time): for RecBole functions that ``import torch`` locally."""
-    previous = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
-        else:
-            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = previous
+def _checkpoint_torch(original):
+    return _CheckpointTorch()
 
 
-def _trusted_torch(original):
-    return _TrustedCheckpointTorch()
-
-
-def _load_data_and_model_trusted(original):
+def _load_data_and_model_safely(original):
     @functools.wraps(original)
-    def load_data_and_model(*args, **kwargs):  # it does ``import torch`` locally
-        with trusted_checkpoint_loading():
-            return original(*args, **kwargs)
+    def load_data_and_model(model_file, trusted: bool = False):
+        """RecBole's ``load_data_and_model`` on a checkpoint read with ``weights_only=True`` (its settings rebuilt
+        into a Config); a pickled checkpoint only with ``trusted=True`` or RECBOLE_LLM_TRUST_CHECKPOINTS=1."""
+        from recbole.data import create_dataset, data_preparation
+        from recbole.utils import get_model, init_logger, init_seed
+
+        checkpoint = load_checkpoint(model_file, trusted=trusted)
+        config = checkpoint_config(checkpoint, model_file)
+        init_seed(config["seed"], config["reproducibility"])
+        init_logger(config)
+        dataset = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        model.load_state_dict(checkpoint["state_dict"])
+        model.load_other_parameter(checkpoint.get("other_parameter"))
+        return config, model, dataset, train_data, valid_data, test_data
 
     return load_data_and_model
 
@@ -186,14 +185,15 @@ def _recbole_rows() -> tuple[Patch, ...]:
 
     trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
     rows = []
-    trusted = ("torch >= 2.6 loads with weights_only=True and RecBole checkpoints pickle the Config: its "
-               "evaluate(load_best_model=True), resume_checkpoint and load_data_and_model would fail")
+    trusted = ("RecBole pickles its Config (protocol 4) into every checkpoint: loading one could run code, and "
+               "torch >= 2.6's weights_only=True refuses it; checkpoints are written as plain data instead and "
+               "read with weights_only=True (recbole_llm/checkpoints.py)")
     rows += [Patch("recbole.config.configurator:Config._convert_config_dict", _literal_settings,
                    "it eval()s every string setting (command line, config_dict): a setting could run code")]
     rows += [
-        Patch("recbole.trainer.trainer:torch", _trusted_torch, trusted),
-        Patch("recbole.quick_start.quick_start:load_data_and_model", _load_data_and_model_trusted, trusted),
-        Patch("recbole.quick_start:load_data_and_model", _load_data_and_model_trusted, trusted),
+        Patch("recbole.trainer.trainer:torch", _checkpoint_torch, trusted),
+        Patch("recbole.quick_start.quick_start:load_data_and_model", _load_data_and_model_safely, trusted),
+        Patch("recbole.quick_start:load_data_and_model", _load_data_and_model_safely, trusted),
         Patch(f"{collector}.get_data_struct", _collector_moves_only_tensors,
               "it calls .cpu() on every entry, but data.num_items is an int and data.count_items a Counter: "
               "ItemCoverage, AveragePopularity, GiniIndex, TailPercentage and our metrics crash"),
@@ -348,4 +348,4 @@ def applied() -> list[tuple[Patch, Any, Any]]:
 
 
 __all__ = ["Patch", "apply", "applied", "check_recbole_version", "load_checkpoint", "restore_anomaly_detection",
-           "table", "trusted_checkpoint_loading", "SUPPORTED_RECBOLE"]
+           "table", "SUPPORTED_RECBOLE"]

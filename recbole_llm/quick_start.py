@@ -126,6 +126,8 @@ def run(
     )
 
 
-def load_data_and_model(model_file: os.PathLike):
-    """RecBole's ``load_data_and_model`` for checkpoints of any model, ours included."""
-    return recbole.quick_start.load_data_and_model(str(model_file))
+def load_data_and_model(model_file: os.PathLike, trusted: bool = False):
+    """RecBole's ``load_data_and_model`` for checkpoints of any model, ours included, read with
+    ``weights_only=True``; ``trusted=True`` also reads a pickled checkpoint (RecBole's own format), which could run
+    code: only for files you made."""
+    return recbole.quick_start.load_data_and_model(str(model_file), trusted=trusted)

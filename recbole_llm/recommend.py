@@ -93,13 +93,16 @@ def _titles(dataset) -> list[str]:
         return [""] * dataset.item_num
 
 
-def recommend(model_or_checkpoint, session, k: int = 10) -> list[Recommendation]:
+def recommend(model_or_checkpoint, session, k: int = 10, trusted: bool = False) -> list[Recommendation]:
     """The top ``k`` items for ``session`` (ids or titles), with titles and scores.
-    ``model_or_checkpoint``: a RecBole checkpoint path, or a ``(model, dataset)`` pair."""
+    ``model_or_checkpoint``: a checkpoint path (read with ``weights_only=True``; ``trusted=True`` also reads a
+    pickled one, which could run code), or a ``(model, dataset)`` pair."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a whole number of items, 1 or more; got {k!r}")
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
         from .quick_start import load_data_and_model
 
-        _, model, dataset, *_ = load_data_and_model(Path(model_or_checkpoint))
+        _, model, dataset, *_ = load_data_and_model(Path(model_or_checkpoint), trusted=trusted)
     else:
         model, dataset = model_or_checkpoint
     titles = _titles(dataset)

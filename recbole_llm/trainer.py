@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from recbole.trainer import Trainer
 
-from .patches import load_checkpoint
+from .checkpoints import load_checkpoint, save_checkpoint
 
 
 class FitOnceTrainer(Trainer):
@@ -129,9 +129,7 @@ class ResumableTraining:
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                     "loader": self._train_data.generator.get_state()},
         }
-        tmp = self.resume_file.with_name(self.resume_file.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.resume_file)
+        save_checkpoint(state, self.resume_file)  # plain data: read back with weights_only=True
 
     def _restore(self) -> dict:
         self.resume_checkpoint(self.resume_file)  # model, optimizer, start epoch, early-stopping counters
@@ -143,7 +141,8 @@ class ResumableTraining:
         if self.start_epoch >= self.epochs:  # fit() then saves the model as is over the best checkpoint
             self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        kind, keys, *rest = state["rng"]["numpy"]  # saved as plain data: the key array as a tensor
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
         random.setstate(state["rng"]["python"])
         self._train_data.generator.set_state(state["rng"]["loader"])
         return {**state["progress"], "resumed_at_epoch": state["epoch"] + 1}

@@ -75,3 +75,69 @@ def test_an_experiment_set_value_runs_no_code(tmp_path):
 
     Config(model="Pop", dataset="ml-100k", config_dict=overrides)
     assert not marker.exists()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize("how", ["cli", "python", "teacher", "resume"])
+def test_a_checkpoint_from_elsewhere_runs_no_code(tmp_path, how, capsys):
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"config": _Payload(marker), "state_dict": {}}, evil)
+    if how == "cli":
+        from recbole_llm.__main__ import main
+
+        assert main(["recommend", "--checkpoint", str(evil), "--session", "50"]) == 2
+        assert "could run code" in capsys.readouterr().err
+    elif how == "python":
+        import recbole_llm
+
+        with pytest.raises(ValueError, match="trust"):
+            recbole_llm.recommend(evil, ["50"])
+    elif how == "teacher":
+        from recbole_llm.model.llmsrec import teacher_weights
+
+        with pytest.raises(ValueError, match="could run code"):
+            teacher_weights(evil)
+    else:
+        from recbole_llm.checkpoints import load_checkpoint
+
+        with pytest.raises(ValueError, match="could run code"):
+            load_checkpoint(evil)
+    assert not marker.exists(), "loading the checkpoint ran its code"
+
+
+def test_checkpoints_we_write_load_with_weights_only_and_rebuild_their_config(tiny, tmp_path):
+    import torch
+    from conftest import build
+
+    import recbole_llm
+    from recbole_llm.registry import get_trainer
+
+    config, _, (train, valid, _), model = build("SASRec", tiny)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    raw = torch.load(trainer.saved_model_file, weights_only=True)  # plain data only
+    assert raw["config"]["model"] == "SASRec" and "state_dict" in raw
+    rebuilt, loaded, *_ = recbole_llm.load_data_and_model(trainer.saved_model_file)
+    assert rebuilt["hidden_size"] == config["hidden_size"] and rebuilt["data_path"] == config["data_path"]
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_recommend_refuses_a_k_below_one(k, capsys):
+    from recbole_llm.__main__ import main
+
+    assert main(["recommend", "--model", "Pop", "--dataset", "ml-100k", "--session", "50", "-k", k]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: -k must be 1 or more") and "Traceback" not in err

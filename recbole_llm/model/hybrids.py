@@ -27,7 +27,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from ..data.sessions import item_popularity
-from ..patches import load_checkpoint
+from ..checkpoints import load_checkpoint
 from ..registry import get_model, register_model
 from ..settings import config_value
 from ..trainer import FitOnceTrainer

@@ -27,7 +27,7 @@ from ..data.catalog import catalog_titles
 from ..llm.local import resolve_local_llm
 from ..llm.states import (LLMStateStore, llm_identity, parse_shard, precision_context, quantize_int8,
                           resolve_precision)
-from ..patches import load_checkpoint
+from ..checkpoints import load_checkpoint
 from ..registry import register_model
 from ..settings import config_value
 from ..trainer import StepBudgetTrainer
@@ -91,16 +91,11 @@ def load_frozen_llm(model_setting, precision: str = "fp32"):
 
 def teacher_weights(path) -> dict:
     """The teacher's state dict from ``llmsrec_teacher_checkpoint``: a weights-only file (``torch.save`` of a
-    state dict, read with ``weights_only=True``, so a file from elsewhere cannot run code) or a RecBole checkpoint
-    of the user's own (which pickles its Config and is read in full)."""
-    import pickle
-
+    state dict) or a checkpoint of a SASRec run; read with ``weights_only=True`` (``checkpoints.load_checkpoint``),
+    so a file from elsewhere cannot run code."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"llmsrec_teacher_checkpoint: no file {path}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        saved = load_checkpoint(path)
+    saved = load_checkpoint(path)
     return saved["state_dict"] if "state_dict" in saved else saved
 
 
