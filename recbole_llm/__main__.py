@@ -24,7 +24,7 @@ def _embed(args) -> int:
     fields = args.fields or defaults.get("embedding_text_fields", ["title"])
     options = {"base_url": args.base_url, "project": args.project, "location": args.location,
                "confirm_cost": args.confirm_cost, "max_cost_usd": args.max_cost_usd}
-    spec = EmbeddingSpec(provider=args.provider, model=args.model, reduction=args.reduce, dim=args.dim,
+    spec = EmbeddingSpec(provider=args.provider, model=args.embedding_model, reduction=args.reduce, dim=args.dim,
                          text_fields=tuple(fields), template=args.template,
                          class_field=defaults.get("embedding_class_field", "class"), seed=args.seed, options=options)
     if args.speed:
@@ -56,7 +56,7 @@ def _embedding_speed(args, spec) -> int:
     if args.provider != "local":
         raise SystemExit("--speed measures local embedders only: a remote provider would be paid for every title")
     texts = item_texts(read_catalog(dataset_dir(args.dataset, args.data_path), args.dataset), spec)[0][: args.speed]
-    provider = make_provider("local", args.model)
+    provider = make_provider("local", args.embedding_model)
     provider._embed_batch(texts[:8])  # load the weights before the clock starts
     started = time.perf_counter()
     for batch in provider.batches(texts):
@@ -220,6 +220,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from .secrets import refuse_secret_arguments
 
+    debug = "--debug" in argv  # in any position, before or after the subcommand
+    argv = [a for a in argv if a != "--debug"]
+    if debug:  # run/tune parse their own --debug; the other subcommands read it before the subcommand
+        argv = argv + ["--debug"] if argv[:1] in (["run"], ["tune"]) else ["--debug"] + argv
     try:  # every subcommand: nothing that carries a key is parsed, logged or passed on
         refuse_secret_arguments(argv)
     except ValueError as error:
@@ -241,8 +245,9 @@ def main(argv=None) -> int:
     embed = commands.add_parser("embed", help="compute (or reuse) item embeddings of a dataset")
     embed.add_argument("--dataset", required=True, help="dataset name")
     embed.add_argument("--data_path", default="dataset", help="folder holding <dataset>/")
-    embed.add_argument("--provider", default="local", choices=["local", "openai", "vertex", "file"], help="who embeds the titles (file: --model is an embedding file)")
-    embed.add_argument("--model", default=None, help="embedding model (provider default) or file")
+    embed.add_argument("--provider", default="local", choices=["local", "openai", "vertex", "file"], help="who embeds the titles (file: --embedding_model is an embedding file)")
+    embed.add_argument("--embedding_model", default=None,
+                       help="embedding model (provider default) or file; --model means the recommender everywhere")
     embed.add_argument("--reduce", default="none", choices=["none", "pca", "lda", "autoencoder", "random"], help="dimensionality reduction")
     embed.add_argument("--dim", type=int, default=None, help="target size of the reduction")
     embed.add_argument("--fields", nargs="+", default=None, help="item columns holding the text")

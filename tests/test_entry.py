@@ -195,3 +195,15 @@ def test_embed_convert_and_report_commands_do_their_work(tiny, tmp_path, monkeyp
     assert "| Pop | 1 | 10 |" in (runs / "leaderboard.md").read_text()
     with pytest.raises(SystemExit, match="--out with --tables_only"):
         main(["report", "--out", str(runs)])
+
+
+def test_debug_works_in_any_position_and_embed_names_its_model_embedding_model(capsys):
+    from recbole_llm.__main__ import main
+
+    for argv in (["--debug", "recommend", "--session", "1", "-k", "0"], ["recommend", "--session", "1", "-k", "0",
+                                                                         "--debug"]):
+        assert main(argv) == 2
+        assert "-k must be 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["embed", "--dataset", "x", "--model", "all-MiniLM-L6-v2"])
+    assert "--model" in capsys.readouterr().err
