@@ -123,6 +123,7 @@ def _llm_states(args) -> int:
     from .settings import config_value
 
     torch.set_num_threads(args.threads)
+    started = time.perf_counter()
     shard = parse_shard(args.shard)
     overrides = {"llm_state_shard": [shard[0] + 1, shard[1]], "show_progress": False}
     for item in args.set or []:
@@ -147,7 +148,7 @@ def _llm_states(args) -> int:
         for name, prompts in parts.items():
             fill_states(store, tokenizer, llm, prompts, int(config["llmsrec_state_batch_size"]), precision, shard,
                         desc=f"LLM states ({name})", device=config["device"])
-    print(f"llm states of shard {args.shard} complete", flush=True)
+    print(f"llm states of shard {args.shard} complete ({time.perf_counter() - started:.0f} s)", flush=True)
     return 0
 
 
