@@ -55,7 +55,24 @@ def config_record(config) -> dict:
     settings = dict(getattr(config, "external_config_dict", {}) or {})
     settings.pop("model", None), settings.pop("dataset", None)
     return {"format": FORMAT, "model": str(config["model"]), "dataset": str(config["dataset"]),
-            "settings": plain(settings), "seed": config["seed"]}
+            "settings": plain(settings), "seed": config["seed"], "hash": config_hash(config)}
+
+
+# settings that change where or how loudly a run goes, not what it computes
+VOLATILE_SETTINGS = {"state", "show_progress", "data_path", "checkpoint_dir", "device", "gpu_id", "use_gpu",
+                     "local_rank", "single_spec", "world_size", "nproc", "offset", "ip", "port", "log_wandb",
+                     "wandb_project", "llm_state_shard"}
+
+
+def config_hash(config) -> str:
+    """A digest of everything a run computes from: the resolved settings (RecBole's final config), without the
+    ones that only say where files go or how much is printed."""
+    import hashlib
+    import json
+
+    settings = {str(k): v for k, v in dict(config.final_config_dict).items() if k not in VOLATILE_SETTINGS}
+    text = json.dumps(plain(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def rebuild_config(record: dict):

@@ -75,6 +75,42 @@ def provenance(threads: int) -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def run_settings(seed: int, overrides: dict | None, data_path: str | None) -> dict:
+    """The settings a plan's run hands to its Config (also what decides whether a finished run is still valid)."""
+    settings = {"seed": seed, "show_progress": False, "state": "INFO", **(overrides or {})}
+    if data_path:
+        settings["data_path"] = data_path
+    return settings
+
+
+def requested_hash(model: str, dataset: str, seed: int, overrides: dict, data_path: str | None) -> str | None:
+    """``config_hash`` of the Config a run with these settings would resolve (None where the Config cannot be
+    built here, e.g. a dataset not yet converted: the run itself then reports what is wrong)."""
+    from recbole.config import Config
+
+    from .checkpoints import config_hash
+    from .quick_start import config_files
+
+    try:
+        return config_hash(Config(model=model, dataset=dataset, config_file_list=config_files(None, model, dataset),
+                                  config_dict=run_settings(seed, overrides, data_path)))
+    except Exception:  # noqa: BLE001 - only a cache check: the run will raise the real error
+        return None
+
+
+def finished_run_is_current(target: Path, model: str, dataset: str, seed: int, settings: dict,
+                            data_path: str | None) -> bool:
+    """Whether the finished run in ``target`` was made under the settings asked for now: its resolved config's
+    hash where it recorded one, else (runs saved before the hash) its recorded overrides."""
+    try:
+        done = json.loads(Path(target).read_text())
+    except (OSError, ValueError):
+        return False
+    if "config_hash" in done:
+        return done["config_hash"] == requested_hash(model, dataset, seed, settings, data_path)
+    return done.get("overrides", {}) == settings
+
+
 def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrides: dict | None = None,
                threads: int = 1, data_path: str | None = None, config_files_: list | None = None) -> dict:
     """Train and evaluate one (model, seed) through the pipeline; write ``out`` (.json) and its .npz."""
@@ -82,13 +118,12 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
 
     from . import pipeline
     from .analysis import session_analysis
+    from .checkpoints import config_hash
     from .registry import get_trainer
     from .trainer import resumable
 
     torch.set_num_threads(threads)
-    config_dict = {"seed": seed, "show_progress": False, "state": "INFO", **(overrides or {})}
-    if data_path:
-        config_dict["data_path"] = data_path
+    config_dict = run_settings(seed, overrides, data_path)
     run = pipeline.load_data(model_name, dataset_name, config_files_, config_dict, logger=True)
     config = run.config
     started = time.perf_counter()
@@ -133,6 +168,7 @@ def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrid
         "init_seconds": run.init_seconds, "eval_seconds": eval_seconds,
         "wall_seconds": trainer.wall_seconds(),
         "checkpoint": trainer.saved_model_file, "test_sessions": len(test_data.dataset.inter_feat),
+        "config_hash": config_hash(config),  # the resolved settings: a plan reuses this run only for the same
         "valid_curve": progress.get("valid_curve", []),  # validation score and wall time after each epoch
         "provenance": provenance(threads),
     }
@@ -168,7 +204,18 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
         for spec in specs:
             label, model, overrides = parse_model_spec(spec)
             plan.append((label, model, seed, {**(common or {}), **overrides}, out_dir / f"{label}__seed{seed}.json"))
-    todo = [job for job in plan if not job[-1].exists()]
+    todo = []
+    for job in plan:
+        label, model, seed, settings, target = job
+        if target.exists() and not finished_run_is_current(target, model, dataset, seed, settings, data_path):
+            stale = target.with_name(f"{target.stem}.stale-{time.strftime('%Y%m%d-%H%M%S')}.json")
+            target.replace(stale)  # kept, not lost: made under other settings, so not shown as this run
+            if target.with_suffix(".npz").exists():
+                target.with_suffix(".npz").replace(stale.with_suffix(".npz"))
+            tqdm.write(f"{label} seed {seed}: the finished run was made under other settings; kept as {stale.name}, "
+                       "running it again")
+        if not target.exists():
+            todo.append(job)
 
     def run_one(label, model, seed, settings, target) -> tuple[str, int, int]:
         command = [sys.executable, "-m", "recbole_llm", "run-one", "--model", model, "--dataset", dataset,

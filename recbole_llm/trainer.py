@@ -131,7 +131,27 @@ class ResumableTraining:
         }
         save_checkpoint(state, self.resume_file)  # plain data: read back with weights_only=True
 
+    def _check_same_settings(self, record) -> None:
+        """A resume file goes on only under the settings it was made with: resuming with another learning rate
+        would mix two runs while the result recorded only the new one."""
+        from .checkpoints import config_hash
+
+        if not isinstance(record, dict) or "hash" not in record:
+            raise ValueError(f"resume file {self.resume_file} records no settings (an older format): delete it to "
+                             "start the run again")
+        if record["hash"] == config_hash(self.config):
+            return
+        before = record.get("settings", {})
+        now = {k: v for k, v in dict(self.config.external_config_dict).items() if k not in ("model", "dataset")}
+        changed = sorted(k for k in set(before) | set(now)
+                         if str(before.get(k)) != str(now.get(k)) and k not in ("state", "show_progress"))
+        raise ValueError(f"resume file {self.resume_file} was made under other settings "
+                         f"({', '.join(changed) or 'the preset files'} changed): resuming would mix two runs. "
+                         "Run with the settings it was made with, or delete the file to start again")
+
     def _restore(self) -> dict:
+        saved = load_checkpoint(self.resume_file, self.device)
+        self._check_same_settings(saved.get("config"))
         self.resume_checkpoint(self.resume_file)  # model, optimizer, start epoch, early-stopping counters
         state = load_checkpoint(self.resume_file, self.device)
         self.best_valid_result = state["best_valid_result"]

@@ -141,6 +141,8 @@ def test_interrupted_run_goes_on_from_its_last_epoch_and_matches_an_uninterrupte
     assert saves == list(range(stopped_after)) and resume.exists()
     assert not (tmp_path / "cut" / "SASRec__seed3.json").exists()
 
+    with pytest.raises(ValueError, match="learning_rate changed"):  # the same resume file, another setting
+        run("cut", learning_rate=0.5)
     resumed = run("cut")
     assert resumed["resumed_at_epoch"] == stopped_after and resumed["epochs"] == 4 and not resume.exists()
     assert resumed["train_loss"] == whole["train_loss"], "same batches, same dropout, same optimizer state"
@@ -340,3 +342,20 @@ def test_jobs_side_by_side_give_the_same_runs_as_one_after_another(tiny, tmp_pat
     assert len(results[1]) == 4 and results[1] == results[2]
     with pytest.raises(ValueError, match="--jobs"):
         run_plan(tmp_path / "x", "tiny", specs, [1], common, jobs=0)
+
+
+def test_a_finished_run_is_reused_only_under_the_same_resolved_settings(tiny, tmp_path):
+    import json
+
+    out = tmp_path / "plan"
+    common = {k: v for k, v in tiny["config"].items() if k != "data_path"}
+    run_plan(out, "tiny", ["Pop"], [1], common, data_path=str(tiny["path"]))
+    first = json.loads((out / "Pop__seed1.json").read_text())
+    assert first["config_hash"]
+    run_plan(out, "tiny", ["Pop"], [1], common, data_path=str(tiny["path"]))
+    assert json.loads((out / "Pop__seed1.json").read_text()) == first, "same settings: reused"
+    run_plan(out, "tiny", ["Pop[topk=[5,20]]"], [1], common, data_path=str(tiny["path"]))
+    again = json.loads((out / "Pop__seed1.json").read_text())
+    assert again["config_hash"] != first["config_hash"] and "ndcg@5" in again["test"], "other settings: run again"
+    assert [json.loads(p.read_text())["config_hash"] for p in out.glob("Pop__seed1.stale-*.json")] == [
+        first["config_hash"]], "the earlier run is kept, under another name"
