@@ -94,6 +94,14 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
     except DryRunFinished as finished:
         print(finished)
         return 0
+    except KeyboardInterrupt as interrupted:  # tuning says what it kept; a run says how to go on
+        from recbole_llm.tuning import TuningInterrupted
+
+        message = str(interrupted) if isinstance(interrupted, TuningInterrupted) else (
+            "interrupted: nothing of this run was saved beyond its last checkpoint (python -m recbole_llm report "
+            "runs resume from their last validated epoch)")
+        print(f"error: {message}", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, DatasetNotFoundError, MultiProcessNeedsGPUs, *USER_ERRORS) as error:
         if args.debug:
             raise

@@ -188,6 +188,11 @@ def _recbole_rows() -> tuple[Patch, ...]:
     trusted = ("RecBole pickles its Config (protocol 4) into every checkpoint: loading one could run code, and "
                "torch >= 2.6's weights_only=True refuses it; checkpoints are written as plain data instead and "
                "read with weights_only=True (recbole_llm/checkpoints.py)")
+    from .tuning import exhaustive_with_generator
+
+    rows += [Patch("recbole.trainer.hyper_tuning:exhaustive_search", exhaustive_with_generator,
+                   "HyperTuning(algo='exhaustive') fails with hyperopt 0.3: it hands a RandomState where hyperopt "
+                   "samples with Generator.integers (RecBole #1868)")]
     rows += [Patch("recbole.config.configurator:Config._convert_config_dict", _literal_settings,
                    "it eval()s every string setting (command line, config_dict): a setting could run code")]
     rows += [

@@ -58,7 +58,8 @@ class FoldObjective:
         if self.csv_path and self.csv_path.exists():  # a rerun: the finished trials stay, and count
             import pandas as pd
 
-            self.rows = pd.read_csv(self.csv_path).to_dict("records")
+            self.rows = [{k: _plain(v) for k, v in row.items()}  # empty cells come back as NaN: they were None
+                         for row in pd.read_csv(self.csv_path).to_dict("records")]
 
     def record(self, row: dict) -> None:
         """Keep a finished (or failed) trial and append it to the CSV at once."""
@@ -98,6 +99,30 @@ class FoldObjective:
         return score < cutoff if self.bigger else score > cutoff
 
 
+class TuningInterrupted(KeyboardInterrupt):
+    """Ctrl-C during tuning: what was kept and how to resume (one line, exit 130)."""
+
+
+def _trial_line(row: dict) -> str:
+    reserved = ("score", "folds_run", "pruned", "seconds", "status")
+    params = ", ".join(f"{k}={v}" for k, v in row.items() if k not in reserved)
+    if row.get("status", "ok") != "ok":
+        return f"{params}: {row['status']}"
+    score = row.get("score")
+    return (f"{params}: mean validation {score:.4f} over {row.get('folds_run')} folds"
+            f"{' (pruned)' if row.get('pruned') else ''}, {row.get('seconds')} s")
+
+
+def exhaustive_with_generator(original):
+    """RecBole's ``exhaustive_search`` draws from ``np.random.RandomState``, but hyperopt >= 0.2.7 samples with
+    ``rng.integers`` (a ``numpy.random.Generator``): the same function, given ``default_rng`` (RecBole #1868)."""
+    import types
+
+    numpy_with_generator = types.SimpleNamespace(random=types.SimpleNamespace(RandomState=np.random.default_rng))
+    return types.FunctionType(original.__code__, {**original.__globals__, "np": numpy_with_generator},
+                              original.__name__, original.__defaults__, original.__closure__)
+
+
 class TemporalHyperTuning(HyperTuning):
     """RecBole's HyperTuning plus TPE warm-up trials and a wall-clock budget."""
 
@@ -118,7 +143,6 @@ class TemporalHyperTuning(HyperTuning):
         to the CSV as failed and reported to hyperopt as failed, and the search goes on."""
         import hyperopt
 
-        self._save_trials()
         try:
             result = super().trial(params)
         except Exception as error:  # noqa: BLE001  (any failure of one trial must not end the search)
@@ -131,14 +155,25 @@ class TemporalHyperTuning(HyperTuning):
             self._bar.update(1)
             if self.best_score is not None:
                 self._bar.set_postfix(best=f"{self.best_score:.4f}")
+            self._bar.write(f"trial {len(self.objective_function.rows)}: {_trial_line(self.objective_function.rows[-1])}")
         return result
+
+    def _finished_trials(self):
+        """The study's trials without one left unfinished (hyperopt enters a trial before running it): an
+        interrupted trial must run again, not count as done."""
+        from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR
+
+        self.trials._dynamic_trials = [t for t in self.trials._dynamic_trials
+                                       if t["state"] in (JOB_STATE_DONE, JOB_STATE_ERROR)]
+        self.trials.refresh()
+        return self.trials
 
     def _save_trials(self) -> None:
         if self.trials_path is not None and self.trials is not None:
             import pickle
 
             tmp = self.trials_path.with_suffix(".tmp")
-            tmp.write_bytes(pickle.dumps(self.trials))
+            tmp.write_bytes(pickle.dumps(self._finished_trials()))
             tmp.replace(self.trials_path)
 
     def run(self):
@@ -148,11 +183,24 @@ class TemporalHyperTuning(HyperTuning):
 
         self.trials = Trials()
         if self.trials_path is not None and self.trials_path.exists():  # resume the study where it stopped
-            self.trials = pickle.loads(self.trials_path.read_bytes())
-            logger.info("resuming the study: %d trials done", len(self.trials.trials))
+            self.trials = pickle.loads(self.trials_path.read_bytes())  # our own file, written by _save_trials
+            self._finished_trials()
+            print(f"resuming the study in {self.trials_path}: {len(self.trials.trials)} trials done", flush=True)
+
+        def save_after_each_trial(*args):  # hyperopt's early-stop hook runs after every finished trial
+            self._save_trials()
+            return self.early_stop_fn(*args) if self.early_stop_fn else (False, args[1:])
+
         with tqdm(total=self.max_evals, initial=len(self.trials.trials), desc="tuning trials") as self._bar:
-            fmin(self.trial, self.space, algo=self.algo, max_evals=self.max_evals, early_stop_fn=self.early_stop_fn,
-                 timeout=self.budget_seconds, show_progressbar=False, trials=self.trials)
+            try:
+                fmin(self.trial, self.space, algo=self.algo, max_evals=self.max_evals,
+                     early_stop_fn=save_after_each_trial, timeout=self.budget_seconds, show_progressbar=False,
+                     trials=self.trials)
+            except KeyboardInterrupt:
+                self._save_trials()
+                raise TuningInterrupted(f"interrupted: {len(self.trials.trials)} finished trials kept in "
+                                        f"{self.trials_path}; the interrupted trial is not counted. Run the same "
+                                        "command again to resume the study") from None
         self._save_trials()
 
 
@@ -197,4 +245,6 @@ def tune(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3), para
 
 
 def _plain(value):
-    return value.item() if hasattr(value, "item") else value
+    """A numpy scalar as Python's; NaN (an empty CSV cell: a setting that was None) as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and value != value else value

@@ -76,3 +76,46 @@ def test_a_failing_trial_does_not_stop_the_search_and_a_rerun_resumes(tiny, tmp_
                  early_stop=100, algo="random")
     assert len(pd.read_csv(csv)) == 11, "the rerun adds 3 trials to the 8 it found"
     assert len(again["trials"]) == 11
+
+
+def test_ctrl_c_keeps_finished_trials_and_the_rerun_runs_the_interrupted_one_again(tiny, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from recbole_llm.tuning import TuningInterrupted
+
+    calls = []
+
+    def fake_train(model, dataset, files, config_dict):
+        calls.append(config_dict["n_layers"])
+        if len(calls) == 3 and not getattr(fake_train, "interrupted", False):
+            fake_train.interrupted = True
+            raise KeyboardInterrupt
+        config, *_ = build("SASRec", tiny)
+        return 0.1 * config_dict["n_layers"], {}, config
+
+    monkeypatch.setattr("recbole_llm.tuning.train_and_validate", fake_train)
+    monkeypatch.setenv("HYPEROPT_FMIN_SEED", "0")
+    space = tmp_path / "space.hyper"
+    space.write_text("n_layers choice [1,2,3]\nclip_grad_norm choice [None,5.0]\n")
+    kwargs = dict(max_evals=5, folds=[1], params_file=space, output_dir=tmp_path, warmup=5, early_stop=100,
+                  algo="random")
+    with pytest.raises(TuningInterrupted, match="2 finished trials kept"):
+        tune("SASRec", "tiny", **kwargs)
+    assert len(pd.read_csv(tmp_path / "SASRec-tiny.csv")) == 2
+    result = tune("SASRec", "tiny", **kwargs)
+    assert len(result["trials"]) == 5 and len(calls) == 6, "2 before, the interrupted one again, 2 more"
+    best = yaml.safe_load(Path(result["config_file"]).read_text())
+    assert best["clip_grad_norm"] in (None, 5.0), "an empty CSV cell comes back as None, not NaN"
+
+
+def test_exhaustive_search_runs_with_this_hyperopt(tiny, tmp_path, monkeypatch):
+    def fake_train(model, dataset, files, config_dict):
+        config, *_ = build("SASRec", tiny)
+        return 0.1 * config_dict["n_layers"], {}, config
+
+    monkeypatch.setattr("recbole_llm.tuning.train_and_validate", fake_train)
+    space = tmp_path / "space.hyper"
+    space.write_text("n_layers choice [1,2,3]\n")
+    result = tune("SASRec", "tiny", max_evals=3, folds=[1], params_file=space, output_dir=tmp_path,
+                  algo="exhaustive", early_stop=100)
+    assert sorted(r["n_layers"] for r in result["trials"]) == [1, 2, 3], "every point of the grid once"
