@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recbole_llm.errors import SecretInSettingsError
@@ -141,3 +142,67 @@ def test_recommend_refuses_a_k_below_one(k, capsys):
     assert main(["recommend", "--model", "Pop", "--dataset", "ml-100k", "--session", "50", "-k", k]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: -k must be 1 or more") and "Traceback" not in err
+
+
+def _openai_at(url):
+    from recbole_llm.embeddings.providers import make_provider
+
+    return make_provider("openai", "text-embedding-3-small", api_key="sk-x", base_url=url, max_retries=0, timeout=5)
+
+
+def test_the_embedding_cache_keys_by_endpoint(tmp_path):
+    from loopback import Loopback, openai_embeddings
+
+    from recbole_llm.embeddings.cache import EmbeddingCache
+    from recbole_llm.embeddings.embed import embed_texts
+    from recbole_llm.errors import ProviderError
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", openai_embeddings)
+        first = embed_texts(_openai_at(server.url + "/v1"), ["red lipstick"], cache, show_progress=False)
+        again = embed_texts(_openai_at(server.url + "/v1"), ["red lipstick"], cache, show_progress=False)
+        assert len(server.requests) == 1 and np.array_equal(first, again), "same endpoint: cached"
+    with pytest.raises(ProviderError):  # another server (nothing listens there): asked, not answered from the cache
+        embed_texts(_openai_at("http://127.0.0.1:9/v1"), ["red lipstick"], cache, show_progress=False)
+
+
+def test_a_nan_vector_is_never_cached_and_a_healthy_server_is_asked_again(tmp_path):
+    from loopback import Loopback, openai_embeddings
+
+    from recbole_llm.embeddings.cache import EmbeddingCache
+    from recbole_llm.embeddings.embed import embed_texts
+    from recbole_llm.errors import ProviderError
+
+    def nan_for_lipstick(body, match, headers):
+        status, payload, extra = openai_embeddings(body, match, headers)
+        for row in payload["data"]:
+            if "lipstick" in body["input"][row["index"]]:
+                row["embedding"] = [float("nan")] * len(row["embedding"])
+        return status, payload, extra
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", nan_for_lipstick)
+        with pytest.raises(ProviderError, match="NaN"):
+            embed_texts(_openai_at(server.url + "/v1"), ["red lipstick", "dry shampoo"], cache, show_progress=False)
+        assert len(cache) == 0, "nothing of the batch was cached"
+    with Loopback() as healthy:
+        healthy.route("POST", r"/v1/embeddings", openai_embeddings)
+        vectors = embed_texts(_openai_at(healthy.url + "/v1"), ["red lipstick", "dry shampoo"], cache,
+                              show_progress=False)
+    assert np.isfinite(vectors).all()
+
+
+def test_embeddings_are_rebuilt_when_the_titles_change(tiny, tmp_path):
+    from recbole_llm.embeddings.store import EmbeddingSpec, build_item_embeddings, read_itememb
+
+    spec = EmbeddingSpec(provider="local", model="all-MiniLM-L6-v2", reduction="none")
+    path = build_item_embeddings("tiny", spec, tiny["path"])
+    ids, before = read_itememb(path)
+    item_file = tiny["path"] / "tiny" / "tiny.item"
+    item_file.write_text(item_file.read_text().replace("Matte Red Lipstick", "Garden Hose Nozzle"))
+    rebuilt = build_item_embeddings("tiny", spec, tiny["path"])
+    ids_after, after = read_itememb(rebuilt)
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if not np.allclose(a, b)]
+    assert list(ids) == list(ids_after) and len(changed) == 1, "the one retitled item, and only it, has a new vector"

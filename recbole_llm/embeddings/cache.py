@@ -113,7 +113,11 @@ class EmbeddingCache:
                 if blob is None or len(blob) != 4 * dim or zlib.crc32(blob) != crc:
                     bad.append(key)
                     continue
-                found[key] = np.frombuffer(blob, dtype=np.float32)
+                vector = np.frombuffer(blob, dtype=np.float32)
+                if not np.isfinite(vector).all():  # cached before vectors were checked: never served
+                    bad.append(key)
+                    continue
+                found[key] = vector
         if bad:
             logger.warning("dropping %d corrupt embedding cache entries; they will be recomputed", len(bad))
             self._db.executemany("DELETE FROM emb WHERE key = ?", [(k,) for k in bad])

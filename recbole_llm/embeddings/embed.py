@@ -17,6 +17,22 @@ class CostConfirmationRequired(RuntimeError):
     pass
 
 
+def checked_vectors(provider, vectors, count: int) -> np.ndarray:
+    """A provider's answer, refused before it is cached when it is not ``count`` finite vectors of one size: a
+    NaN cached once would break every later run."""
+    from ..errors import ProviderError
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != count:
+        raise ProviderError(f"{provider.name}/{provider.model} returned {vectors.shape} for {count} texts; "
+                            "nothing of this batch was cached")
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise ProviderError(f"{provider.name}/{provider.model} returned {int(bad.sum())} of {count} vectors with NaN "
+                            "or inf; nothing of this batch was cached (a rerun asks again)")
+    return vectors
+
+
 def embed_texts(
     provider: EmbeddingProvider,
     texts: list[str],
@@ -30,7 +46,8 @@ def embed_texts(
     reach the provider; each batch is cached as soon as it returns. A paid call
     estimated above ``max_cost_usd`` needs ``confirm_cost``."""
     cache = EmbeddingCache() if cache is None else cache
-    keys = [text_key(provider.name, provider.model, t) for t in texts]
+    identity = getattr(provider, "cache_identity", provider.name)
+    keys = [text_key(identity, provider.model, t) for t in texts]
     found = cache.get_many(list(dict.fromkeys(keys)))
     missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
     if missing:
@@ -48,13 +65,13 @@ def embed_texts(
             )
         bar = tqdm(total=len(missing), desc=f"embed {provider.name}/{provider.model}", disable=not show_progress)
         for batch in provider.batches(missing):
-            batch_keys = [text_key(provider.name, provider.model, t) for t in batch]
+            batch_keys = [text_key(identity, provider.model, t) for t in batch]
             # a paid batch is claimed across processes: a second process waits, then reads what the first paid for
             with cache.claim() if cost > 0 else contextlib.nullcontext():
                 done = cache.get_many(batch_keys) if cost > 0 else {}
                 todo = [(t, k) for t, k in zip(batch, batch_keys) if k not in done]
                 if todo:
-                    vectors = provider._embed_batch([t for t, _ in todo])
+                    vectors = checked_vectors(provider, provider._embed_batch([t for t, _ in todo]), len(todo))
                     cache.put_many([k for _, k in todo], vectors)
                     done.update(zip([k for _, k in todo], np.asarray(vectors, dtype=np.float32)))
             found.update(done)

@@ -200,6 +200,15 @@ def class_digest(labels: np.ndarray) -> dict:
     return {"classes": {"count": int(len(np.unique(labels))), "sha256": digest}}
 
 
+def texts_digest(ids: list, texts: list[str]) -> str:
+    """A digest of the catalog's item ids and the texts embedded for them (after the template): a file made from
+    other titles is rebuilt, not reused."""
+    digest = hashlib.sha256()
+    for item, text in zip(ids, texts):
+        digest.update(f"{item}\x1f{text}\x1e".encode())
+    return digest.hexdigest()[:16]
+
+
 def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike = "dataset",
                           exact_dim: bool = False) -> Path:
     """Compute (or reuse) the embedding file of dataset ``name`` for ``spec``: the only place a provider is
@@ -216,13 +225,14 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
             f"'{spec.class_field}'), but the model's item table needs {spec.dim}: set its embedding size "
             f"(hidden_size; GRU4Rec: embedding_size) to at most {cap}, or use another embedding_reduction."
         )
+    texts, empty = item_texts(catalog, spec)
+    supervision["texts"] = texts_digest(catalog["item_id"].tolist(), texts)  # items and their texts as embedded
     if made_for(out, spec, supervision):
         logger.info("embeddings %s: reused %s", spec.describe(), out)
         return out
     sidecar = out.with_name(out.name + ".json")
     if sidecar.exists():
-        logger.info("%s was made differently (%s); rebuilding", out, json.loads(sidecar.read_text()))
-    texts, empty = item_texts(catalog, spec)
+        logger.info("%s was made differently (its items, texts or recipe changed); rebuilding", out)
     started = time.perf_counter()
     if spec.provider == "file":  # embeddings made elsewhere (e.g. the paper's ada/PaLM files)
         from .external import read_external_embeddings

@@ -18,6 +18,12 @@ class EmbeddingProvider:
     def __init__(self, model: str):
         self.model = model
 
+    @property
+    def cache_identity(self) -> str:
+        """What, besides the model and the text, decides a vector: the cache keys by it (another endpoint or
+        output size of the same model name gives other vectors)."""
+        return self.name
+
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
 

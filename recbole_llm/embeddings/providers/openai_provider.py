@@ -17,9 +17,14 @@ from .base import EmbeddingProvider
 PRICES = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13, "text-embedding-ada-002": 0.10}
 
 
+OFFICIAL_ENDPOINT = "https://api.openai.com/v1/"
+
+
 class OpenAIProvider(EmbeddingProvider):
     name = "openai"
-    max_batch = 2048  # inputs per request
+    # inputs per request (the API takes 2048): a process killed mid-request loses at most this many paid texts,
+    # since every returned batch is cached at once
+    max_batch = 256
     max_batch_tokens = 300_000  # tokens per request
 
     def __init__(
@@ -49,6 +54,12 @@ class OpenAIProvider(EmbeddingProvider):
         self.dimensions = dimensions
         self.usd_per_million_tokens = PRICES.get(model, 0.13)
         self.max_retries, self.timeout = max_retries, timeout
+
+    @property
+    def cache_identity(self) -> str:
+        endpoint = str(self.client.base_url)
+        identity = self.name if endpoint.rstrip("/") == OFFICIAL_ENDPOINT.rstrip("/") else f"{self.name}@{endpoint}"
+        return identity + (f"|dimensions={self.dimensions}" if self.dimensions else "")
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         import openai
