@@ -95,7 +95,8 @@ def _convert(args) -> int:
     else:
         stats = convert_tables(args.interactions, args.items, args.data_path, args.name, user_col=args.user_col,
                                item_col=args.item_col, time_col=args.time_col, title_col=args.title_col,
-                               class_col=args.class_col, core=args.core, clean_titles=args.clean_titles)
+                               class_col=args.class_col, text_cols=args.text_cols, core=args.core,
+                               clean_titles=args.clean_titles)
     print(stats)
     return 0
 
@@ -273,9 +274,13 @@ def main(argv=None) -> int:
     convert.add_argument("--items", help="table of items with their titles")
     convert.add_argument("--user_col", default="user_id", help="user (session) column")
     convert.add_argument("--item_col", default="item_id", help="item column")
-    convert.add_argument("--time_col", default="timestamp", help="time column")
+    convert.add_argument("--time_col", default="timestamp",
+                         help="time column: seconds, or ISO 8601 dates (2014-03-01, 2014-03-01T12:30:00Z)")
     convert.add_argument("--title_col", default="title", help="title column of the items table")
     convert.add_argument("--class_col", default=None, help="item class column (LDA labels)")
+    convert.add_argument("--text_cols", nargs="+", default=None, metavar="COLUMN",
+                         help="more item text columns to keep (brand, description, categories), for "
+                              "embedding_text_fields / embedding_text_template")
     convert.add_argument("--core", type=int, default=0, help="iterative k-core filter (0: none)")
     convert.add_argument("--clean_titles", action="store_true", help="strip HTML entities and spaces from titles")
     convert.add_argument("--paper_beauty", default=None, metavar="FOLDER",

@@ -144,3 +144,31 @@ def test_the_papers_beauty_is_built_from_the_command_line(tmp_path, capsys):
     assert main(["convert", "--paper_beauty", str(source), "--data_path", data]) == 2
     assert "another build of Beauty (amazon2014)" in capsys.readouterr().err
     assert main(["convert", "--paper_beauty", str(source), "--data_path", data, "--force"]) == 0
+
+
+def test_iso_timestamps_text_columns_and_repeated_item_ids(tmp_path):
+    from recbole_llm.data.catalog import read_catalog
+    from recbole_llm.data.convert import convert_tables
+
+    inter = tmp_path / "inter.csv"
+    inter.write_text("user,item,when\nu1,a,2014-03-01\nu1,b,2014-03-02T12:00:00Z\nu2,a,2014-03-03 08:00\n")
+    items = tmp_path / "items.csv"
+    items.write_text("item,name,brand,description\na,Red Lipstick,Acme,Matte and long lasting\nb,Shampoo,Bee,\n")
+    stats = convert_tables(inter, items, tmp_path / "out", "mine", user_col="user", item_col="item", time_col="when",
+                           title_col="name", text_cols=["brand", "description"])
+    assert stats["interactions"] == 3
+    rows = (tmp_path / "out" / "mine" / "mine.inter").read_text().splitlines()[1:]
+    times = sorted(float(r.split("\t")[2]) for r in rows)
+    assert times[0] == 1393632000.0 and times[1] == 1393632000.0 + 86400 + 43200  # seconds since 1970, UTC
+    catalog = read_catalog(tmp_path / "out" / "mine", "mine")
+    assert list(catalog.columns) == ["item_id", "title", "brand", "description"]
+    assert catalog.set_index("item_id").loc["a", "brand"] == "Acme"
+    inter.write_text("user,item,when\nu1,a,yesterday\n")
+    with pytest.raises(ValueError, match=r"'yesterday' \(row 2 of the file\).*ISO 8601"):
+        convert_tables(inter, items, tmp_path / "out", "mine", user_col="user", item_col="item", time_col="when",
+                       title_col="name")
+    inter.write_text("user,item,when\nu1,a,1\n")
+    items.write_text("item,name\na,Red Lipstick\na,Other title\n")
+    with pytest.raises(ValueError, match="item id 'a' appears more than once"):
+        convert_tables(inter, items, tmp_path / "out", "mine", user_col="user", item_col="item", time_col="when",
+                       title_col="name")

@@ -60,6 +60,7 @@ def write_atomic(
     core: int = 0,
     clean_titles: bool = False,
     source: dict | None = None,
+    text_cols: list[str] | None = None,
 ) -> dict:
     """Write ``.inter``/``.item`` for ``name``. ``inter`` needs user_id, item_id,
     timestamp; ``items`` needs item_id, title and optionally class. Returns counts. ``SOURCE.json`` beside
@@ -79,7 +80,10 @@ def write_atomic(
         logger.warning("%d items have no metadata; they get an empty title", len(missing))
         items = pd.concat([items, pd.DataFrame({"item_id": sorted(missing), "title": ""})])
     items["title"] = items["title"].fillna("").map(clean_title if clean_titles else _one_line)
-    columns = ["item_id", "title"] + (["class"] if "class" in items else [])
+    text_cols = [c for c in (text_cols or []) if c not in ("item_id", "title", "class")]
+    for column in text_cols:  # more item text (brand, description, categories) for embedding_text_template
+        items[column] = items[column].fillna("").map(_one_line) if column in items else ""
+    columns = ["item_id", "title"] + (["class"] if "class" in items else []) + text_cols
     items = items[columns].sort_values("item_id")
     if "class" in items:
         items["class"] = items["class"].fillna("").map(lambda c: _one_line(c).replace(" ", "_"))
@@ -87,7 +91,8 @@ def write_atomic(
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     header_inter = ["user_id:token", "item_id:token", "timestamp:float"]
-    header_item = ["item_id:token", "title:token_seq"] + (["class:token"] if "class" in items else [])
+    header_item = (["item_id:token", "title:token_seq"] + (["class:token"] if "class" in items else [])
+                   + [f"{c}:token_seq" for c in text_cols])
     _write_tsv(inter, header_inter, folder / f"{name}.inter")
     _write_tsv(items, header_item, folder / f"{name}.item")
     stats = {
@@ -134,6 +139,7 @@ def convert_tables(
     time_col: str = "timestamp",
     title_col: str = "title",
     class_col: str | None = None,
+    text_cols: list[str] | None = None,
     core: int = 0,
     clean_titles: bool = False,
     source: dict | None = None,
@@ -145,18 +151,37 @@ def convert_tables(
         if column not in inter:
             raise ValueError(f"{interactions}: no column '{column}' (columns: {list(inter)})")
     inter = inter.rename(columns={user_col: "user_id", item_col: "item_id", time_col: "timestamp"})
-    inter["timestamp"] = pd.to_numeric(inter["timestamp"])
+    inter["timestamp"] = parse_timestamps(inter["timestamp"], f"{interactions}, column '{time_col}'")
     meta = read_table(items)
-    for column in (item_col, title_col):
+    for column in (item_col, title_col, *(text_cols or [])):
         if column not in meta:
             raise ValueError(f"{items}: no column '{column}' (columns: {list(meta)})")
+    repeated = meta[item_col][meta[item_col].duplicated()]
+    if len(repeated):
+        raise ValueError(f"{items}: item id {repeated.iloc[0]!r} appears more than once ({len(repeated)} repeated "
+                         f"rows in column '{item_col}'): one row per item")
     renames = {item_col: "item_id", title_col: "title"}
     if class_col:
         renames[class_col] = "class"
     meta = meta.rename(columns=renames)
-    return write_atomic(inter, meta, out_dir, name, core=core, clean_titles=clean_titles,
+    return write_atomic(inter, meta, out_dir, name, core=core, clean_titles=clean_titles, text_cols=text_cols,
                         source={"builder": "tables", "interactions": str(interactions), "items": str(items),
                                 **(source or {})})
+
+
+def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
+    """Seconds as numbers, or dates and times in ISO 8601 (``2014-03-01``, ``2014-03-01T12:30:00Z``; without a
+    zone read as UTC) turned into seconds since 1970; anything else is refused, naming the first bad value."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all():
+        return numbers
+    dates = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    if dates.notna().all():
+        return (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    bad = values[numbers.isna() & dates.isna()]
+    row = bad.index[0]
+    raise ValueError(f"{where}: {bad.iloc[0]!r} (row {row + 2} of the file) is neither a number of seconds nor an "
+                     "ISO 8601 date such as 2014-03-01 or 2014-03-01T12:30:00Z")
 
 
 def _read_json_lines(path: os.PathLike):
