@@ -34,8 +34,9 @@ from . import model  # noqa: E402,F401  (registers the models)
 
 patches.restore_anomaly_detection(_ANOMALY_BEFORE)
 from .quick_start import load_data_and_model, run  # noqa: E402
-from .recommend import recommend  # noqa: E402
+from .recommend import build_fitted_model, item_table, recommend, recommend_many  # noqa: E402
 from .registry import get_model, register_model  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["run", "load_data_and_model", "get_model", "register_model", "recommend"]
+__all__ = ["run", "load_data_and_model", "get_model", "register_model", "recommend", "recommend_many",
+           "item_table", "build_fitted_model"]

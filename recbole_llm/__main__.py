@@ -176,6 +176,61 @@ def _report(args) -> int:
     return 0
 
 
+def _model_for(args):
+    """The checkpoint's model, or a model fitted in one pass on the spot (--model, --dataset)."""
+    from .recommend import _load, build_fitted_model
+
+    if args.checkpoint:
+        return _load(args.checkpoint, args.trust_checkpoint)
+    if not (args.model and args.dataset):
+        raise ValueError("give --checkpoint, or --model and --dataset for a model that needs no training")
+    settings = {"data_path": args.data_path} if args.data_path else {}
+    files = args.config_files.split() if args.config_files else None
+    return build_fitted_model(args.model, args.dataset, files, settings)
+
+
+def _recommend_many(args) -> int:
+    from .recommend import recommend_many
+
+    if not args.out:
+        print("error: --sessions needs --out FILE (.csv, .tsv or .jsonl)", file=sys.stderr)
+        return 2
+    try:
+        frame = recommend_many(_model_for(args), args.sessions, args.k, skip_unknown=args.skip_unknown)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    write_table(frame, args.out)
+    skipped = frame.attrs.get("unknown_entries_skipped", 0)
+    print(f"{args.out}: top {args.k} for {frame['session_id'].nunique()} sessions"
+          + (f" ({skipped} unknown entries skipped)" if skipped else ""))
+    return 0
+
+
+def write_table(frame, path) -> None:
+    """A DataFrame as .csv, .tsv or .jsonl (one record a line), by the file's extension."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_csv(path, sep="\t" if path.suffix in (".tsv", ".tab") else ",", index=False)
+
+
+def _export_items(args) -> int:
+    """A trained model's item table, as an .itememb atomic file (iid:token, item_emb:float_seq)."""
+    import numpy as np
+
+    from .recommend import item_table
+
+    ids, vectors = item_table(args.checkpoint, args.trust_checkpoint)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write("iid:token\titem_emb:float_seq\n")
+        for item, vector in zip(ids, vectors):
+            f.write(f"{item}\t{' '.join(f'{x:.7g}' for x in np.asarray(vector))}\n")
+    print(f"{args.out}: {len(ids)} items x {vectors.shape[1]}")
+    return 0
+
+
 def _recommend(args) -> int:
     import json
 
@@ -184,6 +239,11 @@ def _recommend(args) -> int:
     if args.k < 1:
         print(f"error: -k must be 1 or more (how many items to recommend); got {args.k}", file=sys.stderr)
         return 2
+    if bool(args.session) == bool(args.sessions):
+        print("error: give --session ITEM ... (one session) or --sessions FILE (many)", file=sys.stderr)
+        return 2
+    if args.sessions:
+        return _recommend_many(args)
     try:
         if args.checkpoint:
             results = recommend(args.checkpoint, args.session, args.k, trusted=args.trust_checkpoint)
@@ -240,7 +300,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recbole_llm", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{run,tune,recommend,embed,convert,report}")
+                                     metavar="{run,tune,recommend,embed,convert,report,llm-states,export-items}")
     commands.add_parser("run", help="train and evaluate a model (RecBole's flags; see run --help)")
     commands.add_parser("tune", help="tune a model on the temporal folds (RecBole's HyperTuning)")
 
@@ -318,7 +378,13 @@ def main(argv=None) -> int:
                     "  python -m recbole_llm recommend --dataset ml-100k --model LLMSeqSim --session 'toy story' 50\n"
                     "  python -m recbole_llm recommend --checkpoint saved/SASRec-X.pth --session 50 181 -k 5 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    rec.add_argument("--session", nargs="+", required=True, help="item ids or titles, oldest first")
+    rec.add_argument("--session", nargs="+", default=None, help="item ids or titles, oldest first")
+    rec.add_argument("--sessions", default=None, metavar="FILE",
+                     help="many sessions: a .csv/.tsv (session_id, item_id[, timestamp]) or .jsonl "
+                          "({\"session_id\": ..., \"items\": [...]}); with --out")
+    rec.add_argument("--out", default=None, help="with --sessions: .csv, .tsv or .jsonl of (session_id, rank, "
+                                                 "item_id, title, score)")
+    rec.add_argument("--skip_unknown", action="store_true", help="with --sessions: leave unknown entries out")
     rec.add_argument("-k", type=int, default=10, help="how many items to recommend")
     rec.add_argument("--checkpoint", default=None, help="a RecBole checkpoint (saved/<Model>-<time>.pth)")
     rec.add_argument("--model", default=None, help="a model that needs no training (LLMSeqSim, SKNN, ..., Pop)")
@@ -330,6 +396,12 @@ def main(argv=None) -> int:
                      help="also read a pickled checkpoint (RecBole's own format): it could run code, use it only for "
                           "files you made")
     rec.set_defaults(func=_recommend)
+
+    export = commands.add_parser("export-items", help="a trained model's item table as an .itememb file")
+    export.add_argument("--checkpoint", required=True, help="a checkpoint of a model with an item table (LLM2X, ...)")
+    export.add_argument("--out", required=True, help="the .itememb file to write")
+    export.add_argument("--trust_checkpoint", action="store_true", help="also read a pickled checkpoint")
+    export.set_defaults(func=_export_items)
 
     one = commands.add_parser("run-one")  # one (model, seed) of a report, in its own process; not listed
     one.add_argument("--model", required=True)

@@ -70,17 +70,26 @@ def resolve_session(session, dataset, titles: list[str]) -> list[int]:
 
 def session_interaction(model, dataset, item_ids: list[int]):
     """A one-row batch holding the session as RecBole's sequential (or general) models read it."""
+    return sessions_interaction(dataset, [item_ids])
+
+
+def sessions_interaction(dataset, sessions: list[list[int]]):
+    """One batch holding every session (each cut to its last ``MAX_ITEM_LIST_LENGTH`` items), as RecBole's
+    sequential (or general) models read it."""
     from recbole.data.interaction import Interaction
 
     config = dataset.config
-    width = int(config["MAX_ITEM_LIST_LENGTH"] or len(item_ids))
-    items = item_ids[-width:]
-    seq = torch.zeros(1, width, dtype=torch.long)
-    seq[0, : len(items)] = torch.as_tensor(items)
+    width = int(config["MAX_ITEM_LIST_LENGTH"] or max(len(s) for s in sessions))
+    seq = torch.zeros(len(sessions), width, dtype=torch.long)
+    lengths = torch.zeros(len(sessions), dtype=torch.long)
+    for row, item_ids in enumerate(sessions):
+        items = item_ids[-width:]
+        seq[row, : len(items)] = torch.as_tensor(items)
+        lengths[row] = len(items)
     return Interaction({
         config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]: seq,
-        config["ITEM_LIST_LENGTH_FIELD"]: torch.tensor([len(items)]),
-        config["USER_ID_FIELD"]: torch.tensor([0]),  # general models (Pop) score every session alike
+        config["ITEM_LIST_LENGTH_FIELD"]: lengths,
+        config["USER_ID_FIELD"]: torch.zeros(len(sessions), dtype=torch.long),  # general models (Pop) score alike
     })
 
 
@@ -99,12 +108,7 @@ def recommend(model_or_checkpoint, session, k: int = 10, trusted: bool = False) 
     pickled one, which could run code), or a ``(model, dataset)`` pair."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a whole number of items, 1 or more; got {k!r}")
-    if isinstance(model_or_checkpoint, (str, os.PathLike)):
-        from .quick_start import load_data_and_model
-
-        _, model, dataset, *_ = load_data_and_model(Path(model_or_checkpoint), trusted=trusted)
-    else:
-        model, dataset = model_or_checkpoint
+    model, dataset = _load(model_or_checkpoint, trusted)
     titles = _titles(dataset)
     ids = resolve_session(session, dataset, titles)
     if not ids:
@@ -120,6 +124,119 @@ def recommend(model_or_checkpoint, session, k: int = 10, trusted: bool = False) 
     tokens = dataset.field2id_token[dataset.iid_field]
     return [Recommendation(rank + 1, str(tokens[i]), titles[i], float(s))
             for rank, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()))]
+
+
+def _load(model_or_checkpoint, trusted: bool):
+    if isinstance(model_or_checkpoint, (str, os.PathLike)):
+        from .quick_start import load_data_and_model
+
+        _, model, dataset, *_ = load_data_and_model(Path(model_or_checkpoint), trusted=trusted)
+        return model, dataset
+    return model_or_checkpoint
+
+
+def recommend_many(model_or_checkpoint, sessions, k: int = 10, batch_size: int = 256, skip_unknown: bool = False,
+                   trusted: bool = False):
+    """Top ``k`` items for many sessions at once, as a DataFrame (session_id, rank, item_id, title, score).
+
+    ``sessions``: a DataFrame in long form (``session_id``, ``item_id``, and ``timestamp`` when rows are not in
+    order), a mapping session id -> items (ids or titles), or a path to such a table (.csv, .tsv) or to JSON lines
+    (``{"session_id": ..., "items": [...]}``). Sessions are scored ``batch_size`` at a time. An entry that is
+    neither an id nor a title fails the call (naming it), or with ``skip_unknown`` is left out of its session."""
+    import pandas as pd
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a whole number of items, 1 or more; got {k!r}")
+    model, dataset = _load(model_or_checkpoint, trusted)
+    titles = _titles(dataset)
+    resolved, dropped = {}, 0
+    for session_id, entries in read_sessions(sessions).items():
+        if skip_unknown:
+            ids = []
+            for entry in entries:
+                try:
+                    ids += resolve_session([entry], dataset, titles)
+                except UnknownItemError:
+                    dropped += 1
+        else:
+            try:
+                ids = resolve_session(entries, dataset, titles)
+            except UnknownItemError as error:
+                raise UnknownItemError(error.unknown) from None
+        if not ids:
+            raise ValueError(f"session {session_id!r} has no known item" + (" left" if skip_unknown else ""))
+        resolved[session_id] = ids
+    tokens = dataset.field2id_token[dataset.iid_field]
+    rows = []
+    model.eval()
+    names = list(resolved)
+    for start in range(0, len(names), batch_size):
+        chunk = names[start : start + batch_size]
+        with torch.no_grad():
+            scores = model.full_sort_predict(sessions_interaction(dataset, [resolved[n] for n in chunk]).to(
+                model.device)).reshape(len(chunk), -1).detach().cpu().float().clone()
+        scores[:, 0] = -torch.inf
+        for row, name in enumerate(chunk):
+            scores[row, torch.as_tensor(resolved[name])] = -torch.inf
+        top = scores.topk(min(k, scores.shape[1] - 1), dim=1)
+        for row, name in enumerate(chunk):
+            for rank, (score, item) in enumerate(zip(top.values[row].tolist(), top.indices[row].tolist())):
+                if score == -torch.inf:
+                    break
+                rows.append((name, rank + 1, str(tokens[item]), titles[item], float(score)))
+    frame = pd.DataFrame(rows, columns=["session_id", "rank", "item_id", "title", "score"])
+    frame.attrs["unknown_entries_skipped"] = dropped
+    return frame
+
+
+def item_table(model_or_checkpoint, trusted: bool = False):
+    """A trained model's item vectors as (item ids, [n_items, d] array), padding (and BERT4Rec's mask row) left
+    out: what an LLM2X model made of the LLM embeddings it started from. Models without an item table (kNN,
+    LLMSeqSim) are refused: their vectors are the embedding file itself (``python -m recbole_llm embed``)."""
+    model, dataset = _load(model_or_checkpoint, trusted)
+    table = getattr(model, "item_embedding", None)
+    if not isinstance(table, torch.nn.Embedding):
+        raise ValueError(f"{type(model).__name__} has no trained item table (item_embedding); its item vectors are "
+                         "the embedding file the prepare stage made (python -m recbole_llm embed)")
+    tokens = dataset.field2id_token[dataset.iid_field]
+    vectors = table.weight.detach().cpu().float().numpy()[1 : len(tokens)]
+    return [str(t) for t in tokens[1:]], vectors
+
+
+def read_sessions(sessions) -> dict:
+    """session id -> its entries in order, from any of ``recommend_many``'s input forms."""
+    import json
+
+    import pandas as pd
+
+    if isinstance(sessions, dict):
+        return {key: [str(e) for e in value] for key, value in sessions.items()}
+    if isinstance(sessions, (str, os.PathLike)):
+        path = Path(sessions)
+        if not path.is_file():
+            raise FileNotFoundError(f"sessions file {path}: no such file")
+        if path.suffix in (".jsonl", ".json"):
+            out = {}
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                        out[str(record["session_id"])] = [str(e) for e in record["items"]]
+                    except (ValueError, KeyError, TypeError):
+                        raise ValueError(f"{path}, line {number}: expected {{\"session_id\": ..., \"items\": "
+                                         "[...]}}") from None
+            return out
+        sessions = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".tab") else ",", dtype=str,
+                               keep_default_na=False)
+    frame = sessions
+    missing = {"session_id", "item_id"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"sessions table needs columns session_id and item_id (missing {sorted(missing)}; "
+                         f"columns: {list(frame.columns)})")
+    if "timestamp" in frame:
+        frame = frame.assign(_t=pd.to_numeric(frame["timestamp"], errors="coerce")).sort_values(
+            ["_t"], kind="stable")
+    return {str(key): group["item_id"].astype(str).tolist() for key, group in frame.groupby("session_id", sort=False)}
 
 
 def build_fitted_model(model_name: str, dataset_name: str, config_file_list=None, config_dict=None):

@@ -6,7 +6,10 @@ import recbole_llm
 from recbole_llm.registry import registered_models
 
 PUBLIC = {
-    "recbole_llm": ["run", "load_data_and_model", "get_model", "register_model", "recommend"],
+    "recbole_llm": ["run", "load_data_and_model", "get_model", "register_model", "recommend", "recommend_many",
+                    "item_table", "build_fitted_model"],
+    "recbole_llm.checkpoints": ["load_checkpoint", "save_checkpoint", "config_hash", "UntrustedCheckpointError"],
+    "recbole_llm.llm.states": ["LLMStateStore", "resolve_precision", "cpu_has_native_bf16"],
     "recbole_llm.pipeline": ["Run", "load_data", "build_model", "build"],
     "recbole_llm.prepare": ["prepare", "check_settings"],
     "recbole_llm.patches": ["apply", "applied", "table", "check_recbole_version", "load_checkpoint"],

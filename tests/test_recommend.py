@@ -61,3 +61,49 @@ def test_command_line_fits_a_memory_based_model_on_the_spot(tiny, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and len(out) == 3
     assert out[0].split()[0] == "1" and "Nail" in out[0], out
+
+
+def test_many_sessions_at_once_from_python_and_the_command_line(tiny, tmp_path, capsys):
+    import pandas as pd
+
+    import recbole_llm
+    from recbole_llm.__main__ import main
+    from recbole_llm.registry import get_trainer
+
+    config, _, (train, valid, _), model = build("SASRec", tiny)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    sessions = {"s1": ["Herbal Shampoo for Dry Hair", "ishampoo1"], "s2": ["ilipstick0"]}
+    many = recbole_llm.recommend_many(trainer.saved_model_file, sessions, k=3)
+    assert list(many.columns) == ["session_id", "rank", "item_id", "title", "score"] and len(many) == 6
+    for name, items in sessions.items():  # the same as one session at a time
+        one = recommend(trainer.saved_model_file, items, k=3)
+        assert many[many.session_id == name].item_id.tolist() == [r.item_id for r in one]
+    table = tmp_path / "sessions.csv"
+    pd.DataFrame({"session_id": ["s2", "s1", "s1"], "item_id": ["ilipstick0", "ishampoo1", "ishampoo0"],
+                  "timestamp": [5, 2, 1]}).to_csv(table, index=False)
+    out = tmp_path / "top.jsonl"
+    assert main(["recommend", "--checkpoint", trainer.saved_model_file, "--sessions", str(table), "--out", str(out),
+                 "-k", "3"]) == 0
+    written = pd.read_json(out, lines=True, dtype={"item_id": str, "session_id": str})
+    assert written.sort_values(["session_id", "rank"]).item_id.tolist() == many.sort_values(
+        ["session_id", "rank"]).item_id.tolist(), "rows ordered by timestamp within each session"
+    assert main(["recommend", "--checkpoint", trainer.saved_model_file, "--sessions", str(table)]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_a_trained_item_table_is_exported(tiny, tmp_path):
+    from recbole_llm.__main__ import main
+    from recbole_llm.embeddings.store import read_itememb
+    from recbole_llm.registry import get_trainer
+
+    config, _, (train, valid, _), model = build("SASRec", tiny)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    out = tmp_path / "items.itememb"
+    assert main(["export-items", "--checkpoint", trainer.saved_model_file, "--out", str(out)]) == 0
+    ids, vectors = read_itememb(out)
+    assert len(ids) == model.n_items - 1 and vectors.shape[1] == config["hidden_size"]
+    import numpy as np
+
+    assert np.allclose(vectors, model.item_embedding.weight.detach().numpy()[1:], atol=1e-5)
