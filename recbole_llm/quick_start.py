@@ -52,10 +52,15 @@ RENAMED_SETTINGS = {
 def check_run_settings(config: Config, folder: Path) -> None:
     """Settings that would run and give a wrong or empty result, refused before any work."""
     from .registry import fits_in_one_pass
-
     from .secrets import refuse_secret_settings
 
     refuse_secret_settings(config.final_config_dict, "the run's settings")
+    if config["enable_amp"] and str(config["device"]).startswith("cpu"):
+        from .llm.states import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            raise ValueError("enable_amp=True trains in bf16 (CPU autocast), but this CPU has no AVX-512 BF16 "
+                             "(see /proc/cpuinfo): bf16 would be emulated, slower than fp32. Set enable_amp=False")
     renamed = {key: RENAMED_SETTINGS[key] for key in config.external_config_dict if key in RENAMED_SETTINGS}
     if renamed:
         raise ValueError("settings renamed to carry their model's prefix: " + "; ".join(

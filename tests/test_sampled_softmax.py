@@ -96,3 +96,23 @@ def test_the_default_is_the_exact_full_softmax(tiny):
     targets = batch[TARGETS]
     full = torch.nn.functional.cross_entropy(output[targets > 0] @ net.item_embedding.weight.T, targets[targets > 0])
     assert torch.allclose(net.calculate_loss(batch), full, atol=1e-6)
+
+
+def test_bf16_training_is_refused_where_the_cpu_lacks_it(tiny, monkeypatch):
+    from recbole_llm.llm import states
+
+    monkeypatch.setattr(states, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="enable_amp=True trains in bf16"):
+        build("SASRec", tiny, enable_amp=True)
+
+
+@pytest.mark.skipif(not __import__("recbole_llm.llm.states", fromlist=["x"]).cpu_has_native_bf16(),
+                    reason="no native bf16 on this CPU")
+def test_bf16_training_steps_learn(tiny):
+    from recbole_llm.registry import get_trainer
+
+    config, _, (train, valid, _), net = build("SASRec", tiny, enable_amp=True, train_mode="all_positions",
+                                              softmax_negatives=5, epochs=3)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    losses = [trainer._train_epoch(train, epoch) for epoch in range(3)]
+    assert all(math.isfinite(float(x)) for x in losses) and float(losses[-1]) < float(losses[0])

@@ -1,0 +1,105 @@
+"""Training steps of the paper preset's neural models, fp32 against bf16 (RecBole's ``enable_amp``: CPU autocast in
+bf16) and the full softmax against a sampled one (``softmax_negatives``), side by side in one process on one
+thread, beside the same process's matmul peaks (2048^2, fp32 and bf16).
+
+For each variant: seconds per training step (RecBole's own ``_train_epoch`` over the same first ``--batches``
+batches, after one warm-up batch), the FLOPs of one step (torch's FlopCounterMode: forward and backward), and the
+step's GFLOP/s as a share of the matching matmul peak.
+
+    python -m benchmarks.train_speed --models SASRec LLM2SASRec --batches 30 \
+        --out benchmarks/results/profile/train_speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+VARIANTS = {
+    "fp32 full": {"enable_amp": False},
+    "bf16 full": {"enable_amp": True},
+    "fp32 sampled-256": {"enable_amp": False, "softmax_negatives": 256},
+    "bf16 sampled-256": {"enable_amp": True, "softmax_negatives": 256},
+}
+
+
+def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def measure(model_name: str, settings: dict, batches: int) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.common import quiet_beauty_settings
+    from recbole_llm import pipeline
+    from recbole_llm.trainer import _FirstBatches
+
+    run = pipeline.build(model_name, "beauty", None, quiet_beauty_settings(**settings))
+    trainer, train = run.trainer, run.train_data
+    trainer._train_epoch(_FirstBatches(train, 1), 0)  # warm-up: allocations, kernels chosen
+    first = next(iter(train))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(settings.get("enable_amp"))):
+        loss = run.model.calculate_loss(first)
+    with counter:
+        loss.backward()
+    trainer.optimizer.zero_grad()
+    started = time.perf_counter()
+    trainer._train_epoch(_FirstBatches(train, batches), 1)
+    seconds = (time.perf_counter() - started) / min(batches, len(train))
+    flops = counter.get_total_flops()
+    return {"seconds_per_step": round(seconds, 4), "gflop_per_step": round(flops / 1e9, 3),
+            "gflop_per_s": round(flops / 1e9 / seconds, 1), "batch_size": int(run.config["train_batch_size"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["SASRec", "LLM2SASRec"])
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    import recbole_llm  # noqa: F401
+    from benchmarks.common import build_beauty
+    from recbole_llm.experiment import provenance
+    from recbole_llm.llm.states import cpu_has_native_bf16
+
+    build_beauty()
+    variants = [v for v in args.variants if cpu_has_native_bf16() or not VARIANTS[v].get("enable_amp")]
+    peaks = {"fp32": round(matmul_peak(torch.float32), 1)}
+    if cpu_has_native_bf16():
+        peaks["bf16"] = round(matmul_peak(torch.bfloat16), 1)
+    result = {"matmul_peak_gflop_per_s": peaks, "threads": 1, "batches": args.batches, "models": {}}
+    for model in args.models:
+        rows = {}
+        for name in variants:
+            row = measure(model, VARIANTS[name], args.batches)
+            row["share_of_peak"] = round(row["gflop_per_s"] / peaks[name.split()[0]], 3)
+            rows[name] = row
+            print(model, name, row, flush=True)
+        base = rows["fp32 full"]["seconds_per_step"]
+        for row in rows.values():
+            row["speed_vs_fp32_full"] = round(base / row["seconds_per_step"], 2)
+        result["models"][model] = rows
+    result["command"] = (f"python -m benchmarks.train_speed --models {' '.join(args.models)} --batches {args.batches} "
+                         f"--out {args.out}")
+    result["provenance"] = provenance(1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["matmul_peak_gflop_per_s"]))
+
+
+if __name__ == "__main__":
+    main()
