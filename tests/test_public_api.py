@@ -21,7 +21,7 @@ PUBLIC = {
     "recbole_llm.tuning": ["tune"],
 }
 MODELS = ["LLM2BERT4Rec", "LLM2GRU4Rec", "LLM2SASRec", "LLMSRec", "LLMSeqPrompt", "LLMSeqSim", "LLMSeqSimPopHybrid",
-          "LLMSeqSimSeqHybrid", "MostPopular", "SFSKNN", "SKNN", "SKNNEmb", "SSKNN", "VSKNN"]
+          "LLMSeqSimSeqHybrid", "MostPopular", "SFSKNN", "SKNN", "SKNNEmb", "SSKNN", "VSKNN", "ScoreEnsemble"]
 
 
 def test_the_package_exports_exactly_its_public_names():

@@ -1,4 +1,5 @@
 """Every model of recbole-llm, registered with RecBole on import."""
+from .ensemble import ScoreEnsemble
 from .hybrids import LLMSeqSimPopHybrid, LLMSeqSimSeqHybrid
 from .llm2seq import LLM2BERT4Rec, LLM2GRU4Rec, LLM2SASRec
 from .llmseqprompt import LLMSeqPrompt
@@ -10,4 +11,5 @@ from .sknn import SFSKNN, SKNN, SSKNN, VSKNN, SKNNEmb
 __all__ = [
     "LLM2SASRec", "LLM2BERT4Rec", "LLM2GRU4Rec", "LLMSeqSim", "SKNN", "VSKNN", "SSKNN", "SFSKNN", "SKNNEmb",
     "LLMSeqSimSeqHybrid", "LLMSeqSimPopHybrid", "LLMSeqPrompt", "LLMSRec", "MostPopular",
+    "ScoreEnsemble",
 ]

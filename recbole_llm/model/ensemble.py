@@ -1,0 +1,240 @@
+"""ScoreEnsemble: a weighted sum of independently trained models' normalised scores.
+
+Collins et al. ("EnsRec", arXiv 2512.17820) found on this very Beauty catalog that fusing the scores of an ID
+model and an LLM-initialised model at inference beat every more complex fusion they tried. Members are any
+models of this package or RecBole: trained ones from their checkpoints (read with ``weights_only=True``, each
+rebuilt under the settings it was trained with), one-pass ones (LLMSeqSim, SKNN-Emb, ...) fitted on the spot.
+
+Each member's scores are normalised per session over the items it ranks (``ensemble_normalize``: ``zscore``,
+``minmax``, ``softmax`` with ``ensemble_temperature``, or ``none``), then summed with ``ensemble_weights``;
+``auto`` tunes the weights on the validation sessions (a grid over the simplex, ``ensemble_weight_step``), never on
+test. An item a member refuses (-inf: the prompt's own items, a hybrid's removals) stays refused. The weights are
+saved with the model, so ``recommend`` and ``recommend_many`` use the ensemble as tuned.
+
+    ensemble_members:
+      - {model: LLM2SASRec, checkpoint: saved/LLM2SASRec-....pth}
+      - {model: SASRec, checkpoint: saved/SASRec-....pth}
+      - {model: LLMSeqSim}
+    ensemble_weights: auto
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from ..checkpoints import load_checkpoint
+from ..registry import fits_in_one_pass, get_model, register_model
+from ..settings import config_value
+from ..trainer import FitOnceTrainer
+from .common import ScoresFromFullSort
+
+logger = logging.getLogger(__name__)
+NORMALIZERS = ("zscore", "minmax", "softmax", "none")
+
+
+def member_specs(config) -> list[dict]:
+    """The members as configured, checked: a model name, and a checkpoint unless it is fitted in one pass."""
+    members = config_value(config, "ensemble_members") or []
+    if not isinstance(members, list) or len(members) < 2:
+        raise ValueError("ensemble_members must list at least two members, e.g. [{model: LLM2SASRec, checkpoint: "
+                         "saved/LLM2SASRec-....pth}, {model: LLMSeqSim}]")
+    specs = []
+    for number, member in enumerate(members, 1):
+        if isinstance(member, str):
+            member = {"model": member}
+        if not isinstance(member, dict) or "model" not in member:
+            raise ValueError(f"ensemble_members, member {number}: a mapping with 'model' (and 'checkpoint', "
+                             f"'settings'); got {member!r}")
+        get_model(member["model"])  # an unknown name fails here, naming the known ones
+        checkpoint = member.get("checkpoint")
+        if checkpoint and not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"ensemble_members, member {number} ({member['model']}): no checkpoint "
+                                    f"{checkpoint}")
+        if not checkpoint and not fits_in_one_pass({**(member.get("settings") or {}), "model": member["model"]}):
+            raise ValueError(f"ensemble_members, member {number}: {member['model']} learns by training; give the "
+                             "checkpoint of a trained run ('checkpoint: saved/....pth')")
+        specs.append({"model": member["model"], "checkpoint": checkpoint, "settings": member.get("settings") or {}})
+    return specs
+
+
+def member_config(config, spec: dict, record: dict | None = None):
+    """The Config a member runs under: its own preset and defaults, the settings it was trained with (from its
+    checkpoint) or given in ``settings``, on the ensemble's data."""
+    from recbole.config import Config
+
+    from ..quick_start import config_files
+
+    settings = dict((record or {}).get("settings") or {})
+    settings.update(spec["settings"])
+    # RecBole's data_path ends in the dataset's folder; a Config is given the folder above it
+    settings.update({"data_path": str(Path(config["data_path"]).parent), "show_progress": False,
+                     "state": config["state"]})
+    if record and record.get("seed") is not None:
+        settings.setdefault("seed", record["seed"])
+    files = config_files(None, spec["model"], config["dataset"]) if config_value(config, "preset") else []
+    return Config(model=spec["model"], dataset=config["dataset"], config_file_list=files, config_dict=settings)
+
+
+def normalise(scores: torch.Tensor, how: str, temperature: float = 1.0) -> torch.Tensor:
+    """Per row, over the finite scores (the items the member ranks); -inf stays -inf."""
+    finite = torch.isfinite(scores)
+    if how == "none":
+        return scores
+    values = torch.where(finite, scores, torch.zeros_like(scores))
+    count = finite.sum(1, keepdim=True).clamp_min(1)
+    if how == "zscore":
+        mean = values.sum(1, keepdim=True) / count
+        var = (torch.where(finite, scores - mean, torch.zeros_like(scores)) ** 2).sum(1, keepdim=True) / count
+        out = (scores - mean) / var.sqrt().clamp_min(1e-12)
+    elif how == "minmax":
+        low = torch.where(finite, scores, torch.full_like(scores, torch.inf)).min(1, keepdim=True).values
+        high = torch.where(finite, scores, torch.full_like(scores, -torch.inf)).max(1, keepdim=True).values
+        out = (scores - low) / (high - low).clamp_min(1e-12)
+    else:  # softmax: a distribution over the items the member ranks
+        out = torch.log_softmax(scores / temperature, dim=1).exp()
+    return torch.where(finite, out, torch.full_like(scores, -torch.inf))
+
+
+def simplex_grid(members: int, step: float) -> list[tuple[float, ...]]:
+    """Every weight vector on the simplex with entries in multiples of ``step`` (each member weight > 0 or not)."""
+    units = round(1 / step)
+    return [tuple(c / units for c in combo) for combo in itertools.product(range(units + 1), repeat=members)
+            if sum(combo) == units]
+
+
+@register_model
+class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
+    input_type = InputType.POINTWISE
+    trainer_class = None  # set below: EnsembleTrainer
+
+    @classmethod
+    def fits_in_one_pass(cls, config) -> bool:
+        """No: nothing trains, but the weights are tuned on the validation holdout, which must stay out of the
+        training split (the members were trained without it, and a one-pass member must not have seen it)."""
+        return False
+
+    @classmethod
+    def check_settings(cls, config) -> None:
+        specs = member_specs(config)
+        how = config_value(config, "ensemble_normalize", "zscore")
+        if how not in NORMALIZERS:
+            raise ValueError(f"ensemble_normalize must be one of {', '.join(NORMALIZERS)}; got {how!r}")
+        weights = config_value(config, "ensemble_weights", "auto")
+        if weights != "auto":
+            if not isinstance(weights, list) or len(weights) != len(specs) or any(float(w) < 0 for w in weights):
+                raise ValueError(f"ensemble_weights: 'auto' or {len(specs)} non-negative numbers, one per member; "
+                                 f"got {weights!r}")
+        step = float(config_value(config, "ensemble_weight_step", 0.1))
+        if not 0 < step <= 0.5 or abs(round(1 / step) * step - 1) > 1e-9:
+            raise ValueError(f"ensemble_weight_step must divide 1 (0.05, 0.1, 0.25, 0.5); got {step}")
+
+    @classmethod
+    def prepare_resources(cls, config, dataset) -> None:
+        """Each one-pass member's files (embeddings) through its own prepare hook."""
+        for spec in member_specs(config):
+            if spec["checkpoint"]:
+                continue
+            hook = getattr(get_model(spec["model"]), "prepare_resources", None)
+            if hook is not None:
+                hook(member_config(config, spec), dataset)
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.check_settings(config)
+        self.normalize = config_value(config, "ensemble_normalize", "zscore")
+        self.temperature = float(config_value(config, "ensemble_temperature", 1.0))
+        self.weight_step = float(config_value(config, "ensemble_weight_step", 0.1))
+        self.members = torch.nn.ModuleList()
+        self.member_names = []
+        for spec in member_specs(config):
+            checkpoint = load_checkpoint(spec["checkpoint"]) if spec["checkpoint"] else None
+            record = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+            sub_config = member_config(config, spec, record if isinstance(record, dict) else None)
+            member = get_model(spec["model"])(sub_config, dataset)
+            if checkpoint is not None:
+                member.load_state_dict(checkpoint["state_dict"])
+                member.load_other_parameter(checkpoint.get("other_parameter"))
+            member.requires_grad_(False)
+            member.eval()  # frozen: no dropout, in any mode of the ensemble (see train)
+            self.members.append(member)
+            self.member_names.append(spec["model"] + (f" ({Path(spec['checkpoint']).name})" if spec["checkpoint"]
+                                                      else ""))
+        weights = config_value(config, "ensemble_weights", "auto")
+        self.tune_weights = weights == "auto"
+        initial = [1.0 / len(self.members)] * len(self.members) if self.tune_weights else [float(w) for w in weights]
+        self.register_buffer("weights", torch.tensor(initial))
+        self.needs_training = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for member in self.members:
+            member.eval()  # frozen: no dropout, ever
+        return self
+
+    def calculate_loss(self, interaction):
+        raise RuntimeError("ScoreEnsemble does not train: its members are trained runs, its weights are tuned on "
+                           "validation by its trainer")
+
+    def member_scores(self, interaction) -> torch.Tensor:
+        """[members, sessions, items]: each member's normalised scores."""
+        rows = []
+        for member in self.members:
+            scores = member.full_sort_predict(interaction).reshape(len(interaction), -1).float()
+            rows.append(normalise(scores, self.normalize, self.temperature))
+        return torch.stack(rows)
+
+    @staticmethod
+    def combine(member_scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        finite = torch.isfinite(member_scores).all(0)
+        used = weights > 0
+        total = (weights[used].view(-1, 1, 1) * torch.where(torch.isfinite(member_scores[used]), member_scores[used],
+                                                             torch.zeros_like(member_scores[used]))).sum(0)
+        return torch.where(finite, total, torch.full_like(total, -torch.inf))
+
+    def full_sort_predict(self, interaction):
+        return self.combine(self.member_scores(interaction), self.weights.to(torch.float32))
+
+
+class EnsembleTrainer(FitOnceTrainer):
+    """Nothing trains; with ``ensemble_weights: auto`` the weights are chosen on the validation sessions (NDCG@20,
+    the prompt's items masked as in evaluation), before RecBole's validation pass and checkpoint."""
+
+    def fit(self, train_data, valid_data=None, *args, **kwargs):
+        if self.model.tune_weights and valid_data is not None:
+            self.model.weights.copy_(self.tuned_weights(valid_data))
+        return super().fit(train_data, valid_data, *args, **kwargs)
+
+    @torch.no_grad()
+    def tuned_weights(self, valid_data) -> torch.Tensor:
+        model = self.model
+        model.eval()
+        stacks, targets = [], []
+        for interaction, _, _, positive_i in valid_data:
+            interaction = interaction.to(model.device)
+            scores = model.member_scores(interaction)
+            seq = interaction[model.ITEM_SEQ]
+            scores[:, :, 0] = -torch.inf
+            scores.scatter_(2, seq.unsqueeze(0).expand(scores.shape[0], -1, -1), -torch.inf)  # the prompt's items
+            stacks.append(scores)
+            targets.append(interaction[model.ITEM_ID])
+        scores, targets = torch.cat(stacks, 1), torch.cat(targets)
+        best, best_ndcg = None, -1.0
+        for weights in simplex_grid(len(model.members), model.weight_step):
+            combined = model.combine(scores, torch.tensor(weights))
+            target_scores = combined.gather(1, targets.view(-1, 1))
+            rank = (combined > target_scores).sum(1)  # 0-based; ties count for the target
+            ndcg = torch.where(rank < 20, 1.0 / torch.log2(rank.float() + 2), torch.zeros_like(rank, dtype=torch.float))
+            value = float(ndcg.mean())
+            if value > best_ndcg + 1e-12:
+                best, best_ndcg = weights, value
+        logger.info("ensemble weights tuned on %d validation sessions: %s -> NDCG@20 %.4f", len(targets),
+                    dict(zip(model.member_names, best)), best_ndcg)
+        return torch.tensor(best)
+
+
+ScoreEnsemble.trainer_class = EnsembleTrainer

@@ -1,0 +1,75 @@
+"""ScoreEnsemble: trained checkpoints and one-pass models fused by normalised scores, weights tuned on validation."""
+import pytest
+import torch
+from conftest import build
+
+from recbole_llm.model.ensemble import normalise, simplex_grid
+
+
+def _trained(model, tiny, **extra):
+    from recbole_llm.registry import get_trainer
+
+    config, _, (train, valid, _), net = build(model, tiny, **extra)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    return trainer.saved_model_file
+
+
+def test_normalisers_keep_refused_items_refused_and_rank_as_the_member_does():
+    scores = torch.tensor([[3.0, -torch.inf, 1.0, 2.0], [0.5, 0.1, -torch.inf, 0.2]])
+    for how in ("zscore", "minmax", "softmax", "none"):
+        out = normalise(scores, how)
+        assert torch.equal(torch.isinf(out), torch.isinf(scores))
+        finite = torch.isfinite(scores)
+        for row in range(2):
+            assert torch.equal(out[row][finite[row]].argsort(), scores[row][finite[row]].argsort())
+    z = normalise(scores, "zscore")[0][[0, 2, 3]]
+    assert z.mean().abs() < 1e-6 and (z.std(unbiased=False) - 1).abs() < 1e-5
+    assert len(simplex_grid(3, 0.5)) == 6 and all(abs(sum(w) - 1) < 1e-9 for w in simplex_grid(3, 0.1))
+
+
+def test_an_ensemble_of_a_checkpoint_and_a_one_pass_model(tiny, tmp_path):
+    import recbole_llm
+    from recbole_llm.registry import get_trainer
+
+    checkpoint = _trained("SASRec", tiny, train_mode="all_positions", epochs=2)
+    members = [{"model": "SASRec", "checkpoint": checkpoint, "settings": {"train_mode": "all_positions"}},
+               {"model": "LLMSeqSim"}]
+    config, _, (train, valid, test), ensemble = build("ScoreEnsemble", tiny, ensemble_members=members)
+    assert len(ensemble.members) == 2 and not any(p.requires_grad for p in ensemble.parameters())
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        scores = ensemble.full_sort_predict(batch)
+        stacked = ensemble.member_scores(batch)
+    assert scores.shape == (len(batch), ensemble.n_items)
+    expected = ensemble.combine(stacked, torch.tensor([0.5, 0.5]))
+    assert torch.allclose(scores, expected)
+    # weights by hand: all on one member ranks exactly as that member alone
+    sasrec_only = ensemble.combine(stacked, torch.tensor([1.0, 0.0]))
+    alone = ensemble.members[0].full_sort_predict(batch).masked_fill(~torch.isfinite(sasrec_only), -torch.inf)
+    assert torch.equal(sasrec_only[:, 1:].argsort(dim=1, descending=True)[:, :5],
+                       alone[:, 1:].argsort(dim=1, descending=True)[:, :5])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, ensemble)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    tuned = ensemble.weights.clone()
+    assert abs(float(tuned.sum()) - 1) < 1e-6
+    # the saved ensemble (its weights included) is what recommend uses
+    again = recbole_llm.recommend(trainer.saved_model_file, ["Herbal Shampoo for Dry Hair"], k=5)
+    direct = recbole_llm.recommend((ensemble, train._dataset), ["Herbal Shampoo for Dry Hair"], k=5)
+    assert [r.item_id for r in again] == [r.item_id for r in direct]
+    _, reloaded, *_ = recbole_llm.load_data_and_model(trainer.saved_model_file)
+    assert torch.equal(reloaded.weights, tuned)
+    # deterministic: the same members, the same scores
+    _, _, _, twin = build("ScoreEnsemble", tiny, ensemble_members=members)
+    with torch.no_grad():
+        assert torch.equal(twin.full_sort_predict(batch), scores)
+
+
+@pytest.mark.parametrize("members, message", [
+    ([{"model": "LLMSeqSim"}], "at least two"),
+    ([{"model": "SASRec"}, {"model": "LLMSeqSim"}], "learns by training"),
+    ([{"model": "SASRec", "checkpoint": "nope.pth"}, {"model": "LLMSeqSim"}], "no checkpoint"),
+])
+def test_bad_members_are_refused_before_anything_is_built(tiny, members, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        build("ScoreEnsemble", tiny, ensemble_members=members)
