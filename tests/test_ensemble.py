@@ -73,3 +73,16 @@ def test_an_ensemble_of_a_checkpoint_and_a_one_pass_model(tiny, tmp_path):
 def test_bad_members_are_refused_before_anything_is_built(tiny, members, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         build("ScoreEnsemble", tiny, ensemble_members=members)
+
+
+def test_a_member_is_named_by_its_run_file_and_seed(tiny, tmp_path):
+    import json
+
+    from recbole_llm.model.ensemble import resolve_checkpoint
+
+    checkpoint = _trained("SASRec", tiny, train_mode="all_positions", epochs=1)
+    (tmp_path / "SASRec__seed7.json").write_text(json.dumps({"checkpoint": checkpoint}))
+    assert resolve_checkpoint(str(tmp_path / "SASRec__seed{seed}.json"), 7, 1) == checkpoint
+    (tmp_path / "SASRec__seed8.json").write_text(json.dumps({"checkpoint": "saved/gone.pth"}))
+    with pytest.raises(FileNotFoundError, match="run that experiment row again"):
+        resolve_checkpoint(str(tmp_path / "SASRec__seed{seed}.json"), 8, 1)

@@ -37,6 +37,26 @@ logger = logging.getLogger(__name__)
 NORMALIZERS = ("zscore", "minmax", "softmax", "none")
 
 
+def resolve_checkpoint(checkpoint, seed, number: int) -> str | None:
+    """A member's checkpoint: a file, or a finished run's result JSON (its ``checkpoint``, relative to where the
+    run was made), ``{seed}`` standing for the ensemble's seed so that each seed fuses members of the same seed."""
+    import json
+
+    if not checkpoint:
+        return None
+    checkpoint = str(checkpoint).replace("{seed}", str(seed))
+    if checkpoint.endswith(".json"):
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"ensemble_members, member {number}: no run file {checkpoint}")
+        named = json.loads(Path(checkpoint).read_text()).get("checkpoint")
+        if not named or not Path(named).is_file():
+            raise FileNotFoundError(f"ensemble_members, member {number}: the run {checkpoint} names the checkpoint "
+                                    f"{named!r}, which is not on this machine: run that experiment row again here "
+                                    "(its seed makes it the same model)")
+        return named
+    return checkpoint
+
+
 def member_specs(config) -> list[dict]:
     """The members as configured, checked: a model name, and a checkpoint unless it is fitted in one pass."""
     members = config_value(config, "ensemble_members") or []
@@ -51,7 +71,7 @@ def member_specs(config) -> list[dict]:
             raise ValueError(f"ensemble_members, member {number}: a mapping with 'model' (and 'checkpoint', "
                              f"'settings'); got {member!r}")
         get_model(member["model"])  # an unknown name fails here, naming the known ones
-        checkpoint = member.get("checkpoint")
+        checkpoint = resolve_checkpoint(member.get("checkpoint"), config_value(config, "seed"), number)
         if checkpoint and not Path(checkpoint).is_file():
             raise FileNotFoundError(f"ensemble_members, member {number} ({member['model']}): no checkpoint "
                                     f"{checkpoint}")
