@@ -30,8 +30,14 @@ def parse_model_spec(spec: str) -> tuple[str, str, dict]:
     label, model, body = match.groups()
     overrides = {}
     for item in filter(None, _top_level_items(body or "")):
+        if "=" not in item:
+            raise ValueError(f"model spec {spec!r}: {item!r} is not key=value")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"model spec {spec[:60]!r}...: the value of {key.strip()} is not valid YAML "
+                             f"({str(error).splitlines()[0]}); quote strings holding {{ }} or ':'") from None
     return label or model, model, overrides
 
 
