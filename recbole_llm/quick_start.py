@@ -27,8 +27,28 @@ def config_files(user_files=None, model=None, dataset=None) -> list[str]:
     missing = [str(f) for f in (user_files or []) if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"config file not found: {', '.join(missing)} (--config_files)")
+    for file in user_files or []:
+        check_config_file(file)
     paper = paper_config_file(model, dataset)
     return [str(PROTOCOL_FILE)] + ([str(paper)] if paper else []) + [str(f) for f in (user_files or [])]
+
+
+def check_config_file(path) -> None:
+    """A user's yaml must parse to a mapping of settings: RecBole would fail on it with a traceback."""
+    import yaml
+
+    try:
+        settings = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 (byte {error.start})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
+    if settings is None:
+        raise ValueError(f"{path}: the file is empty; a config file holds settings, one 'key: value' a line")
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: a config file holds 'key: value' settings, not a {type(settings).__name__}")
 
 
 def prepare_dataset(model, dataset, config_file_list, config_dict) -> Config:
@@ -65,6 +85,7 @@ def check_run_settings(config: Config, folder: Path) -> None:
     if renamed:
         raise ValueError("settings renamed to carry their model's prefix: " + "; ".join(
             f"{old} -> {new}" for old, new in renamed.items()))
+    check_numbers(config)
     from .prepare import check_settings
 
     check_settings(config)  # the model's own options, before the data is read or anything is paid for
@@ -85,6 +106,30 @@ def check_run_settings(config: Config, folder: Path) -> None:
             if bad:
                 raise ValueError(f"{inter}: {bad} interactions have no valid {time_field}; the SESSION split orders "
                                  "sessions by time, so fix or drop those rows (RecBole would fill them with the mean)")
+
+
+# sizes that must be whole numbers of at least 1 (a 0 or a negative size fails deep inside torch)
+POSITIVE_SIZES = ("hidden_size", "embedding_size", "inner_size", "n_layers", "n_heads", "num_layers",
+                  "MAX_ITEM_LIST_LENGTH", "train_batch_size", "eval_batch_size", "embedding_dim", "llmsrec_dim",
+                  "softmax_negatives", "llm_max_new_tokens", "prompt_samples")
+NON_NEGATIVE_NUMBERS = ("learning_rate", "weight_decay", "embedding_max_cost_usd", "hidden_dropout_prob",
+                        "attn_dropout_prob", "dropout_prob", "clip_grad_norm")
+
+
+def check_numbers(config) -> None:
+    """Sizes and rates a run would otherwise fail on with a traceback far from the setting, named here."""
+    for key in POSITIVE_SIZES:
+        value = config[key]
+        if value is None or (key == "embedding_dim" and value in ("auto",)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}={value!r}: a whole number, 1 or more")
+    for key in NON_NEGATIVE_NUMBERS:
+        value = config[key]
+        if value is None or isinstance(value, dict):  # clip_grad_norm may be RecBole's {max_norm: ...}
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+            raise ValueError(f"{key}={value!r}: a number, 0 or more")
 
 
 class MultiProcessNeedsGPUs(ValueError):

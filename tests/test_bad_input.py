@@ -220,3 +220,29 @@ def test_a_setting_renamed_to_carry_its_model_prefix_is_refused_with_the_new_nam
     done = _script("--model=LLMSeqSim", "--dataset=tiny", f"--data_path={tiny['path']}", "--distill_weight=0.5",
                    "--max_train_steps=3", cwd=tmp_path)
     _one_clear_line(done, "distill_weight -> llmsrec_distill_weight", "llm_max_train_steps (LLMSeqPrompt)")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--hidden_size=-64"], "hidden_size=-64"), (["--embedding_size=-8"], "embedding_size=-8"),
+    (["--MAX_ITEM_LIST_LENGTH=0"], "MAX_ITEM_LIST_LENGTH=0"),
+    (["--embedding_max_cost_usd=cheap"], "embedding_max_cost_usd='cheap'"),
+])
+def test_bad_sizes_and_numbers_are_one_line_each(tmp_path, args, needle):
+    _one_clear_line(_script("--model=SASRec", "--dataset=ml-100k", *args, cwd=tmp_path), needle)
+    assert not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize("text, needle", [("", "the file is empty"), ("a: [1, 2\n", "not valid YAML (line"),
+                                          ("- just\n- a list\n", "not a list")])
+def test_a_malformed_or_empty_yaml_is_named(tmp_path, text, needle):
+    (tmp_path / "mine.yaml").write_text(text)
+    _one_clear_line(_script("--model=Pop", "--dataset=ml-100k", "--config_files=mine.yaml", cwd=tmp_path),
+                    "mine.yaml", needle)
+
+
+def test_a_template_naming_no_column_is_named(tiny):
+    from recbole_llm.data.catalog import item_texts, read_catalog
+
+    catalog = read_catalog(tiny["path"] / "tiny", "tiny")
+    with pytest.raises(ValueError, match=r"names \{nope\}.*columns are \['item_id', 'title', 'class'\]"):
+        item_texts(catalog, EmbeddingSpec(template="{nope}"))

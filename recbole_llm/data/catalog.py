@@ -41,7 +41,14 @@ def item_texts(catalog: pd.DataFrame, spec: EmbeddingSpec) -> tuple[list[str], i
     if missing:
         raise ValueError(f"item file has no column(s) {missing}; columns are {list(catalog)} (embedding_text_fields)")
     if spec.template:
-        texts = [spec.template.format(**row) for row in catalog.to_dict("records")]
+        try:
+            texts = [spec.template.format(**row) for row in catalog.to_dict("records")]
+        except KeyError as error:
+            raise ValueError(f"embedding_text_template {spec.template!r} names {{{error.args[0]}}}, which is not a "
+                             f"column of the item file; its columns are {list(catalog)}") from None
+        except (ValueError, IndexError) as error:
+            raise ValueError(f"embedding_text_template {spec.template!r} is not a valid template ({error}): "
+                             "name item columns in braces, e.g. '{title} ({class})'") from None
     else:
         texts = catalog[list(spec.text_fields)].agg(" | ".join, axis=1).tolist()
     texts = [" ".join(t.split()).strip(" |") for t in texts]
