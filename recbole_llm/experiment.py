@@ -65,8 +65,10 @@ def provenance(threads: int) -> dict:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                              text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10).stdout)
+        # the code and settings, not the results folder (a run writes there, and a stale run is moved aside)
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                     ":(exclude,top)benchmarks/results"], cwd=Path(__file__).parent,
+                                    capture_output=True, text=True, timeout=10).stdout)
     except (OSError, subprocess.SubprocessError):
         sha, dirty = None, None
     versions = {}
