@@ -112,6 +112,10 @@ def _run_one(args) -> int:
     return 0
 
 
+class ExamplesAndDefaults(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Help that keeps the examples' lines and shows every option's default."""
+
+
 def _llm_states(args) -> int:
     """Fill the shared LLM state store with every prompt a fixed-token LLMSRec run on this data reads (items,
     training rows, validation, test and the order test's shuffled test prompts), this process's shard only:
@@ -358,7 +362,17 @@ def main(argv=None) -> int:
     states.add_argument("--data_path", default=None, help="folder holding <dataset>/")
     states.set_defaults(func=_llm_states)
 
-    report = commands.add_parser("report", help="models x seeds -> results.csv, leaderboard.md, plots")
+    report = commands.add_parser(
+        "report", help="models x seeds -> results.csv, leaderboard.md, plots",
+        description="Run the missing (model, seed) runs of an experiment, each in its own process, then write its "
+                    "tables and plots. A finished run is reused only under the same resolved settings; a stopped "
+                    "one resumes from its last validated epoch.\n\nexamples:\n"
+                    "  python -m recbole_llm report --experiment benchmarks/experiments/beauty.yaml --jobs 2\n"
+                    "  python -m recbole_llm report --experiment benchmarks/experiments/beauty.yaml --only SASRec\n"
+                    "  python -m recbole_llm report --experiment benchmarks/experiments/beauty.yaml --tables_only\n"
+                    "  python -m recbole_llm report --dataset ml-100k --models Pop SASRec 'LLM2SASRec[epochs=5]' "
+                    "--seeds 1 2 --out results/",
+        formatter_class=ExamplesAndDefaults)
     report.add_argument("--experiment", default=None, help="an experiment file (benchmarks/experiments/*.yaml)")
     report.add_argument("--only", nargs="+", help="with --experiment: run only these labels")
     report.add_argument("--dataset", default=None, help="dataset name")

@@ -207,3 +207,12 @@ def test_debug_works_in_any_position_and_embed_names_its_model_embedding_model(c
     with pytest.raises(SystemExit):
         main(["embed", "--dataset", "x", "--model", "all-MiniLM-L6-v2"])
     assert "--model" in capsys.readouterr().err
+
+
+def test_report_help_shows_examples_and_defaults(capsys):
+    from recbole_llm.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--jobs 2" in out and "(default: 1)" in out
