@@ -94,6 +94,7 @@ def validation_by_precision(args, settings: dict, precisions: list[str]) -> dict
             "LLMSRec", args.dataset, config_dict={**settings, "llm_state_precision": precision}))
         missing, unexpected = run.model.load_state_dict(weights, strict=False)
         assert not unexpected and all(k == "item_states" for k in missing), (missing, unexpected)
+        run.trainer.eval_collector.data_collect(run.train_data)  # what fit() registers before evaluating
         result = run.trainer.evaluate(run.valid_data, load_best_model=False, show_progress=False)
         scores[precision] = round(float(result["ndcg@20"]), 4)
     return scores
