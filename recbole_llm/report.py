@@ -22,6 +22,8 @@ POPULARITY_BINS = 5
 def load_runs(out_dir: Path) -> list[dict]:
     runs = []
     for file in sorted(Path(out_dir).glob("*__seed*.json")):
+        if not file.name.split("__seed")[-1][:-len(".json")].isdigit():
+            continue  # <label>__seed<s>.stale-<time>.json: kept, made under other settings, not a run of this table
         run = json.loads(file.read_text())
         run["label"] = file.name.split("__seed")[0]
         npz = file.with_suffix(".npz")

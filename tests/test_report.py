@@ -359,3 +359,6 @@ def test_a_finished_run_is_reused_only_under_the_same_resolved_settings(tiny, tm
     assert again["config_hash"] != first["config_hash"] and "ndcg@5" in again["test"], "other settings: run again"
     assert [json.loads(p.read_text())["config_hash"] for p in out.glob("Pop__seed1.stale-*.json")] == [
         first["config_hash"]], "the earlier run is kept, under another name"
+    from recbole_llm.report import load_runs
+
+    assert [r["label"] for r in load_runs(out)] == ["Pop"], "and left out of the tables"
