@@ -154,11 +154,13 @@ def diversity_embeddings(config, dataset) -> torch.Tensor:
     an empty table, with a warning, when the catalog has no texts (the metric then reports NaN)."""
     import logging
 
-    from .embeddings.store import item_embedding_table
+    from .embeddings.store import EmbeddingMismatchError, item_embedding_table
 
     recipe = diversity_recipe(config)
     try:
         return item_embedding_table(recipe, dataset)
+    except EmbeddingMismatchError:
+        raise  # a damaged or mismatched file is refused like any .itememb, never turned into NaN
     except (FileNotFoundError, ValueError) as error:
         logging.getLogger(__name__).warning("IntraListDiversity needs item texts to embed; reporting NaN (%s)", error)
         return torch.zeros(0, 1)

@@ -34,11 +34,13 @@ def prepare(config, dataset) -> None:
     if hook is not None:
         hook(config, dataset)
     if "intralistdiversity" in [str(m).lower() for m in (config["metrics"] or [])]:
-        from .embeddings.store import prepare_item_embeddings
+        from .embeddings.store import EmbeddingMismatchError, prepare_item_embeddings
         from .metrics import diversity_recipe
 
         try:
             prepare_item_embeddings(diversity_recipe(config))
+        except EmbeddingMismatchError:
+            raise
         except (FileNotFoundError, ValueError) as error:  # no item texts: the metric reports NaN
             logger.warning("IntraListDiversity needs item texts to embed; it will report NaN (%s)", error)
 

@@ -206,3 +206,24 @@ def test_embeddings_are_rebuilt_when_the_titles_change(tiny, tmp_path):
     ids_after, after = read_itememb(rebuilt)
     changed = [i for i, (a, b) in enumerate(zip(before, after)) if not np.allclose(a, b)]
     assert list(ids) == list(ids_after) and len(changed) == 1, "the one retitled item, and only it, has a new vector"
+
+
+def test_a_damaged_embedding_file_for_intra_list_diversity_is_refused_not_nan(tiny):
+    from conftest import build
+
+    from recbole_llm.embeddings.store import EmbeddingMismatchError, embedding_file
+    from recbole_llm.metrics import diversity_embeddings, diversity_recipe
+
+    config, _, (train, _, _), _ = build("Pop", tiny, metrics=["NDCG", "IntraListDiversity"])
+    table = diversity_embeddings(config, train._dataset)
+    assert table.shape[0] == train._dataset.item_num  # made by the prepare stage, read here
+    recipe = diversity_recipe(config)
+    from recbole_llm.embeddings.store import EmbeddingSpec
+
+    path, _ = embedding_file(recipe, EmbeddingSpec.from_config(recipe))
+    lines = path.read_text().splitlines()
+    item, vector = lines[2].split("\t")
+    lines[2] = item + "\t" + " ".join(["nan"] + vector.split()[1:])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(EmbeddingMismatchError, match="NaN or inf"):
+        diversity_embeddings(config, train._dataset)
