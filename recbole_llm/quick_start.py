@@ -86,6 +86,7 @@ def check_run_settings(config: Config, folder: Path) -> None:
         raise ValueError("settings renamed to carry their model's prefix: " + "; ".join(
             f"{old} -> {new}" for old, new in renamed.items()))
     check_numbers(config)
+    check_known_keys(config)
     from .prepare import check_settings
 
     check_settings(config)  # the model's own options, before the data is read or anything is paid for
@@ -114,6 +115,49 @@ POSITIVE_SIZES = ("hidden_size", "embedding_size", "inner_size", "n_layers", "n_
                   "softmax_negatives", "llm_max_new_tokens", "prompt_samples")
 NON_NEGATIVE_NUMBERS = ("learning_rate", "weight_decay", "embedding_max_cost_usd", "hidden_dropout_prob",
                         "attn_dropout_prob", "dropout_prob", "clip_grad_norm")
+
+
+# the run script's own flags, which RecBole's Config also reads from the command line
+SCRIPT_FLAGS = {"model", "dataset", "config_files", "nproc", "world_size", "ip", "port", "group_offset",
+                "recbole_defaults", "tune", "max_evals", "folds", "params_file", "budget_seconds", "warmup",
+                "early_stop", "prune_after", "output_dir", "debug", "m", "d"}
+
+
+def declared_settings() -> set[str]:
+    """Every key a yaml of ours declares: any model's, the presets', the datasets', and ``properties/settings.yaml``
+    (settings read with a default in code)."""
+    import yaml
+
+    from .registry import PROPERTIES_DIR
+
+    keys = set()
+    for path in PROPERTIES_DIR.rglob("*.yaml"):
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            continue
+        if isinstance(loaded, dict):
+            keys |= set(map(str, loaded))
+    return keys
+
+
+def check_known_keys(config) -> None:
+    """A setting on the command line that no default, preset or user file declares is a typo until shown
+    otherwise: ``--epoch=1`` would otherwise train the default 300 epochs. Declare a new key in your own yaml."""
+    import difflib
+
+    known = (set(config.internal_config_dict) | set(getattr(config, "file_config_dict", {}) or {})
+             | set(getattr(config, "variable_config_dict", {}) or {}) | SCRIPT_FLAGS | declared_settings())
+    for category in getattr(config, "parameters", {}).values():
+        known |= set(category)
+    unknown = sorted(set(getattr(config, "cmd_config_dict", {}) or {}) - known)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(map(str, known)), n=1, cutoff=0.7)
+            hints.append(f"--{key}" + (f" (did you mean --{close[0]}?)" if close else ""))
+        raise ValueError(f"unknown setting {', '.join(hints)}: no default, preset or config file declares it; fix the "
+                         "name, or declare it in your own yaml (--config_files) if a model of yours reads it")
 
 
 def check_numbers(config) -> None:

@@ -246,3 +246,12 @@ def test_a_template_naming_no_column_is_named(tiny):
     catalog = read_catalog(tiny["path"] / "tiny", "tiny")
     with pytest.raises(ValueError, match=r"names \{nope\}.*columns are \['item_id', 'title', 'class'\]"):
         item_texts(catalog, EmbeddingSpec(template="{nope}"))
+
+
+def test_a_mistyped_setting_is_refused_with_the_closest_name(tmp_path):
+    _one_clear_line(_script("--model=Pop", "--dataset=ml-100k", "--epoch=1", cwd=tmp_path),
+                    "unknown setting --epoch (did you mean --epochs?)")
+    (tmp_path / "mine.yaml").write_text("my_own_knob: 3\n")  # a key the user declares is theirs to use
+    done = _script("--model=Pop", "--dataset=ml-100k", "--config_files=mine.yaml", "--my_own_knob=4",
+                   "--embedding_max_cost_usd=5", "--state=ERROR", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-1500:]
