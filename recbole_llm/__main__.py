@@ -196,6 +196,7 @@ def _model_for(args):
 def _recommend_many(args) -> int:
     from .recommend import recommend_many
 
+    logging.getLogger().setLevel(logging.WARNING)
     if not args.out:
         print("error: --sessions needs --out FILE (.csv, .tsv or .jsonl)", file=sys.stderr)
         return 2
@@ -237,6 +238,8 @@ def _export_items(args) -> int:
 
 def _recommend(args) -> int:
     import json
+
+    logging.getLogger().setLevel(logging.WARNING)  # the answer on stdout, no dataset or config report on stderr
 
     from .recommend import UnknownItemError, build_fitted_model, recommend
 

@@ -107,3 +107,20 @@ def test_a_trained_item_table_is_exported(tiny, tmp_path):
     import numpy as np
 
     assert np.allclose(vectors, model.item_embedding.weight.detach().numpy()[1:], atol=1e-5)
+
+
+def test_recommend_from_the_command_line_prints_only_the_answer(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    trained = subprocess.run([sys.executable, str(root / "run_recbole_llm.py"), "--model=Pop", "--dataset=ml-100k",
+                              "--state=ERROR"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-1000:]
+    (checkpoint,) = (tmp_path / "saved").glob("Pop-*.pth")
+    done = subprocess.run([sys.executable, "-m", "recbole_llm", "recommend", "--checkpoint", str(checkpoint),
+                           "--session", "50", "181", "-k", "3"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0 and len(done.stdout.strip().splitlines()) == 3
+    assert done.stderr.strip() == "", done.stderr[-800:]
