@@ -23,7 +23,8 @@ def _embed(args) -> int:
         defaults = load_yaml(dataset_yaml)
     fields = args.fields or defaults.get("embedding_text_fields", ["title"])
     options = {"base_url": args.base_url, "project": args.project, "location": args.location,
-               "confirm_cost": args.confirm_cost, "max_cost_usd": args.max_cost_usd}
+               "confirm_cost": args.confirm_cost, "max_cost_usd": args.max_cost_usd, "timeout": args.timeout,
+               "max_retries": args.max_retries}
     spec = EmbeddingSpec(provider=args.provider, model=args.embedding_model, reduction=args.reduce, dim=args.dim,
                          text_fields=tuple(fields), template=args.template,
                          class_field=defaults.get("embedding_class_field", "class"), seed=args.seed, options=options)
@@ -326,6 +327,9 @@ def main(argv=None) -> int:
     embed.add_argument("--project", default=None, help="Vertex AI project")
     embed.add_argument("--location", default=None, help="Vertex AI location")
     embed.add_argument("--max_cost_usd", type=float, default=1.0, help="paid providers: refuse above this estimate")
+    embed.add_argument("--timeout", type=float, default=30.0, help="seconds per provider request (embedding_timeout)")
+    embed.add_argument("--max_retries", type=int, default=3,
+                       help="provider retries on 429 / 5xx / timeouts (embedding_max_retries)")
     embed.add_argument("--confirm_cost", action="store_true", help="allow a paid run above --max_cost_usd")
     embed.add_argument("--force", action="store_true", help="rebuild the file (the cache still answers)")
     embed.add_argument("--speed", type=int, default=0, metavar="N",

@@ -227,3 +227,29 @@ def test_a_damaged_embedding_file_for_intra_list_diversity_is_refused_not_nan(ti
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(EmbeddingMismatchError, match="NaN or inf"):
         diversity_embeddings(config, train._dataset)
+
+
+def test_embed_has_the_timeout_and_retry_flags_its_error_recommends(tiny, monkeypatch, capsys):
+    import time
+
+    from loopback import Loopback, openai_embeddings
+
+    from recbole_llm.__main__ import main
+
+    def slow(body, match, headers):
+        time.sleep(1.5)
+        return openai_embeddings(body, match, headers)
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", slow)
+        started = time.perf_counter()
+        code = main(["embed", "--dataset", "tiny", "--data_path", str(tiny["path"]), "--provider", "openai",
+                     "--embedding_model", "text-embedding-3-small", "--base_url", server.url + "/v1",
+                     "--timeout", "0.3", "--max_retries", "0"])
+        assert code == 2 and time.perf_counter() - started < 10
+        err = capsys.readouterr().err
+        assert "--timeout / --max_retries" in err and "after 1 attempts of at most 0.3 s" in err
+        assert main(["embed", "--dataset", "tiny", "--data_path", str(tiny["path"]), "--provider", "openai",
+                     "--embedding_model", "text-embedding-3-small", "--base_url", server.url + "/v1",
+                     "--timeout", "5", "--max_retries", "1"]) == 0

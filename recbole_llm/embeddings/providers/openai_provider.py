@@ -73,7 +73,7 @@ class OpenAIProvider(EmbeddingProvider):
         except (openai.APITimeoutError, openai.APIConnectionError) as error:
             raise ProviderError(
                 f"OpenAI embeddings at {endpoint}: {type(error).__name__} after {self.max_retries + 1} attempts of "
-                f"at most {self.timeout:g} s; check the server, or raise embedding_timeout / embedding_max_retries"
+                f"at most {self.timeout:g} s; check the server, or raise embedding_timeout / embedding_max_retries (embed: --timeout / --max_retries)"
             ) from None
         except (openai.APIResponseValidationError, ValueError) as error:
             raise ProviderError(f"OpenAI embeddings at {endpoint} answered something unreadable: {error}") from None
