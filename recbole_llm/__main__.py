@@ -123,10 +123,10 @@ def _llm_states(args) -> int:
     ``--shard 1/2`` and ``--shard 2/2`` side by side halve the wall time. Stop it at any time; rerun to resume."""
     import torch
 
-    from .llm.states import parse_shard, resolve_precision
-    from .model.llmsrec import fill_states, load_frozen_llm, run_prompts, state_store
+    from .llm.local import resolve_local_llm
+    from .llm.states import parse_shard
+    from .model.llmsrec import load_frozen_llm, run_prompts, state_functions, state_precision, state_store
     from .pipeline import load_data
-    from .settings import config_value
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -142,18 +142,19 @@ def _llm_states(args) -> int:
     if config["model"] != "LLMSRec":
         raise ValueError(f"llm-states fills the states LLMSRec reads; --model {config['model']} reads none")
     parts = run_prompts(config, run.train_data, run.valid_data, run.test_data)
-    precision = resolve_precision(config_value(config, "llm_state_precision"), config["device"])
-    from .llm.local import resolve_local_llm
-
-    store = state_store(config, resolve_local_llm(config["llm_model"]))
+    precision = state_precision(config)
+    store = state_store(resolve_local_llm(config["llm_model"]), precision)
     todo = {name: store.missing(prompts, shard) for name, prompts in parts.items()}
     print(f"llm states ({precision}, shard {args.shard}) in {store.cache.path}: "
           + ", ".join(f"{name} {len(todo[name])} of {len(set(p))} missing" for name, p in parts.items()), flush=True)
     if any(todo.values()):
         tokenizer, llm, _ = load_frozen_llm(config["llm_model"], precision)
-        for name, prompts in parts.items():
-            fill_states(store, tokenizer, llm, prompts, int(config["llmsrec_state_batch_size"]), precision, shard,
-                        desc=f"LLM states ({name})", device=config["device"])
+        functions = state_functions(tokenizer, llm, precision, config["device"])
+        done = set()
+        for name, prompts in todo.items():  # a prompt shared by two parts (a test prompt also trained on) once
+            store.compute([p for p in prompts if p not in done], *functions, int(config["llmsrec_state_batch_size"]),
+                          f"LLM states ({name})")
+            done.update(prompts)
     print(f"llm states of shard {args.shard} complete ({time.perf_counter() - started:.0f} s)", flush=True)
     return 0
 
@@ -223,16 +224,12 @@ def write_table(frame, path) -> None:
 
 
 def _export_items(args) -> int:
-    """A trained model's item table, as an .itememb atomic file (iid:token, item_emb:float_seq)."""
-    import numpy as np
-
+    """A trained model's item table, as an .itememb atomic file (iid:token, item_emb:float_seq) with its sidecar."""
+    from .embeddings.store import write_itememb
     from .recommend import item_table
 
     ids, vectors = item_table(args.checkpoint, args.trust_checkpoint)
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write("iid:token\titem_emb:float_seq\n")
-        for item, vector in zip(ids, vectors):
-            f.write(f"{item}\t{' '.join(f'{x:.7g}' for x in np.asarray(vector))}\n")
+    write_itememb(Path(args.out), ids, vectors, {"source": "item_table", "checkpoint": str(args.checkpoint)})
     print(f"{args.out}: {len(ids)} items x {vectors.shape[1]}")
     return 0
 
@@ -242,7 +239,7 @@ def _recommend(args) -> int:
 
     logging.getLogger().setLevel(logging.WARNING)  # the answer on stdout, no dataset or config report on stderr
 
-    from .recommend import UnknownItemError, build_fitted_model, recommend
+    from .recommend import UnknownItemError, recommend
 
     if args.k < 1:
         print(f"error: -k must be 1 or more (how many items to recommend); got {args.k}", file=sys.stderr)
@@ -253,17 +250,7 @@ def _recommend(args) -> int:
     if args.sessions:
         return _recommend_many(args)
     try:
-        if args.checkpoint:
-            results = recommend(args.checkpoint, args.session, args.k, trusted=args.trust_checkpoint)
-        else:
-            if not (args.model and args.dataset):
-                print("error: give --checkpoint, or --model and --dataset for a model that needs no training",
-                      file=sys.stderr)
-                return 2
-            settings = {"data_path": args.data_path} if args.data_path else {}
-            files = args.config_files.split() if args.config_files else None
-            model, dataset = build_fitted_model(args.model, args.dataset, files, settings)
-            results = recommend((model, dataset), args.session, args.k)
+        results = recommend(_model_for(args), args.session, args.k)
     except (UnknownItemError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

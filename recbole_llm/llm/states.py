@@ -118,16 +118,18 @@ class LLMStateStore:
     def fill(self, prompts: list[str], compute: Callable[[list[str]], torch.Tensor], lengths: Callable[[list[str]], list[int]],
              batch_size: int, shard: tuple[int, int] = (0, 1), desc: str = "LLM states", log_every: float = 60.0) -> int:
         """Compute and store the states this shard lacks; returns how many were computed."""
-        todo = self.missing(prompts, shard)
+        return self.compute(self.missing(prompts, shard), compute, lengths, batch_size, desc, log_every)
+
+    def compute(self, todo: list[str], compute: Callable[[list[str]], torch.Tensor],
+                lengths: Callable[[list[str]], list[int]], batch_size: int, desc: str = "LLM states",
+                log_every: float = 60.0) -> int:
+        """Compute and store the states of ``todo`` (prompts found missing), shortest first; returns how many."""
         if not todo:
             return 0
-        size = [n for n in lengths(todo)]
-        todo = [p for _, p in sorted(zip(size, todo), key=lambda pair: pair[0])]
-        tokens_total = sum(size)
-        logger.info("%s: %d of %d prompts to compute (shard %d/%d, %d tokens)", desc, len(todo),
-                    len(dict.fromkeys(prompts)), shard[0] + 1, shard[1], tokens_total)
+        pairs = sorted(zip(lengths(todo), todo), key=lambda pair: pair[0])
+        sizes, todo = [n for n, _ in pairs], [p for _, p in pairs]
+        logger.info("%s: %d prompts to compute (%d tokens)", desc, len(todo), sum(sizes))
         started = last_log = time.perf_counter()
-        tokens_done, size_sorted = 0, sorted(size)
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             with torch.no_grad():
@@ -135,20 +137,24 @@ class LLMStateStore:
             if not np.isfinite(states).all():
                 raise RuntimeError(f"{desc}: the LLM returned a non-finite state; nothing of this batch was stored")
             self.cache.put_many([self.key(p) for p in chunk], states)
-            tokens_done += sum(size_sorted[start : start + batch_size])
-            now = time.perf_counter()
-            if now - last_log >= log_every or start + batch_size >= len(todo):
-                rate = tokens_done / (now - started)
-                logger.info("%s: %d/%d prompts, %.1f prompts/s, ETA %.0f min", desc, min(start + batch_size,
-                            len(todo)), len(todo), (start + len(chunk)) / (now - started),
-                            (tokens_total - tokens_done) / max(rate, 1e-9) / 60)
+            now, done = time.perf_counter(), start + len(chunk)
+            if now - last_log >= log_every or done == len(todo):
+                token_rate = sum(sizes[:done]) / (now - started)
+                logger.info("%s: %d/%d prompts, %.1f prompts/s, ETA %.0f min", desc, done, len(todo),
+                            done / (now - started), sum(sizes[done:]) / max(token_rate, 1e-9) / 60)
                 last_log = now
         return len(todo)
 
-    def tensor(self, prompts: list[str]) -> torch.Tensor:
-        """The states of ``prompts`` in order; every one must be stored."""
+    def tensor(self, prompts: list[str], fill_with: tuple | None = None, batch_size: int = 32,
+               desc: str = "LLM states") -> torch.Tensor:
+        """The states of ``prompts`` in order, read once; ``fill_with`` = (compute, lengths) first computes those
+        not stored (without it every one must be stored)."""
         found = self.get(prompts)
-        absent = [p for p in prompts if p not in found]
+        absent = [p for p in dict.fromkeys(prompts) if p not in found]
+        if absent and fill_with is not None:
+            self.compute(absent, *fill_with, batch_size, desc)
+            found.update(self.get(absent))
+            absent = [p for p in absent if p not in found]
         if absent:
             raise KeyError(f"{len(absent)} LLM states are not in {self.cache.path} (first: {absent[0][:80]!r})")
         return torch.from_numpy(np.stack([found[p] for p in prompts]))

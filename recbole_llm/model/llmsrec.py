@@ -109,16 +109,19 @@ def user_prompt(titles: list[str], items: list[int], max_items: int) -> str:
     return f"A user interacted with, in this order: {listed}. The user is {USER_TOKEN}"
 
 
-def state_store(config, path) -> LLMStateStore:
-    """The shared store of this run's LLM states (``llm_state_precision`` resolved on this machine)."""
-    precision = resolve_precision(config_value(config, "llm_state_precision"), config["device"])
+def state_precision(config) -> str:
+    """``llm_state_precision`` resolved on this machine (``auto``: bf16 where it is native, else fp32)."""
+    return resolve_precision(config_value(config, "llm_state_precision"), config["device"])
+
+
+def state_store(path, precision: str) -> LLMStateStore:
+    """The shared store of the states of the LLM in ``path`` run in ``precision``."""
     return LLMStateStore(llm_identity(path, precision))
 
 
-def fill_states(store: LLMStateStore, tokenizer, llm, prompts: list[str], batch_size: int, precision: str,
-                shard=(0, 1), desc: str = "LLM states", device="cpu", compute=None) -> int:
-    """Compute the last-position state of every prompt ``store`` lacks (this shard's), in length-sorted batches
-    (``compute``: prompts -> states; default one forward pass of ``llm`` in ``precision``)."""
+def state_functions(tokenizer, llm, precision: str, device="cpu") -> tuple:
+    """(prompts -> last-position states of one forward pass in ``precision``, prompts -> token lengths): what
+    ``LLMStateStore.compute`` / ``tensor(fill_with=...)`` run."""
     def last_states(chunk: list[str]) -> torch.Tensor:
         encoded = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
         with precision_context(precision, device):
@@ -127,7 +130,7 @@ def fill_states(store: LLMStateStore, tokenizer, llm, prompts: list[str], batch_
     def lengths(chunk: list[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(chunk)["input_ids"]]
 
-    return store.fill(prompts, compute or last_states, lengths, batch_size, shard, desc)
+    return last_states, lengths
 
 
 def states_by_length(tokenizer, prompts: list[str], run, batch_size: int, width: int, desc: str | None = None,
@@ -160,17 +163,16 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
         """The frozen LLM's state of every item's "title + item token", computed once into the shared state
-        store (the LLM is loaded only when some are missing)."""
-        path = resolve_local_llm(config["llm_model"])
-        store = state_store(config, path)
+        store."""
+        precision = state_precision(config)
+        store = state_store(resolve_local_llm(config["llm_model"]), precision)
         prompts = [item_prompt(t) for t in catalog_titles(config, dataset)[1:]]
         shard = parse_shard(config_value(config, "llm_state_shard") or [1, 1])  # set by `llm-states --shard`
-        if not store.missing(prompts, shard):
-            return
-        precision = resolve_precision(config_value(config, "llm_state_precision"), config["device"])
-        tokenizer, llm, _ = load_frozen_llm(config["llm_model"], precision)
-        fill_states(store, tokenizer, llm.to(config["device"]), prompts, int(config["llmsrec_state_batch_size"]),
-                    precision, shard, desc="LLM item states", device=config["device"])
+        todo = store.missing(prompts, shard)
+        if todo:  # the LLM is loaded only when some state is missing
+            tokenizer, llm, _ = load_frozen_llm(config["llm_model"], precision)
+            store.compute(todo, *state_functions(tokenizer, llm.to(config["device"]), precision, config["device"]),
+                          int(config["llmsrec_state_batch_size"]), "LLM item states")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -183,7 +185,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self.state_batch_size = int(config["llmsrec_state_batch_size"])
         self.titles = catalog_titles(config, dataset)
         self.teacher = self._teacher(config, dataset)
-        self.precision = resolve_precision(config_value(config, "llm_state_precision"), config["device"])
+        self.precision = state_precision(config)
         self.tokenizer, llm, path = load_frozen_llm(config["llm_model"], self.precision)
         object.__setattr__(self, "llm", llm)  # frozen and reloadable from its folder: not in our state_dict
         width = llm.config.hidden_size
@@ -195,7 +197,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
             self.user_token = torch.nn.Parameter(token)
         else:  # fixed: a prompt's LLM state never changes, so it is computed once and cached on disk
             self.register_buffer("user_token", token)
-        self.store = state_store(config, path)
+        self.store = state_store(path, self.precision)
         # the catalog and the LLM are fixed: the item states (made by the prepare stage) are standardised
         # once, by the catalog's exact statistics; row 0 is padding, its score is masked
         catalog = self.store.tensor([item_prompt(t) for t in self.titles[1:]])
@@ -266,12 +268,11 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         return self.cached_user_states(prompts)
 
     def cached_user_states(self, prompts: list[str]) -> torch.Tensor:
-        """Fixed user token: each prompt's frozen-LLM state from the shared store, computed (and stored batch by
-        batch, so an interrupted run resumes) only where the store lacks it."""
-        desc = "LLM user states" if len(prompts) > self.state_batch_size and self.show_progress else None
-        fill_states(self.store, self.tokenizer, self.llm, prompts, self.state_batch_size, self.precision,
-                    desc=desc or "LLM user states", device=self.user_token.device, compute=self._prompt_states)
-        return self.store.tensor(prompts).to(self.user_token.device)
+        """Fixed user token: each prompt's frozen-LLM state from the shared store, read once; those it lacks are
+        computed first (stored batch by batch, so an interrupted run resumes)."""
+        _, lengths = state_functions(self.tokenizer, self.llm, self.precision)
+        return self.store.tensor(prompts, (self._prompt_states, lengths), self.state_batch_size,
+                                 "LLM user states").to(self.user_token.device)
 
     def prepare_user_states(self, train_data) -> None:
         """Every training prompt's state at once, sorted by length (less padding than batch by batch)."""
