@@ -105,25 +105,11 @@ def _titles(dataset) -> list[str]:
 def recommend(model_or_checkpoint, session, k: int = 10, trusted: bool = False) -> list[Recommendation]:
     """The top ``k`` items for ``session`` (ids or titles), with titles and scores.
     ``model_or_checkpoint``: a checkpoint path (read with ``weights_only=True``; ``trusted=True`` also reads a
-    pickled one, which could run code), or a ``(model, dataset)`` pair."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a whole number of items, 1 or more; got {k!r}")
-    model, dataset = _load(model_or_checkpoint, trusted)
-    titles = _titles(dataset)
-    ids = resolve_session(session, dataset, titles)
-    if not ids:
+    pickled one, which could run code), or a ``(model, dataset)`` pair. ``recommend_many`` for one session."""
+    if not list(session):
         raise ValueError("the session is empty: give at least one item id or title")
-    model.eval()
-    with torch.no_grad():
-        scores = model.full_sort_predict(session_interaction(model, dataset, ids).to(model.device))
-    scores = scores.reshape(-1).detach().cpu().float().clone()
-    scores[0] = -torch.inf
-    scores[torch.as_tensor(ids)] = -torch.inf
-    k = min(int(k), int(torch.isfinite(scores).sum()))
-    top = scores.topk(k)
-    tokens = dataset.field2id_token[dataset.iid_field]
-    return [Recommendation(rank + 1, str(tokens[i]), titles[i], float(s))
-            for rank, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()))]
+    top = recommend_many(model_or_checkpoint, {"session": list(session)}, k, trusted=trusted)
+    return [Recommendation(int(r.rank), r.item_id, r.title, r.score) for r in top.itertuples(index=False)]
 
 
 def _load(model_or_checkpoint, trusted: bool):
@@ -147,10 +133,11 @@ def recommend_many(model_or_checkpoint, sessions, k: int = 10, batch_size: int =
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a whole number of items, 1 or more; got {k!r}")
+    sessions = read_sessions(sessions)
     model, dataset = _load(model_or_checkpoint, trusted)
     titles = _titles(dataset)
     resolved, dropped = {}, 0
-    for session_id, entries in read_sessions(sessions).items():
+    for session_id, entries in sessions.items():
         if skip_unknown:
             ids = []
             for entry in entries:
@@ -159,12 +146,9 @@ def recommend_many(model_or_checkpoint, sessions, k: int = 10, batch_size: int =
                 except UnknownItemError:
                     dropped += 1
         else:
-            try:
-                ids = resolve_session(entries, dataset, titles)
-            except UnknownItemError as error:
-                raise UnknownItemError(error.unknown) from None
+            ids = resolve_session(entries, dataset, titles)
         if not ids:
-            raise ValueError(f"session {session_id!r} has no known item" + (" left" if skip_unknown else ""))
+            raise ValueError(f"session {session_id!r} has no known item left")
         resolved[session_id] = ids
     tokens = dataset.field2id_token[dataset.iid_field]
     rows = []

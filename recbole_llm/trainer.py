@@ -150,10 +150,9 @@ class ResumableTraining:
                          "Run with the settings it was made with, or delete the file to start again")
 
     def _restore(self) -> dict:
-        saved = load_checkpoint(self.resume_file, self.device)
-        self._check_same_settings(saved.get("config"))
-        self.resume_checkpoint(self.resume_file)  # model, optimizer, start epoch, early-stopping counters
         state = load_checkpoint(self.resume_file, self.device)
+        self._check_same_settings(state.get("config"))
+        self.resume_checkpoint(self.resume_file)  # model, optimizer, start epoch, early-stopping counters
         self.best_valid_result = state["best_valid_result"]
         self.saved_model_file = state["best_checkpoint"]  # resume_checkpoint pointed it at the resume file
         if self.cur_step > self.stopping_step:  # it had early-stopped: only the test evaluation was left
