@@ -198,10 +198,6 @@ def loss_at_every_position(original):
     def calculate_loss(self, interaction):
         if TARGETS in interaction.interaction:
             return all_positions_loss(self, interaction)
-        if getattr(self, "catalog_sampler", None) is not None and self.loss_type == "CE":  # softmax_negatives
-            output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-            table = self.item_embedding.weight[: self.n_items]
-            return catalog_loss(self, output, interaction[self.POS_ITEM_ID], table, getattr(self, "item_bias", None))
         return original(self, interaction)
 
     return calculate_loss

@@ -47,9 +47,7 @@ def catalog_loss(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Te
     """Mean CE of ``catalog_scores(model, states)`` at ``targets`` (sampled with ``softmax_negatives``)."""
     from .sampled_softmax import catalog_loss as sampled_or_full
 
-    if getattr(model, "catalog_sampler", None) is not None and model.training:
-        return sampled_or_full(model, states, targets, model.item_embedding.weight[: model.n_items], model.output_bias)
-    return torch.nn.functional.cross_entropy(catalog_scores(model, states), targets)
+    return sampled_or_full(model, states, targets, model.item_embedding.weight[: model.n_items], model.output_bias)
 
 
 def _state_at_mask(model, interaction) -> torch.Tensor:

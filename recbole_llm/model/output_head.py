@@ -101,7 +101,8 @@ def loss_with_bias(original):
     def calculate_loss(self, interaction):
         from ..all_positions import TARGETS
 
-        if bias(self) is None or TARGETS in interaction.interaction:
+        sampled = getattr(self, "catalog_sampler", None) is not None and self.loss_type == "CE"  # softmax_negatives
+        if (bias(self) is None and not sampled) or TARGETS in interaction.interaction:
             return original(self, interaction)  # the all-position loss adds the bias itself
         output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         pos = interaction[self.POS_ITEM_ID]
