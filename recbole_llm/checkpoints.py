@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import os
 import pickle
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +38,12 @@ def plain(value):
         return value
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, (dict, OrderedDict)):
-        return {plain(k) if not isinstance(k, str) else k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value) if isinstance(value, list) else tuple(plain(v) for v in value)
+    if isinstance(value, dict):  # OrderedDict too: loaded back as a dict
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
     if isinstance(value, torch.device):
         return str(value)
     return str(value)
