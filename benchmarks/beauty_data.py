@@ -10,7 +10,7 @@ from recbole.config import Config
 from recbole.data import create_dataset
 
 from benchmarks.common import DATA_PATH, build_beauty
-from recbole_llm.quick_start import config_files
+from recbole_llm.presets import config_files
 
 
 def main():

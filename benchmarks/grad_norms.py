@@ -47,7 +47,7 @@ def measure(model_name: str, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["LLM2BERT4Rec", "BERT4Rec"])
+    parser.add_argument("--models", nargs="+", default=["LLM2BERT4Rec", "PaperBERT4Rec"])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -15,12 +15,12 @@ from itertools import islice
 
 from benchmarks.common import DATA_PATH, build_beauty
 
-PAIRS = [("SASRec", "LLM2SASRec"), ("GRU4Rec", "LLM2GRU4Rec"), ("BERT4Rec", "LLM2BERT4Rec")]
+PAIRS = [("PaperSASRec", "LLM2SASRec"), ("PaperGRU4Rec", "LLM2GRU4Rec"), ("PaperBERT4Rec", "LLM2BERT4Rec")]
 
 
 def build(model_name: str, seed: int):
     from recbole_llm import pipeline
-    from recbole_llm.quick_start import config_files
+    from recbole_llm.presets import config_files
 
     settings = {"data_path": str(DATA_PATH), "seed": seed, "state": "ERROR", "show_progress": False,
                 "train_batch_size": 1024, "embedding_reduction": "pca"}

@@ -47,7 +47,7 @@ def main():
     from recbole_llm.experiment import provenance
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", nargs="+", default=["LLM2BERT4Rec", "BERT4Rec"])
+    parser.add_argument("--models", nargs="+", default=["LLM2BERT4Rec", "PaperBERT4Rec"])
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)

@@ -1,6 +1,6 @@
 """Where a Beauty training epoch spends its time, and how fast the hardware could go.
 
-    python -m benchmarks.profile_train_step [--model SASRec] [--mode all_positions] [--batches 40] [--threads 1]
+    python -m benchmarks.profile_train_step [--model PaperSASRec] [--mode all_positions] [--batches 40] [--threads 1]
 
 Times, over the first `--batches` batches of one epoch (paper preset, RecBole's
 default SASRec sizes): data loading and collation, forward (sequence encoder),
@@ -32,7 +32,7 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="SASRec")
+    parser.add_argument("--model", default="PaperSASRec")
     parser.add_argument("--mode", default="all_positions", choices=["prefixes", "all_positions"])
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
@@ -42,8 +42,9 @@ def main():
 
     from recbole_llm import pipeline
     from recbole_llm.experiment import provenance
-    from recbole_llm.all_positions import TARGETS, every_position
-    from recbole_llm.quick_start import config_files
+    from recbole_llm.data.windows import TARGETS
+    from recbole_llm.model.position_losses import every_position
+    from recbole_llm.presets import config_files
 
     torch.set_num_threads(args.threads)
     build_beauty()

@@ -63,7 +63,7 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["SASRec", "LLM2SASRec"])
+    parser.add_argument("--models", nargs="+", default=["PaperSASRec", "LLM2SASRec"])
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", required=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import SettingError
+
 
 def _embed(args) -> int:
     from .data.datasets import artifact_dir, ensure_dataset, recbole_builtin_path
@@ -140,7 +142,7 @@ def _llm_states(args) -> int:
     run = load_data(args.model, args.dataset, config_dict=overrides)  # the prepare stage fills the item states
     config = run.config
     if config["model"] != "LLMSRec":
-        raise ValueError(f"llm-states fills the states LLMSRec reads; --model {config['model']} reads none")
+        raise SettingError(f"llm-states fills the states LLMSRec reads; --model {config['model']} reads none")
     parts = run_prompts(config, run.train_data, run.valid_data, run.test_data)
     precision = state_precision(config)
     store = state_store(resolve_local_llm(config["llm_model"]), precision)
@@ -189,7 +191,7 @@ def _model_for(args):
     if args.checkpoint:
         return _load(args.checkpoint, args.trust_checkpoint)
     if not (args.model and args.dataset):
-        raise ValueError("give --checkpoint, or --model and --dataset for a model that needs no training")
+        raise SettingError("give --checkpoint, or --model and --dataset for a model that needs no training")
     settings = {"data_path": args.data_path} if args.data_path else {}
     files = args.config_files.split() if args.config_files else None
     return build_fitted_model(args.model, args.dataset, files, settings)
@@ -426,21 +428,9 @@ def main(argv=None) -> int:
     sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     import recbole_llm  # noqa: F401  (RecBole patches)
+    from .errors import run_command
 
-    from .cli import _user_errors
-    from .errors import DryRunFinished
-
-    try:
-        return args.func(args)
-    except DryRunFinished as finished:
-        print(finished)
-        return 0
-    except (ValueError, FileNotFoundError, *_user_errors()) as error:  # one line, no traceback (--debug: all)
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
+    return run_command(lambda: args.func(args), debug=args.debug)
 
 if __name__ == "__main__":
     sys.exit(main())

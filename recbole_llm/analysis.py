@@ -7,6 +7,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .errors import SettingError
+
 CUT_POSITIONS = (1, 2, 3, 4, 5)  # 1: the real last item; p: the prompt ends p-1 items earlier
 
 
@@ -121,7 +123,7 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 20, samp
     seed-averaged gap."""
     ranks_a, ranks_b = np.atleast_2d(ranks_a), np.atleast_2d(ranks_b)
     if ranks_a.shape != ranks_b.shape:
-        raise ValueError(f"paired runs must score the same sessions in the same seeds: {ranks_a.shape} vs "
+        raise SettingError(f"paired runs must score the same sessions in the same seeds: {ranks_a.shape} vs "
                          f"{ranks_b.shape}")
     diff = (ndcg_per_session(ranks_a, k) - ndcg_per_session(ranks_b, k)).mean(axis=0)
     rng = np.random.default_rng(seed)

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import MissingFileError, SettingError
+
 FORMAT = "recbole_llm.checkpoint/1"
 TRUST_ENV = "RECBOLE_LLM_TRUST_CHECKPOINTS"
 
 
-class UntrustedCheckpointError(ValueError):
+class UntrustedCheckpointError(SettingError):
     """A checkpoint that would have to be unpickled in full (it could run code)."""
 
 
@@ -103,7 +105,7 @@ def load_checkpoint(path: os.PathLike, map_location="cpu", trusted: bool = False
     ``trusted`` (or ``RECBOLE_LLM_TRUST_CHECKPOINTS=1``); otherwise it is refused, naming the file and the way."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
+        raise MissingFileError(f"checkpoint {path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -114,7 +116,7 @@ def load_checkpoint(path: os.PathLike, map_location="cpu", trusted: bool = False
             "recbole-llm's): loading it could run code. If you made it yourself, load it as trusted "
             f"(--trust_checkpoint, trusted=True or {TRUST_ENV}=1)") from error
     except (RuntimeError, EOFError, OSError) as error:  # truncated, not a torch file, unreadable zip
-        raise ValueError(f"checkpoint {path} is not a readable torch checkpoint ({type(error).__name__}: "
+        raise SettingError(f"checkpoint {path} is not a readable torch checkpoint ({type(error).__name__}: "
                          f"{str(error).splitlines()[0][:200]})") from error
 
 
@@ -122,9 +124,9 @@ def checkpoint_config(checkpoint: dict, path: os.PathLike = "checkpoint"):
     """The Config a loaded checkpoint was trained with (a record is rebuilt; a trusted pickled Config is used)."""
     config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     if config is None:
-        raise ValueError(f"{path} has no run settings ('config'): it is not a RecBole or recbole-llm checkpoint")
+        raise SettingError(f"{path} has no run settings ('config'): it is not a RecBole or recbole-llm checkpoint")
     if isinstance(config, dict):
         if config.get("format") != FORMAT:
-            raise ValueError(f"{path}: unknown checkpoint format {config.get('format')!r}")
+            raise SettingError(f"{path}: unknown checkpoint format {config.get('format')!r}")
         return rebuild_config(config)
     return config

@@ -7,14 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-def _user_errors() -> tuple:
-    """Errors a user acts on (a key, a budget, a provider, a failed job): one line, exit 2."""
-    from .embeddings.embed import CostConfirmationRequired
-    from .errors import MissingAPIKeyError, ProviderError
-    from .llm.openai_ft import FineTuningFailed
-
-    return (CostConfirmationRequired, MissingAPIKeyError, ProviderError, FineTuningFailed)
-
 
 RUN_HELP = """Train and evaluate a model (ours or RecBole's) under the paper preset, or tune it on the temporal folds.
 
@@ -28,11 +20,7 @@ examples:
 def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
     """`python run_recbole_llm.py ...` / `python -m recbole_llm run|tune ...`: RecBole's flags, our models."""
     import recbole_llm
-    from recbole_llm.data.datasets import DatasetNotFoundError
-    from recbole_llm.errors import DryRunFinished
-    from recbole_llm.quick_start import MultiProcessNeedsGPUs
-
-    USER_ERRORS = _user_errors()
+    from recbole_llm.errors import run_command
     parser = argparse.ArgumentParser(prog=prog, description=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", type=str, default="LLM2SASRec", help="model name")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
@@ -56,6 +44,9 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
     parser.add_argument("--prune_after", type=int, default=4,
                         help="prune a trial in the bottom 20%% of a fold once N trials ran it (the paper: 10)")
     parser.add_argument("--output_dir", type=str, default="tuning", help="where tuning writes its yaml/csv")
+    parser.add_argument("--preset", choices=["paper", "best"], default="paper",
+                        help="paper: the paper's protocol and published configurations (reproduction); best: the "
+                             "same protocol with what validation chose beyond the paper (properties/best/)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     from recbole_llm.secrets import refuse_secret_arguments
 
@@ -66,49 +57,31 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
         return 2
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
-    try:
+
+    def work() -> int:
         recbole_llm.get_model(args.model)
         if args.tune:
-            from recbole_llm.quick_start import config_files, prepare_dataset
+            from recbole_llm.checks import prepare_dataset
+            from recbole_llm.presets import config_files
             from recbole_llm.tuning import tune
 
-            prepare_dataset(args.model, args.dataset, config_files(files, args.model, args.dataset), None)
+            chosen = config_files(files, args.model, args.dataset, args.preset)
+            prepare_dataset(args.model, args.dataset, chosen, None)
             best = tune(args.model, args.dataset, max_evals=args.max_evals,
                         folds=[int(f) for f in args.folds.split(",")], params_file=args.params_file,
-                        config_file_list=config_files(files, args.model, args.dataset), warmup=args.warmup, early_stop=args.early_stop,
-                        budget_seconds=args.budget_seconds, output_dir=args.output_dir,
+                        config_file_list=chosen, warmup=args.warmup,
+                        early_stop=args.early_stop, budget_seconds=args.budget_seconds, output_dir=args.output_dir,
                         prune_after=args.prune_after)
             print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
             return 0
-        result = recbole_llm.run(
-            args.model,
-            args.dataset,
-            config_file_list=files,
-            nproc=args.nproc,
-            world_size=args.world_size,
-            ip=args.ip,
-            port=args.port,
-            group_offset=args.group_offset,
-            protocol_defaults=not args.recbole_defaults,
-        )
-    except DryRunFinished as finished:
-        print(finished)
+        result = recbole_llm.run(args.model, args.dataset, config_file_list=files, nproc=args.nproc,
+                                 world_size=args.world_size, ip=args.ip, port=args.port,
+                                 group_offset=args.group_offset, protocol_defaults=not args.recbole_defaults,
+                                 preset=args.preset)
+        print(format_result(result))
         return 0
-    except KeyboardInterrupt as interrupted:  # tuning says what it kept; a run says how to go on
-        from recbole_llm.tuning import TuningInterrupted
 
-        message = str(interrupted) if isinstance(interrupted, TuningInterrupted) else (
-            "interrupted: nothing of this run was saved beyond its last checkpoint (python -m recbole_llm report "
-            "runs resume from their last validated epoch)")
-        print(f"error: {message}", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, DatasetNotFoundError, MultiProcessNeedsGPUs, *USER_ERRORS) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(format_result(result))
-    return 0
+    return run_command(work, debug=args.debug)
 
 
 def format_result(result: dict) -> str:

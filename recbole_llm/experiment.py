@@ -21,22 +21,24 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .errors import SettingError
+
 
 def parse_model_spec(spec: str) -> tuple[str, str, dict]:
     """``Label=Model[key=value,key=value]`` | ``Model[...]`` | ``Model`` -> (label, model, overrides)."""
     match = re.fullmatch(r"(?:([\w.+-]+)=)?(\w+)(?:\[(.*)\])?", spec)
     if not match:
-        raise ValueError(f"bad model spec {spec!r}: use Model, Model[key=value,...] or Label=Model[...]")
+        raise SettingError(f"bad model spec {spec!r}: use Model, Model[key=value,...] or Label=Model[...]")
     label, model, body = match.groups()
     overrides = {}
     for item in filter(None, _top_level_items(body or "")):
         if "=" not in item:
-            raise ValueError(f"model spec {spec!r}: {item!r} is not key=value")
+            raise SettingError(f"model spec {spec!r}: {item!r} is not key=value")
         key, value = item.split("=", 1)
         try:
             overrides[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as error:
-            raise ValueError(f"model spec {spec[:60]!r}...: the value of {key.strip()} is not valid YAML "
+            raise SettingError(f"model spec {spec[:60]!r}...: the value of {key.strip()} is not valid YAML "
                              f"({str(error).splitlines()[0]}); quote strings holding {{ }} or ':'") from None
     return label or model, model, overrides
 
@@ -97,10 +99,11 @@ def requested_hash(model: str, dataset: str, seed: int, overrides: dict, data_pa
     from recbole.config import Config
 
     from .checkpoints import config_hash
-    from .quick_start import config_files
+    from .presets import config_files, preset_name
 
     try:
-        return config_hash(Config(model=model, dataset=dataset, config_file_list=config_files(None, model, dataset),
+        files = config_files(None, model, dataset, preset_name(overrides))
+        return config_hash(Config(model=model, dataset=dataset, config_file_list=files,
                                   config_dict=run_settings(seed, overrides, data_path)))
     except Exception:  # noqa: BLE001 - only a cache check: the run will raise the real error
         return None
@@ -204,7 +207,7 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
     from tqdm.auto import tqdm
 
     if jobs < 1:
-        raise ValueError(f"--jobs must be 1 or more; got {jobs}")
+        raise SettingError(f"--jobs must be 1 or more; got {jobs}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = []
@@ -236,13 +239,34 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
 
     with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"report plan ({jobs} side by side)") as bar, \
             ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_one, *job) for job in todo]
-        for future in as_completed(futures):
-            label, seed, code = future.result()
-            if code != 0:
-                tqdm.write(f"{label} seed {seed} failed (exit {code}); see {out_dir / f'{label}__seed{seed}.log'}")
-            bar.set_postfix_str(f"{label} seed {seed} done")
-            bar.update(1)
+        for wave in waves(todo, out_dir):  # an ensemble row that reads this plan's run files waits for them
+            futures = [pool.submit(run_one, *job) for job in wave]
+            for future in as_completed(futures):
+                label, seed, code = future.result()
+                if code != 0:
+                    tqdm.write(f"{label} seed {seed} failed (exit {code}); see {out_dir / f'{label}__seed{seed}.log'}")
+                bar.set_postfix_str(f"{label} seed {seed} done")
+                bar.update(1)
+
+
+def waves(todo: list[tuple], out_dir: Path) -> list[list[tuple]]:
+    """The plan's runs in order of need: a run whose settings name another run's file in ``out_dir`` (a
+    ScoreEnsemble member given as ``<out>/<label>__seed{seed}.json``) goes in a later wave than that run."""
+    labels = {job[0] for job in todo}
+
+    def needs(job) -> set[str]:
+        text = json.dumps(job[3])
+        return {label for label in labels if label != job[0] and f"{out_dir}/{label}__seed" in text}
+
+    done, left, ordered = set(), list(todo), []
+    while left:
+        wave = [job for job in left if needs(job) <= done]
+        if not wave:  # a cycle: run the rest as they come (each run reports a missing file plainly)
+            wave = left
+        ordered.append(wave)
+        done |= {job[0] for job in wave}
+        left = [job for job in left if job not in wave]
+    return ordered
 
 
 EXPERIMENT_KEYS = {"dataset", "models", "seeds", "one_pass_seeds", "out", "set", "data_path", "build", "paper",
@@ -271,7 +295,7 @@ def expand_grid(models: list[str], grid: dict) -> list[str]:
             prefix = "fold" if name == "temporal_fold" else ""
             choices.append([(prefix + _label_part(value), {name: value}) for value in values])
         else:
-            raise ValueError(f"grid axis {name!r}: a non-empty list of values or a mapping of named settings")
+            raise SettingError(f"grid axis {name!r}: a non-empty list of values or a mapping of named settings")
     expanded = []
     for spec in models:
         label, model, overrides = parse_model_spec(spec)
@@ -303,7 +327,7 @@ def load_experiment(path: os.PathLike) -> dict:
     unknown = set(spec) - EXPERIMENT_KEYS
     missing = {"dataset", "models", "out"} - set(spec)
     if unknown or missing:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}" if unknown else f"{path}: needs {sorted(missing)}")
+        raise SettingError(f"{path}: unknown keys {sorted(unknown)}" if unknown else f"{path}: needs {sorted(missing)}")
     root = path.resolve().parent
     while not (root / "benchmarks").is_dir() and root.parent != root:
         root = root.parent
@@ -340,7 +364,7 @@ def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only
     labels = [parse_model_spec(m)[0] for m in spec["models"]]
     unknown = sorted(set(only or ()) - set(labels))
     if unknown:  # a mistyped label would otherwise run nothing and still rewrite the tables
-        raise ValueError(f"{spec['file']}: --only names no run of this file: {unknown}; its labels are {labels}")
+        raise SettingError(f"{spec['file']}: --only names no run of this file: {unknown}; its labels are {labels}")
     if not tables_only:
         if "paper_beauty" in spec["build"]:
             from .data.datasets import build_paper_beauty

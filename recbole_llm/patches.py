@@ -9,7 +9,6 @@ it replaced. Nothing in site-packages is edited. Checkpoints are read and writte
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import importlib
@@ -170,6 +169,14 @@ def _literal_settings(original):
     return _convert_config_dict
 
 
+def exhaustive_with_generator(original):
+    """RecBole's ``exhaustive_search`` draws from ``np.random.RandomState``, but hyperopt >= 0.2.7 samples with
+    ``rng.integers`` (a ``numpy.random.Generator``): the same function, given ``default_rng`` (RecBole #1868)."""
+    numpy_with_generator = types.SimpleNamespace(random=types.SimpleNamespace(RandomState=np.random.default_rng))
+    return types.FunctionType(original.__code__, {**original.__globals__, "np": numpy_with_generator},
+                              original.__name__, original.__defaults__, original.__closure__)
+
+
 def _numpy_rows() -> tuple[Patch, ...]:
     """First, before anything imports RecBole (its imports read these names)."""
     return tuple(Patch(f"numpy:{name}", _numpy_alias(value), "removed in NumPy 2; RecBole's Config and metrics "
@@ -179,17 +186,14 @@ def _numpy_rows() -> tuple[Patch, ...]:
 
 
 def _recbole_rows() -> tuple[Patch, ...]:
-    from . import all_positions, metrics, prepare, registry
+    from . import metrics, prepare, registry
     from .data import protocol
-    from .model import bert_layers, cloze_predict, output_head, packed_encoder, sampled_softmax
 
     trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
     rows = []
     trusted = ("RecBole pickles its Config (protocol 4) into every checkpoint: loading one could run code, and "
                "torch >= 2.6's weights_only=True refuses it; checkpoints are written as plain data instead and "
                "read with weights_only=True (recbole_llm/checkpoints.py)")
-    from .tuning import exhaustive_with_generator
-
     rows += [Patch("recbole.trainer.hyper_tuning:exhaustive_search", exhaustive_with_generator,
                    "HyperTuning(algo='exhaustive') fails with hyperopt 0.3: it hands a RandomState where hyperopt "
                    "samples with Generator.integers (RecBole #1868)")]
@@ -244,42 +248,6 @@ def _recbole_rows() -> tuple[Patch, ...]:
         Patch(f"{collector}.data_collect", protocol.collect_metric_popularity,
               "metric_popularity: all counts every interaction, as the paper's evaluation"),
     ]
-    sequential = "recbole.model.sequential_recommender"
-    rows += [Patch(f"{sequential}.{module}:{cls}.calculate_loss", all_positions.loss_at_every_position,
-                   "train_mode: all_positions supervises every position of a window row")
-             for module, cls in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec"))]
-    rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.calculate_loss", all_positions.cloze_loss_on_window_rows,
-                   "train_mode: all_positions: the cloze loss on masked slots only")]
-    head = ("output_dense / output_bias: the paper's projection head (Dense with an activation, the tied table, a "
-            "per-item bias) on SASRec and GRU4Rec, which RecBole's lack")
-    rows += [Patch(f"{sequential}.{module}:{cls}.{name}", wrap, head)
-             for module, cls in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec"))
-             for name, wrap in (("__init__", output_head.init_with_bias),
-                                ("__init__", output_head.init_with_dense),
-                                ("forward", output_head.forward_with_dense),
-                                ("full_sort_predict", output_head.full_sort_with_bias),
-                                ("predict", output_head.predict_with_bias),
-                                ("calculate_loss", output_head.loss_with_bias))]
-    mask = ("bert_predict_mask: after_prompt: RecBole 1.2.1 drops the first item of every prompt shorter than the "
-            "window when it appends the [MASK] (a 1-item prompt is predicted from the mask alone)")
-    rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.{name}", wrap, mask)
-             for name, wrap in (("__init__", cloze_predict.init_with_predict_mask),
-                                ("full_sort_predict", cloze_predict.full_sort_after_prompt),
-                                ("predict", cloze_predict.predict_after_prompt))]
-    rows += [Patch(f"{sequential}.bert4rec:BERT4Rec.__init__", bert_layers.init_with_layers,
-                   "bert_layers: paper: the paper's input (no LayerNorm or dropout on the embeddings), head (no "
-                   "output LayerNorm) and Keras initialisation around RecBole's encoder"),
-             Patch(f"{sequential}.bert4rec:BERT4Rec.forward", bert_layers.forward_with_padding,
-                   "bert_padding: left / left_mask: the window left-aligned in the encoder, as the paper's code pads "
-                   "it (left_mask: its padding encoded as visible [MASK] tokens)")]
-    rows += [Patch(f"{sequential}.{module}:{cls}.__init__", sampled_softmax.init_with_sampler,
-                   "softmax_negatives: sampled softmax (uniform / popularity with logQ correction, or gBCE) instead "
-                   "of the full-catalog CE, which RecBole's models lack")
-             for module, cls in (("sasrec", "SASRec"), ("gru4rec", "GRU4Rec"), ("bert4rec", "BERT4Rec"))]
-    packing = "pack_sequences: the encoder's per-position layers on the real items only (most positions are padding)"
-    rows += [Patch(f"{sequential}.{module}:{cls}.__init__", packed_encoder.init_with_packing, packing)
-             for module, cls in (("sasrec", "SASRec"), ("bert4rec", "BERT4Rec"))]
-    rows += [Patch("recbole.model.layers:TransformerEncoder.forward", packed_encoder.forward_packed, packing)]
     return tuple(rows)
 
 

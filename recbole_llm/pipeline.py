@@ -6,9 +6,13 @@ once. ``run_recbole_llm.py`` itself hands the same files to RecBole's own ``run`
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,12 +36,15 @@ def load_data(model, dataset, config_file_list=None, config_dict=None, *, preset
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_logger, init_seed
 
-    from .quick_start import config_files, prepare_dataset
+    from .checks import prepare_dataset
+    from .presets import config_files, preset_name
 
-    files = config_files(config_file_list, model, dataset) if preset else list(config_file_list or [])
+    files = (config_files(config_file_list, model, dataset, preset_name(config_dict)) if preset
+             else list(config_file_list or []))
     config = prepare_dataset(model, dataset, files, config_dict)
     if check is not None:
         check(config)
+    train_missing_members(config)  # an ensemble's members without a checkpoint, when it asks for that
     init_seed(config["seed"], config["reproducibility"])
     if logger:
         init_logger(config)
@@ -69,3 +76,39 @@ def build(model, dataset, config_file_list=None, config_dict=None, *, preset: bo
     """``load_data`` then ``build_model``."""
     return build_model(load_data(model, dataset, config_file_list, config_dict, preset=preset, logger=logger),
                        trainer_class)
+
+
+def train_missing_members(config) -> list[str]:
+    """A ScoreEnsemble's members that have no checkpoint yet (``ensemble_train_members: True``), trained before the
+    ensemble is built (its constructor only reads checkpoints): each its own run through this pipeline, under its own
+    preset files and settings, seeded with the ensemble's seed, resumable from its last validated epoch, and kept
+    where ``member_checkpoint`` names it (model, seed, resolved settings), so a finished member is never trained again
+    and every ensemble asking for it reads it. On Beauty a PaperSASRec member takes ~5 minutes on one thread, an
+    LLM2SASRec ~30. Returns the checkpoints made."""
+    from .model.ensemble import member_files_and_settings, member_specs
+    from .registry import get_model, get_trainer
+    from .settings import config_value
+    from .trainer import resumable
+
+    if not getattr(get_model(config["model"]), "trains_members", False) or \
+            not config_value(config, "ensemble_train_members", False):
+        return []
+    made = []
+    todo = [spec for spec in member_specs(config) if spec["train"] and not Path(spec["checkpoint"]).is_file()]
+    for number, spec in enumerate(todo, 1):
+        target = Path(spec["checkpoint"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        files, settings = member_files_and_settings(config, spec)
+        settings = {**settings, "checkpoint_dir": str(target.parent), "show_progress": config["show_progress"]}
+        logger.info("ensemble member %d/%d: training %s (seed %s) -> %s", number, len(todo), spec["model"],
+                    settings["seed"], target)
+        run = load_data(spec["model"], config["dataset"], files, settings, preset=False)
+        run = build_model(run, resumable(get_trainer(run.config["MODEL_TYPE"], run.config["model"])))
+        trainer = run.trainer
+        trainer.saved_model_file = str(target.with_name(f"{target.stem}.training.pth"))
+        trainer.setup_resume(target.with_suffix(".resume.pth"), run.train_data, time.perf_counter())
+        trainer.fit(run.train_data, run.valid_data, saved=True, show_progress=bool(config["show_progress"]))
+        Path(trainer.saved_model_file).replace(target)  # complete only now: a killed run leaves no member file
+        trainer.finish()
+        made.append(str(target))
+    return made

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import MissingFileError, SettingError
 from .prompts.mapping import normalise
 
 
@@ -35,7 +36,7 @@ class Recommendation:
         return asdict(self)
 
 
-class UnknownItemError(ValueError):
+class UnknownItemError(SettingError):
     """Session entries that are neither an item id nor a catalog title."""
 
     def __init__(self, unknown: dict[str, list[str]]):
@@ -94,7 +95,7 @@ def sessions_interaction(dataset, sessions: list[list[int]]):
 
 
 def _titles(dataset) -> list[str]:
-    from .data.catalog import catalog_titles
+    from .embeddings.store import catalog_titles
 
     try:
         return catalog_titles(dataset.config, dataset)
@@ -107,7 +108,7 @@ def recommend(model_or_checkpoint, session, k: int = 10, trusted: bool = False) 
     ``model_or_checkpoint``: a checkpoint path (read with ``weights_only=True``; ``trusted=True`` also reads a
     pickled one, which could run code), or a ``(model, dataset)`` pair. ``recommend_many`` for one session."""
     if not list(session):
-        raise ValueError("the session is empty: give at least one item id or title")
+        raise SettingError("the session is empty: give at least one item id or title")
     top = recommend_many(model_or_checkpoint, {"session": list(session)}, k, trusted=trusted)
     return [Recommendation(int(r.rank), r.item_id, r.title, r.score) for r in top.itertuples(index=False)]
 
@@ -132,7 +133,7 @@ def recommend_many(model_or_checkpoint, sessions, k: int = 10, batch_size: int =
     import pandas as pd
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a whole number of items, 1 or more; got {k!r}")
+        raise SettingError(f"k must be a whole number of items, 1 or more; got {k!r}")
     sessions = read_sessions(sessions)
     model, dataset = _load(model_or_checkpoint, trusted)
     titles = _titles(dataset)
@@ -148,7 +149,7 @@ def recommend_many(model_or_checkpoint, sessions, k: int = 10, batch_size: int =
         else:
             ids = resolve_session(entries, dataset, titles)
         if not ids:
-            raise ValueError(f"session {session_id!r} has no known item left")
+            raise SettingError(f"session {session_id!r} has no known item left")
         resolved[session_id] = ids
     tokens = dataset.field2id_token[dataset.iid_field]
     rows = []
@@ -180,7 +181,7 @@ def item_table(model_or_checkpoint, trusted: bool = False):
     model, dataset = _load(model_or_checkpoint, trusted)
     table = getattr(model, "item_embedding", None)
     if not isinstance(table, torch.nn.Embedding):
-        raise ValueError(f"{type(model).__name__} has no trained item table (item_embedding); its item vectors are "
+        raise SettingError(f"{type(model).__name__} has no trained item table (item_embedding); its item vectors are "
                          "the embedding file the prepare stage made (python -m recbole_llm embed)")
     tokens = dataset.field2id_token[dataset.iid_field]
     vectors = table.weight.detach().cpu().float().numpy()[1 : len(tokens)]
@@ -198,7 +199,7 @@ def read_sessions(sessions) -> dict:
     if isinstance(sessions, (str, os.PathLike)):
         path = Path(sessions)
         if not path.is_file():
-            raise FileNotFoundError(f"sessions file {path}: no such file")
+            raise MissingFileError(f"sessions file {path}: no such file")
         if path.suffix in (".jsonl", ".json"):
             out = {}
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -207,7 +208,7 @@ def read_sessions(sessions) -> dict:
                         record = json.loads(line)
                         out[str(record["session_id"])] = [str(e) for e in record["items"]]
                     except (ValueError, KeyError, TypeError):
-                        raise ValueError(f"{path}, line {number}: expected {{\"session_id\": ..., \"items\": "
+                        raise SettingError(f"{path}, line {number}: expected {{\"session_id\": ..., \"items\": "
                                          "[...]}}") from None
             return out
         sessions = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".tab") else ",", dtype=str,
@@ -215,7 +216,7 @@ def read_sessions(sessions) -> dict:
     frame = sessions
     missing = {"session_id", "item_id"} - set(frame.columns)
     if missing:
-        raise ValueError(f"sessions table needs columns session_id and item_id (missing {sorted(missing)}; "
+        raise SettingError(f"sessions table needs columns session_id and item_id (missing {sorted(missing)}; "
                          f"columns: {list(frame.columns)})")
     if "timestamp" in frame:
         frame = frame.assign(_t=pd.to_numeric(frame["timestamp"], errors="coerce")).sort_values(
@@ -231,7 +232,7 @@ def build_fitted_model(model_name: str, dataset_name: str, config_file_list=None
 
     def learns_in_one_pass(config) -> None:
         if not fits_in_one_pass(config):
-            raise ValueError(
+            raise SettingError(
                 f"{model_name} learns by training: train it first (python run_recbole_llm.py --model={model_name} "
                 f"--dataset={dataset_name}) and pass the checkpoint it saves (--checkpoint saved/{model_name}-....pth)."
             )

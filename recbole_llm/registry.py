@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import SettingError
+
 PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 if not PROPERTIES_DIR.is_dir():  # installed as a wheel: shipped inside the package
     PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
@@ -56,7 +58,7 @@ def get_model(model_name):
             continue
         if found and hasattr(importlib.import_module(path), model_name):
             return getattr(importlib.import_module(path), model_name)
-    raise ValueError(
+    raise SettingError(
         f"Unknown model '{model_name}'. recbole-llm models: {', '.join(registered_models())}; "
         "RecBole models: see https://recbole.io/model_list.html (names are case-sensitive)."
     )

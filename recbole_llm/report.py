@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import CUT_POSITIONS, has_session_ranks, hits_per_session
+from .errors import MissingFileError
 
 METRICS = [
     "ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@10", "mrr@20", "catalogcoverage@10", "catalogcoverage@20",
@@ -276,7 +277,7 @@ def build_report(out_dir: Path) -> str:
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
     if not runs:
-        raise FileNotFoundError(f"no finished runs in {out_dir}")
+        raise MissingFileError(f"no finished runs in {out_dir}")
     table = write_tables(runs, out_dir)
     write_plots(runs, out_dir)
     write_convergence(runs, out_dir)

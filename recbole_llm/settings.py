@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import SettingError
+
 
 def default_cache_dir() -> Path:
     """Where paid and slow work is kept across runs (embeddings, LLM answers, model files):
@@ -26,5 +28,5 @@ def config_choice(config, key: str, allowed, default=None):
     if not value and default is not None:
         value = default
     if value not in allowed:
-        raise ValueError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+        raise SettingError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
     return value

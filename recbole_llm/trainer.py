@@ -10,6 +10,7 @@ import torch
 from recbole.trainer import Trainer
 
 from .checkpoints import load_checkpoint, save_checkpoint
+from .errors import SettingError
 
 
 class FitOnceTrainer(Trainer):
@@ -137,7 +138,7 @@ class ResumableTraining:
         from .checkpoints import config_hash
 
         if not isinstance(record, dict) or "hash" not in record:
-            raise ValueError(f"resume file {self.resume_file} records no settings (an older format): delete it to "
+            raise SettingError(f"resume file {self.resume_file} records no settings (an older format): delete it to "
                              "start the run again")
         if record["hash"] == config_hash(self.config):
             return
@@ -145,7 +146,7 @@ class ResumableTraining:
         now = {k: v for k, v in dict(self.config.external_config_dict).items() if k not in ("model", "dataset")}
         changed = sorted(k for k in set(before) | set(now)
                          if str(before.get(k)) != str(now.get(k)) and k not in ("state", "show_progress"))
-        raise ValueError(f"resume file {self.resume_file} was made under other settings "
+        raise SettingError(f"resume file {self.resume_file} was made under other settings "
                          f"({', '.join(changed) or 'the preset files'} changed): resuming would mix two runs. "
                          "Run with the settings it was made with, or delete the file to start again")
 

@@ -20,16 +20,22 @@ from recbole.config import Config
 from recbole.trainer import HyperTuning
 from tqdm.auto import tqdm
 
+from .errors import MissingFileError
 from .registry import PROPERTIES_DIR
 
 logger = logging.getLogger(__name__)
 
 
 def search_space_file(model: str) -> Path:
-    path = PROPERTIES_DIR / "hyper" / f"{model}.hyper"
-    if not path.is_file():
-        raise FileNotFoundError(f"no search space for {model}: expected {path} (RecBole's .hyper format)")
-    return path
+    """``properties/hyper/<Model>.hyper``, else the nearest base class's (PaperSASRec searches SASRec's space)."""
+    from .registry import get_model
+
+    for cls in get_model(model).__mro__:
+        path = PROPERTIES_DIR / "hyper" / f"{cls.__name__}.hyper"
+        if path.is_file():
+            return path
+    raise MissingFileError(f"no search space for {model}: expected {PROPERTIES_DIR / 'hyper' / (model + '.hyper')} "
+                            "(RecBole's .hyper format)")
 
 
 def train_and_validate(model: str, dataset: str, config_file_list, config_dict) -> tuple[float, dict, Config]:
@@ -111,16 +117,6 @@ def _trial_line(row: dict) -> str:
     score = row.get("score")
     return (f"{params}: mean validation {score:.4f} over {row.get('folds_run')} folds"
             f"{' (pruned)' if row.get('pruned') else ''}, {row.get('seconds')} s")
-
-
-def exhaustive_with_generator(original):
-    """RecBole's ``exhaustive_search`` draws from ``np.random.RandomState``, but hyperopt >= 0.2.7 samples with
-    ``rng.integers`` (a ``numpy.random.Generator``): the same function, given ``default_rng`` (RecBole #1868)."""
-    import types
-
-    numpy_with_generator = types.SimpleNamespace(random=types.SimpleNamespace(RandomState=np.random.default_rng))
-    return types.FunctionType(original.__code__, {**original.__globals__, "np": numpy_with_generator},
-                              original.__name__, original.__defaults__, original.__closure__)
 
 
 class TemporalHyperTuning(HyperTuning):

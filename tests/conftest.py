@@ -92,7 +92,7 @@ def tiny(tmp_path, embedding_cache):
 def make_config(model, tiny, **overrides):
     from recbole.config import Config
 
-    from recbole_llm.quick_start import config_files
+    from recbole_llm.presets import config_files
 
     return Config(model=model, dataset="tiny", config_file_list=config_files(), config_dict={**tiny["config"], **overrides})
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import build
 
-from recbole_llm.all_positions import TARGETS, all_positions_loss, every_position, window_end_rows
+from recbole_llm.data.windows import TARGETS, window_end_rows
+from recbole_llm.model.position_losses import all_positions_loss, every_position
 
 
 def _prefix_pairs(train):
@@ -25,7 +26,7 @@ def _position_pairs(train):
     return pairs
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+@pytest.mark.parametrize("model_name", ["PaperSASRec", "PaperGRU4Rec"])
 def test_same_prefix_target_pairs_as_prefix_rows(tiny, model_name):
     _, _, (prefix_train, _, _), _ = build(model_name, tiny)
     _, _, (train, _, _), _ = build(model_name, tiny, train_mode="all_positions")
@@ -34,8 +35,8 @@ def test_same_prefix_target_pairs_as_prefix_rows(tiny, model_name):
 
 
 def test_long_sessions_are_cut_into_windows_each_target_once(tiny):
-    _, _, (prefix_train, _, _), _ = build("SASRec", tiny, MAX_ITEM_LIST_LENGTH=3)
-    _, _, (train, _, _), _ = build("SASRec", tiny, MAX_ITEM_LIST_LENGTH=3, train_mode="all_positions")
+    _, _, (prefix_train, _, _), _ = build("PaperSASRec", tiny, MAX_ITEM_LIST_LENGTH=3)
+    _, _, (train, _, _), _ = build("PaperSASRec", tiny, MAX_ITEM_LIST_LENGTH=3, train_mode="all_positions")
     feat, prefix_feat = train._dataset.inter_feat, prefix_train._dataset.inter_feat
     supervised = Counter()
     for u, t, n in zip(feat["user_id"].numpy(), feat[TARGETS].numpy(), feat["item_length"].numpy()):
@@ -45,7 +46,7 @@ def test_long_sessions_are_cut_into_windows_each_target_once(tiny):
 
 
 def test_no_position_sees_a_later_item(tiny):
-    _, dataset, (train, _, _), model = build("SASRec", tiny, train_mode="all_positions")
+    _, dataset, (train, _, _), model = build("PaperSASRec", tiny, train_mode="all_positions")
     model.eval()
     seq = torch.tensor([[1, 2, 3, 4, 5]])
     changed = seq.clone()
@@ -57,7 +58,7 @@ def test_no_position_sees_a_later_item(tiny):
     assert not torch.allclose(a[0, 3], b[0, 3])
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "LLM2SASRec"])
+@pytest.mark.parametrize("model_name", ["PaperSASRec", "PaperGRU4Rec", "LLM2SASRec"])
 def test_loss_is_the_mean_of_the_prefix_rows_losses(tiny, model_name):
     _, _, (train, _, _), model = build(model_name, tiny, train_mode="all_positions")
     model.eval()  # no dropout: the two computations must agree exactly
@@ -78,8 +79,8 @@ def test_loss_is_the_mean_of_the_prefix_rows_losses(tiny, model_name):
 
 
 def test_cloze_rows_hold_each_window_with_its_target(tiny):
-    _, _, (prefix_train, _, _), _ = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5)
-    _, _, (train, _, _), _ = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions")
+    _, _, (prefix_train, _, _), _ = build("PaperBERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5)
+    _, _, (train, _, _), _ = build("PaperBERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions")
     feat, prefix_feat = train._dataset.inter_feat, prefix_train._dataset.inter_feat
     assert TARGETS not in feat.interaction
     items = Counter()
@@ -96,7 +97,7 @@ def test_trains_evaluates_and_reloads_through_recboles_trainer(tiny):
     from recbole_llm.quick_start import load_data_and_model
     from recbole_llm.registry import get_trainer
 
-    config, _, (train, valid, test), model = build("SASRec", tiny, train_mode="all_positions", epochs=2)
+    config, _, (train, valid, test), model = build("PaperSASRec", tiny, train_mode="all_positions", epochs=2)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.fit(train, valid, saved=True, show_progress=False)
     result = trainer.evaluate(test, load_best_model=True, show_progress=False)
@@ -110,7 +111,7 @@ def test_trains_evaluates_and_reloads_through_recboles_trainer(tiny):
     assert again == result
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "LLM2SASRec"])
+@pytest.mark.parametrize("model_name", ["PaperSASRec", "PaperGRU4Rec", "LLM2SASRec"])
 def test_output_bias_is_off_by_default_and_adds_to_every_score(tiny, model_name):
     _, _, (train, _, _), plain = build(model_name, tiny)
     assert not hasattr(plain, "item_bias"), "RecBole's models are unchanged unless asked"
@@ -136,7 +137,7 @@ def test_output_bias_is_off_by_default_and_adds_to_every_score(tiny, model_name)
 def test_cloze_loss_on_masked_slots_equals_recboles_loss(tiny):
     from recbole.model.sequential_recommender import BERT4Rec
 
-    from recbole_llm.all_positions import WINDOW_ROWS
+    from recbole_llm.data.windows import WINDOW_ROWS
 
     _, _, (train, _, _), model = build("LLM2BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=10, mask_ratio=0.9,
                                        train_mode="all_positions")
@@ -146,15 +147,15 @@ def test_cloze_loss_on_masked_slots_equals_recboles_loss(tiny):
     with torch.no_grad():
         ours = model.calculate_loss(batch)
         del batch.interaction[WINDOW_ROWS]
-        recboles = BERT4Rec.calculate_loss.__wrapped__(model, batch)
+        recboles = BERT4Rec.calculate_loss(model, batch)  # RecBole's own loss, on the same model
     assert ours.item() == pytest.approx(recboles.item(), rel=1e-5)
 
 
 def test_all_positions_is_refused_for_models_that_cannot_read_it_and_keeps_training_counts(tiny):
     with pytest.raises(ValueError, match="train_mode: all_positions serves"):
         build("SKNN", tiny, train_mode="all_positions")
-    _, _, (prefix_train, _, _), _ = build("SASRec", tiny)
-    _, _, (train, _, _), _ = build("SASRec", tiny, train_mode="all_positions")
+    _, _, (prefix_train, _, _), _ = build("PaperSASRec", tiny)
+    _, _, (train, _, _), _ = build("PaperSASRec", tiny, train_mode="all_positions")
     assert train._dataset.train_item_counter == prefix_train._dataset.item_counter, "popularity of every target"
     assert sum(train._dataset.item_counter.values()) < sum(prefix_train._dataset.item_counter.values())
 
@@ -164,7 +165,7 @@ def test_the_step_budget_trainer_trains_that_many_batches(tiny, monkeypatch):
 
     from recbole_llm.trainer import StepBudgetTrainer
 
-    config, _, (train, _, _), model = build("SASRec", tiny, train_batch_size=8, llmsrec_max_train_steps=3)
+    config, _, (train, _, _), model = build("PaperSASRec", tiny, train_batch_size=8, llmsrec_max_train_steps=3)
     assert len(train) > 3
     calls = []
     original = type(model).calculate_loss

@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import build
 
-from recbole_llm.all_positions import MASK_LAST, copied_cloze_loss
+from recbole_llm.data.windows import MASK_LAST
+from recbole_llm.model.position_losses import copied_cloze_loss
 from recbole_llm.model.cloze_predict import mask_after_prompt
 
 M = 99  # the mask token in the unit test
@@ -18,7 +19,7 @@ def test_mask_goes_after_the_prompt_and_shifts_only_a_full_window():
     assert index.tolist() == [1, 2, 3]
 
 
-@pytest.mark.parametrize("model_name", ["BERT4Rec", "LLM2BERT4Rec"])
+@pytest.mark.parametrize("model_name", ["PaperBERT4Rec", "LLM2BERT4Rec"])
 def test_prediction_reads_the_whole_prompt(tiny, model_name):
     _, _, (_, _, test), model = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, mask_ratio=0.5,
                                 bert_predict_mask="after_prompt")
@@ -48,12 +49,12 @@ def test_prediction_reads_the_whole_prompt(tiny, model_name):
 
 def test_unknown_placement_is_refused(tiny):
     with pytest.raises(ValueError, match="bert_predict_mask must be one of"):
-        build("BERT4Rec", tiny, bert_predict_mask="first")
+        build("PaperBERT4Rec", tiny, bert_predict_mask="first")
 
 
 def test_each_window_is_copied_as_mask_last_and_random_mask_rows(tiny):
-    _, _, (plain, _, _), _ = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions")
-    _, _, (copied, _, _), _ = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions",
+    _, _, (plain, _, _), _ = build("PaperBERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions")
+    _, _, (copied, _, _), _ = build("PaperBERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, mask_ratio=0.5, train_mode="all_positions",
                                     bert_mask_last_copies=1, bert_random_mask_copies=3)
     plain_feat, feat = plain._dataset.inter_feat, copied._dataset.inter_feat
     assert len(feat) == 4 * len(plain_feat)
@@ -70,7 +71,7 @@ def test_each_window_is_copied_as_mask_last_and_random_mask_rows(tiny):
 
 
 def test_copied_rows_mask_the_last_item_or_at_random(tiny):
-    _, _, (train, _, _), model = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, train_mode="all_positions",
+    _, _, (train, _, _), model = build("PaperBERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=4, train_mode="all_positions",
                                        bert_mask_last_copies=1, bert_random_mask_copies=1, mask_ratio=0.5)
     model.eval()
     feat = train._dataset.inter_feat
@@ -96,12 +97,12 @@ def test_copied_rows_mask_the_last_item_or_at_random(tiny):
 
 def test_copies_need_all_position_cloze_rows(tiny):
     with pytest.raises(ValueError, match="set train_mode: all_positions"):
-        build("BERT4Rec", tiny, bert_random_mask_copies=10)
+        build("PaperBERT4Rec", tiny, bert_random_mask_copies=10)
     with pytest.raises(ValueError, match="at least one copy"):
-        build("BERT4Rec", tiny, train_mode="all_positions", bert_mask_last_copies=0, bert_random_mask_copies=0)
+        build("PaperBERT4Rec", tiny, train_mode="all_positions", bert_mask_last_copies=0, bert_random_mask_copies=0)
 
 
-@pytest.mark.parametrize("model_name", ["BERT4Rec", "LLM2BERT4Rec"])
+@pytest.mark.parametrize("model_name", ["PaperBERT4Rec", "LLM2BERT4Rec"])
 def test_paper_layers_feed_the_plain_embedding_sum_and_end_in_dense_gelu(tiny, model_name):
     _, _, _, model = build(model_name, tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper",
                                  hidden_dropout_prob=0.5, embedding_scale="none")
@@ -128,7 +129,7 @@ def test_paper_layers_feed_the_plain_embedding_sum_and_end_in_dense_gelu(tiny, m
 
 def test_unknown_bert_layers_are_refused(tiny):
     with pytest.raises(ValueError, match="bert_layers must be one of"):
-        build("BERT4Rec", tiny, bert_layers="keras")
+        build("PaperBERT4Rec", tiny, bert_layers="keras")
 
 
 def test_left_padding_encodes_the_window_at_the_end_and_answers_at_recboles_positions(tiny):
@@ -138,7 +139,7 @@ def test_left_padding_encodes_the_window_at_the_end_and_answers_at_recboles_posi
     left, shift = left_aligned(seq)
     assert left.tolist() == [[0, 0, 5, 6], [5, 6, 7, 8], [0, 0, 0, 9]] and shift.squeeze(1).tolist() == [2, 0, 3]
 
-    _, _, _, model = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper", bert_padding="left")
+    _, _, _, model = build("PaperBERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper", bert_padding="left")
     model.eval()
     row = torch.tensor([[3, 4, model.mask_token, 0, 0, 0]])
     with torch.no_grad():
@@ -149,11 +150,11 @@ def test_left_padding_encodes_the_window_at_the_end_and_answers_at_recboles_posi
     assert torch.allclose(output[0, :3], at_end[0, 3:], atol=1e-6), "positions 3..5 encode the items"
     assert not torch.allclose(output[0, :3], at_start[0, :3], atol=1e-4)
     with pytest.raises(ValueError, match="bert_padding must be one of"):
-        build("BERT4Rec", tiny, bert_padding="middle")
+        build("PaperBERT4Rec", tiny, bert_padding="middle")
 
 
 def test_left_mask_padding_encodes_padding_as_visible_mask_tokens(tiny):
-    _, _, _, model = build("BERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper", bert_padding="left_mask")
+    _, _, _, model = build("PaperBERT4Rec", tiny, MAX_ITEM_LIST_LENGTH=6, bert_layers="paper", bert_padding="left_mask")
     model.eval()
     m = model.mask_token
     row = torch.tensor([[3, 4, m, 0, 0, 0]])

@@ -5,7 +5,8 @@ import pytest
 import torch.multiprocessing as mp
 
 from ddp_gloo import run_recboles_on_gloo
-from recbole_llm.quick_start import config_files, prepare_dataset
+from recbole_llm.checks import prepare_dataset
+from recbole_llm.presets import config_files
 
 
 def _free_port() -> str:

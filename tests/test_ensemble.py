@@ -1,4 +1,6 @@
 """ScoreEnsemble: trained checkpoints and one-pass models fused by normalised scores, weights tuned on validation."""
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import build
@@ -32,8 +34,8 @@ def test_an_ensemble_of_a_checkpoint_and_a_one_pass_model(tiny, tmp_path):
     import recbole_llm
     from recbole_llm.registry import get_trainer
 
-    checkpoint = _trained("SASRec", tiny, train_mode="all_positions", epochs=2)
-    members = [{"model": "SASRec", "checkpoint": checkpoint, "settings": {"train_mode": "all_positions"}},
+    checkpoint = _trained("PaperSASRec", tiny, train_mode="all_positions", epochs=2)
+    members = [{"model": "PaperSASRec", "checkpoint": checkpoint, "settings": {"train_mode": "all_positions"}},
                {"model": "LLMSeqSim"}]
     config, _, (train, valid, test), ensemble = build("ScoreEnsemble", tiny, ensemble_members=members)
     assert len(ensemble.members) == 2 and not any(p.requires_grad for p in ensemble.parameters())
@@ -67,8 +69,8 @@ def test_an_ensemble_of_a_checkpoint_and_a_one_pass_model(tiny, tmp_path):
 
 @pytest.mark.parametrize("members, message", [
     ([{"model": "LLMSeqSim"}], "at least two"),
-    ([{"model": "SASRec"}, {"model": "LLMSeqSim"}], "learns by training"),
-    ([{"model": "SASRec", "checkpoint": "nope.pth"}, {"model": "LLMSeqSim"}], "no checkpoint"),
+    ([{"model": "PaperSASRec"}, {"model": "LLMSeqSim"}], "learns by training"),
+    ([{"model": "PaperSASRec", "checkpoint": "nope.pth"}, {"model": "LLMSeqSim"}], "no checkpoint"),
 ])
 def test_bad_members_are_refused_before_anything_is_built(tiny, members, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
@@ -80,9 +82,37 @@ def test_a_member_is_named_by_its_run_file_and_seed(tiny, tmp_path):
 
     from recbole_llm.model.ensemble import resolve_checkpoint
 
-    checkpoint = _trained("SASRec", tiny, train_mode="all_positions", epochs=1)
+    checkpoint = _trained("PaperSASRec", tiny, train_mode="all_positions", epochs=1)
     (tmp_path / "SASRec__seed7.json").write_text(json.dumps({"checkpoint": checkpoint}))
     assert resolve_checkpoint(str(tmp_path / "SASRec__seed{seed}.json"), 7, 1) == checkpoint
     (tmp_path / "SASRec__seed8.json").write_text(json.dumps({"checkpoint": "saved/gone.pth"}))
     with pytest.raises(FileNotFoundError, match="run that experiment row again"):
         resolve_checkpoint(str(tmp_path / "SASRec__seed{seed}.json"), 8, 1)
+
+
+def test_members_without_a_checkpoint_are_trained_first_once_and_only_when_asked(tiny, tmp_path, monkeypatch):
+    import recbole.trainer
+
+    from recbole_llm.model.ensemble import member_specs
+
+    members = [{"model": "PaperSASRec", "settings": {"epochs": 1}}, {"model": "LLMSeqSim"}]
+    with pytest.raises(ValueError, match="ensemble_train_members: True"):
+        build("ScoreEnsemble", tiny, ensemble_members=members)
+    config, _, (_, _, test), ensemble = build("ScoreEnsemble", tiny, ensemble_members=members,
+                                              ensemble_train_members=True)
+    spec = member_specs(config)[0]
+    assert spec["train"] and Path(spec["checkpoint"]).is_file(), "trained before the ensemble was built"
+    assert f"seed{config['seed']}" in Path(spec["checkpoint"]).name
+    assert not list(Path(spec["checkpoint"]).parent.glob("*.training.pth")), "no partial file left"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished member was trained again")
+
+    monkeypatch.setattr(recbole.trainer.Trainer, "fit", refuse)
+    _, _, _, again = build("ScoreEnsemble", tiny, ensemble_members=members, ensemble_train_members=True)
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        assert torch.equal(again.full_sort_predict(batch), ensemble.full_sort_predict(batch))
+    other = [{"model": "PaperSASRec", "settings": {"epochs": 1, "hidden_size": 8}}, {"model": "LLMSeqSim"}]
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: another member, trained anew
+        build("ScoreEnsemble", tiny, ensemble_members=other, ensemble_train_members=True)

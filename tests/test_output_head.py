@@ -4,17 +4,18 @@ import torch
 from conftest import build
 from recbole.model.sequential_recommender import GRU4Rec, SASRec
 
-from recbole_llm.all_positions import TARGETS, all_positions_loss
+from recbole_llm.data.windows import TARGETS
+from recbole_llm.model.position_losses import all_positions_loss
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "LLM2SASRec"])
+@pytest.mark.parametrize("model_name", ["PaperSASRec", "PaperGRU4Rec", "LLM2SASRec"])
 def test_no_head_unless_asked(tiny, model_name):
     _, _, (train, _, _), model = build(model_name, tiny)
     assert not any(name.startswith("output_dense") for name in model.state_dict())
     assert getattr(model, "output_activation", None) is None
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "LLM2SASRec", "GRU4Rec", "LLM2GRU4Rec"])
+@pytest.mark.parametrize("model_name", ["PaperSASRec", "LLM2SASRec", "PaperGRU4Rec", "LLM2GRU4Rec"])
 def test_the_head_transforms_every_output_before_the_tied_table(tiny, model_name):
     _, _, (train, _, _), model = build(model_name, tiny, output_dense="relu", output_bias=True,
                                        train_mode="all_positions")
@@ -23,7 +24,7 @@ def test_the_head_transforms_every_output_before_the_tied_table(tiny, model_name
     seq, lengths = batch["item_id_list"], batch["item_length"]
     base = SASRec if isinstance(model, SASRec) else GRU4Rec
     with torch.no_grad():
-        raw = base.forward.__wrapped__(model, seq, lengths)  # RecBole's encoder output, no head
+        raw = base.forward(model, seq, lengths)  # RecBole's encoder output, no head
         if isinstance(model, GRU4Rec):
             assert "output_dense.weight" not in model.state_dict(), "GRU4Rec's own dense is the head's Dense"
             expected = torch.relu(raw)
@@ -40,7 +41,7 @@ def test_the_head_transforms_every_output_before_the_tied_table(tiny, model_name
 
 
 def test_the_head_trains_and_is_saved(tiny):
-    _, _, (train, _, _), model = build("SASRec", tiny, output_dense="relu", train_mode="all_positions")
+    _, _, (train, _, _), model = build("PaperSASRec", tiny, output_dense="relu", train_mode="all_positions")
     before = model.output_dense.weight.detach().clone()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     model.train()
@@ -53,4 +54,4 @@ def test_the_head_trains_and_is_saved(tiny):
 
 def test_unknown_activation_is_refused(tiny):
     with pytest.raises(ValueError, match="output_dense must be one of"):
-        build("SASRec", tiny, output_dense="swish")
+        build("PaperSASRec", tiny, output_dense="swish")

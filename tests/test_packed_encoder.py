@@ -3,10 +3,10 @@ import pytest
 import torch
 from conftest import build
 
-from recbole_llm.all_positions import MASK_LAST
-from recbole_llm.model.packed_encoder import real_positions
+from recbole_llm.data.windows import MASK_LAST
+from recbole_llm.model.packed_encoder import PackedTransformerEncoder, real_positions
 
-MODELS = ["SASRec", "LLM2SASRec", "BERT4Rec", "LLM2BERT4Rec"]
+MODELS = ["PaperSASRec", "LLM2SASRec", "PaperBERT4Rec", "LLM2BERT4Rec"]
 
 
 def test_real_positions_read_recboles_causal_and_bidirectional_masks():
@@ -32,7 +32,8 @@ def pair(model_name, tiny, **overrides):
 @pytest.mark.parametrize("model_name", MODELS)
 def test_packed_encoder_gives_recboles_outputs_at_real_positions(tiny, model_name):
     (train, _, test), plain, packed = pair(model_name, tiny)
-    assert plain.trm_encoder.pack_sequences is False and packed.trm_encoder.pack_sequences is True
+    assert not isinstance(plain.trm_encoder, PackedTransformerEncoder) and isinstance(packed.trm_encoder, PackedTransformerEncoder)
+    assert list(plain.state_dict()) == list(packed.state_dict()), "the same parameters under the same names"
     plain.eval(), packed.eval()
     seq = next(iter(train))["item_id_list"]
     real = seq > 0
@@ -69,7 +70,7 @@ def test_packed_training_step_gives_recboles_loss_and_gradients(tiny, model_name
 
 
 def test_dropout_is_still_drawn_per_position(tiny):
-    (train, _, _), _, packed = pair("SASRec", tiny, hidden_dropout_prob=0.5)
+    (train, _, _), _, packed = pair("PaperSASRec", tiny, hidden_dropout_prob=0.5)
     packed.train()
     seq = next(iter(train))["item_id_list"]
     lengths = (seq > 0).sum(1)
@@ -78,9 +79,9 @@ def test_dropout_is_still_drawn_per_position(tiny):
 
 def test_pack_sequences_must_be_a_boolean(tiny):
     with pytest.raises(ValueError, match="pack_sequences must be True or False"):
-        build("SASRec", tiny, pack_sequences="yes")
+        build("PaperSASRec", tiny, pack_sequences="yes")
 
 
 def test_only_our_llm2bert4rec_packs_by_default(tiny):
-    assert build("LLM2BERT4Rec", tiny)[3].trm_encoder.pack_sequences is True
-    assert build("BERT4Rec", tiny)[3].trm_encoder.pack_sequences is False, "RecBole's own models stay as shipped"
+    assert isinstance(build("LLM2BERT4Rec", tiny)[3].trm_encoder, PackedTransformerEncoder)
+    assert not isinstance(build("PaperBERT4Rec", tiny)[3].trm_encoder, PackedTransformerEncoder), "off by default"

@@ -108,13 +108,13 @@ def test_llmsrec_trains_its_teacher_in_its_trainer_once(tiny, tmp_path, tiny_llm
 
 
 def test_the_hybrid_partner_takes_its_published_configuration_under_the_paper_preset(tiny, tmp_path, monkeypatch):
-    from recbole_llm import quick_start
+    from recbole_llm import presets
     from recbole_llm.model.hybrids import partner_config
 
-    presets = tmp_path / "paper"
-    (presets / "tiny").mkdir(parents=True)
-    (presets / "tiny" / "SKNNEmb.yaml").write_text("preset: paper, SKNNEmb\nsknn_k: 7\nsknn_sample_size: 30\n")
-    monkeypatch.setattr(quick_start, "PAPER_CONFIG_DIR", presets)
+    paper_dir = tmp_path / "paper"
+    (paper_dir / "tiny").mkdir(parents=True)
+    (paper_dir / "tiny" / "SKNNEmb.yaml").write_text("preset: paper, SKNNEmb\nsknn_k: 7\nsknn_sample_size: 30\n")
+    monkeypatch.setattr(presets, "PAPER_CONFIG_DIR", paper_dir)
     settings = {**tiny["config"], "hybrid_sequential_model": "SKNNEmb", "hybrid_sequential_config": {"sknn_k": 5}}
     config = pipeline.load_data("LLMSeqSimSeqHybrid", "tiny", None, settings).config
     partner = partner_config(config)
@@ -127,7 +127,7 @@ def test_the_hybrid_partner_takes_its_published_configuration_under_the_paper_pr
     assert partner_config(config)["sknn_sample_size"] != 30, "no published files outside the paper preset"
 
     # the hybrid's published partner settings fill in what the partner's published file leaves open
-    (presets / "tiny" / "LLMSeqSimSeqHybrid.yaml").write_text(
+    (paper_dir / "tiny" / "LLMSeqSimSeqHybrid.yaml").write_text(
         "preset: paper, hybrid\nhybrid_sequential_model: VSKNN\n"
         "hybrid_sequential_config: {sknn_k: 99, sknn_sampling: random}\n")
     published = pipeline.load_data("LLMSeqSimSeqHybrid", "tiny", None, tiny["config"]).config

@@ -7,7 +7,7 @@ from recbole_llm.registry import registered_models
 
 PUBLIC = {
     "recbole_llm": ["run", "load_data_and_model", "get_model", "register_model", "recommend", "recommend_many",
-                    "item_table", "build_fitted_model"],
+                    "item_table", "build_fitted_model", "install"],
     "recbole_llm.checkpoints": ["load_checkpoint", "save_checkpoint", "config_hash", "UntrustedCheckpointError"],
     "recbole_llm.llm.states": ["LLMStateStore", "resolve_precision", "cpu_has_native_bf16"],
     "recbole_llm.pipeline": ["Run", "load_data", "build_model", "build"],
@@ -21,7 +21,8 @@ PUBLIC = {
     "recbole_llm.tuning": ["tune"],
 }
 MODELS = ["LLM2BERT4Rec", "LLM2GRU4Rec", "LLM2SASRec", "LLMSRec", "LLMSeqPrompt", "LLMSeqSim", "LLMSeqSimPopHybrid",
-          "LLMSeqSimSeqHybrid", "MostPopular", "SFSKNN", "SKNN", "SKNNEmb", "SSKNN", "VSKNN", "ScoreEnsemble"]
+          "LLMSeqSimSeqHybrid", "MostPopular", "SFSKNN", "SKNN", "SKNNEmb", "SSKNN", "VSKNN", "ScoreEnsemble",
+          "PaperSASRec", "PaperGRU4Rec", "PaperBERT4Rec"]
 
 
 def test_the_package_exports_exactly_its_public_names():

@@ -333,7 +333,7 @@ def test_jobs_side_by_side_give_the_same_runs_as_one_after_another(tiny, tmp_pat
     import json
 
     common = {k: v for k, v in tiny["config"].items() if k != "data_path"}
-    specs = ["SASRec[train_mode=all_positions]", "GRU4Rec[train_mode=all_positions]"]
+    specs = ["PaperSASRec[train_mode=all_positions]", "PaperGRU4Rec[train_mode=all_positions]"]
     results = {}
     for jobs in (1, 2):
         out = tmp_path / f"jobs{jobs}"
@@ -362,3 +362,16 @@ def test_a_finished_run_is_reused_only_under_the_same_resolved_settings(tiny, tm
     from recbole_llm.report import load_runs
 
     assert [r["label"] for r in load_runs(out)] == ["Pop"], "and left out of the tables"
+
+
+def test_an_ensemble_row_runs_after_the_rows_whose_run_files_it_reads(tmp_path):
+    from recbole_llm.experiment import waves
+
+    out = tmp_path / "results"
+    member = ("SASRec-teacher", "PaperSASRec", 1, {}, out / "SASRec-teacher__seed1.json")
+    other = ("LLMSeqSim", "LLMSeqSim", 1, {}, out / "LLMSeqSim__seed1.json")
+    ensemble = ("Ens", "ScoreEnsemble", 1, {"ensemble_members": [
+        {"model": "PaperSASRec", "checkpoint": f"{out}/SASRec-teacher__seed{{seed}}.json"}, {"model": "LLMSeqSim"}]},
+        out / "Ens__seed1.json")
+    assert waves([ensemble, member, other], out) == [[member, other], [ensemble]]
+    assert waves([member, other], out) == [[member, other]]

@@ -58,10 +58,10 @@ def test_bad_settings_are_refused(bad, match):
 
 
 @pytest.mark.parametrize("model, extra", [
-    ("SASRec", {"train_mode": "all_positions"}),
-    ("SASRec", {"train_mode": "prefixes", "output_bias": True}),
-    ("GRU4Rec", {"train_mode": "all_positions", "softmax_loss": "gbce"}),
-    ("BERT4Rec", {"train_mode": "all_positions", "bert_mask_last_copies": 1, "bert_random_mask_copies": 1,
+    ("PaperSASRec", {"train_mode": "all_positions"}),
+    ("PaperSASRec", {"train_mode": "prefixes", "output_bias": True}),
+    ("PaperGRU4Rec", {"train_mode": "all_positions", "softmax_loss": "gbce"}),
+    ("PaperBERT4Rec", {"train_mode": "all_positions", "bert_mask_last_copies": 1, "bert_random_mask_copies": 1,
                   "softmax_sampler": "popularity"}),
 ])
 def test_models_learn_with_sampled_softmax_and_rank_the_full_catalog(tiny, model, extra):
@@ -85,9 +85,10 @@ def test_models_learn_with_sampled_softmax_and_rank_the_full_catalog(tiny, model
 
 
 def test_the_default_is_the_exact_full_softmax(tiny):
-    _, _, (train, _, _), net = build("SASRec", tiny, train_mode="all_positions")
+    _, _, (train, _, _), net = build("PaperSASRec", tiny, train_mode="all_positions")
     assert net.catalog_sampler is None
-    from recbole_llm.all_positions import TARGETS, every_position
+    from recbole_llm.data.windows import TARGETS
+    from recbole_llm.model.position_losses import every_position
 
     batch = next(iter(train))
     net.eval()  # no dropout: the two passes must see the same network
@@ -103,7 +104,7 @@ def test_bf16_training_is_refused_where_the_cpu_lacks_it(tiny, monkeypatch):
 
     monkeypatch.setattr(states, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(ValueError, match="enable_amp=True trains in bf16"):
-        build("SASRec", tiny, enable_amp=True)
+        build("PaperSASRec", tiny, enable_amp=True)
 
 
 @pytest.mark.skipif(not __import__("recbole_llm.llm.states", fromlist=["x"]).cpu_has_native_bf16(),
@@ -111,7 +112,7 @@ def test_bf16_training_is_refused_where_the_cpu_lacks_it(tiny, monkeypatch):
 def test_bf16_training_steps_learn(tiny):
     from recbole_llm.registry import get_trainer
 
-    config, _, (train, valid, _), net = build("SASRec", tiny, enable_amp=True, train_mode="all_positions",
+    config, _, (train, valid, _), net = build("PaperSASRec", tiny, enable_amp=True, train_mode="all_positions",
                                               softmax_negatives=5, epochs=3)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     losses = [trainer._train_epoch(train, epoch) for epoch in range(3)]

@@ -4,15 +4,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from .datasets import dataset_dir
-
-if TYPE_CHECKING:
-    from ..embeddings.store import EmbeddingSpec
+from ..errors import MissingFileError, SettingError
 
 logger = logging.getLogger(__name__)
 
@@ -21,33 +17,33 @@ def read_catalog(folder: os.PathLike, name: str) -> pd.DataFrame:
     """The ``.item`` atomic file as strings, columns named without their types."""
     path = Path(folder) / f"{name}.item"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: item texts are needed to compute embeddings")
+        raise MissingFileError(f"{path} does not exist: item texts are needed to compute embeddings")
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3, encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 (byte {error.start}): re-save it as UTF-8") from None
+        raise SettingError(f"{path} is not UTF-8 (byte {error.start}): re-save it as UTF-8") from None
     frame.columns = [c.split(":")[0] for c in frame.columns]
     if "item_id" in frame:
         repeated = frame["item_id"][frame["item_id"].duplicated()]
         if len(repeated):
-            raise ValueError(f"{path}: item ids repeated ({len(repeated)}, e.g. {repeated.iloc[0]!r}): one row per item")
+            raise SettingError(f"{path}: item ids repeated ({len(repeated)}, e.g. {repeated.iloc[0]!r}): one row per item")
     return frame
 
 
-def item_texts(catalog: pd.DataFrame, spec: EmbeddingSpec) -> tuple[list[str], int]:
+def item_texts(catalog: pd.DataFrame, spec) -> tuple[list[str], int]:
     """One text per item from the configured fields/template; empty texts get
     ``spec.empty_text``. Returns the texts and how many were empty."""
     missing = [f for f in spec.text_fields if f not in catalog]
     if missing:
-        raise ValueError(f"item file has no column(s) {missing}; columns are {list(catalog)} (embedding_text_fields)")
+        raise SettingError(f"item file has no column(s) {missing}; columns are {list(catalog)} (embedding_text_fields)")
     if spec.template:
         try:
             texts = [spec.template.format(**row) for row in catalog.to_dict("records")]
         except KeyError as error:
-            raise ValueError(f"embedding_text_template {spec.template!r} names {{{error.args[0]}}}, which is not a "
+            raise SettingError(f"embedding_text_template {spec.template!r} names {{{error.args[0]}}}, which is not a "
                              f"column of the item file; its columns are {list(catalog)}") from None
         except (ValueError, IndexError) as error:
-            raise ValueError(f"embedding_text_template {spec.template!r} is not a valid template ({error}): "
+            raise SettingError(f"embedding_text_template {spec.template!r} is not a valid template ({error}): "
                              "name item columns in braces, e.g. '{title} ({class})'") from None
     else:
         texts = catalog[list(spec.text_fields)].agg(" | ".join, axis=1).tolist()
@@ -58,19 +54,8 @@ def item_texts(catalog: pd.DataFrame, spec: EmbeddingSpec) -> tuple[list[str], i
     return [t or spec.empty_text for t in texts], empty
 
 
-def item_classes(catalog: pd.DataFrame, spec: EmbeddingSpec) -> np.ndarray:
+def item_classes(catalog: pd.DataFrame, spec) -> np.ndarray:
     """LDA labels: the item's sorted class keywords joined by '_' (as the paper)."""
     if spec.class_field not in catalog:
-        raise ValueError(f"LDA needs an item class column '{spec.class_field}' (embedding_class_field)")
+        raise SettingError(f"LDA needs an item class column '{spec.class_field}' (embedding_class_field)")
     return np.array(["_".join(sorted(str(v).split())) for v in catalog[spec.class_field]])
-
-
-def catalog_titles(config, dataset) -> list[str]:
-    """Item text by RecBole internal id (row 0: padding), built like the embeddings' text."""
-    from ..embeddings.store import EmbeddingSpec
-
-    spec = EmbeddingSpec.from_config(config)
-    name = config["dataset"]
-    catalog = read_catalog(dataset_dir(name, Path(config["data_path"]).parent), name)
-    by_id = dict(zip(catalog["item_id"], item_texts(catalog, spec)[0]))
-    return [""] + [by_id.get(str(t), spec.empty_text) for t in dataset.field2id_token[dataset.iid_field][1:]]

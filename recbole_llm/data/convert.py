@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import MissingFileError, SettingError
+
 logger = logging.getLogger(__name__)
 
 _SPECIAL = re.compile(r"[^\w\s\-\.,'/&+()%!]")
@@ -149,16 +151,16 @@ def convert_tables(
     inter = read_table(interactions)
     for column in (user_col, item_col, time_col):
         if column not in inter:
-            raise ValueError(f"{interactions}: no column '{column}' (columns: {list(inter)})")
+            raise SettingError(f"{interactions}: no column '{column}' (columns: {list(inter)})")
     inter = inter.rename(columns={user_col: "user_id", item_col: "item_id", time_col: "timestamp"})
     inter["timestamp"] = parse_timestamps(inter["timestamp"], f"{interactions}, column '{time_col}'")
     meta = read_table(items)
     for column in (item_col, title_col, *(text_cols or [])):
         if column not in meta:
-            raise ValueError(f"{items}: no column '{column}' (columns: {list(meta)})")
+            raise SettingError(f"{items}: no column '{column}' (columns: {list(meta)})")
     repeated = meta[item_col][meta[item_col].duplicated()]
     if len(repeated):
-        raise ValueError(f"{items}: item id {repeated.iloc[0]!r} appears more than once ({len(repeated)} repeated "
+        raise SettingError(f"{items}: item id {repeated.iloc[0]!r} appears more than once ({len(repeated)} repeated "
                          f"rows in column '{item_col}'): one row per item")
     renames = {item_col: "item_id", title_col: "title"}
     if class_col:
@@ -180,7 +182,7 @@ def parse_timestamps(values: pd.Series, where: str) -> pd.Series:
         return (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     bad = values[numbers.isna() & dates.isna()]
     row = bad.index[0]
-    raise ValueError(f"{where}: {bad.iloc[0]!r} (row {row + 2} of the file) is neither a number of seconds nor an "
+    raise SettingError(f"{where}: {bad.iloc[0]!r} (row {row + 2} of the file) is neither a number of seconds nor an "
                      "ISO 8601 date such as 2014-03-01 or 2014-03-01T12:30:00Z")
 
 
@@ -220,9 +222,9 @@ def convert_amazon2014(
     elif ratings.exists():
         inter = pd.read_csv(ratings, header=None, names=["user_id", "item_id", "rating", "timestamp"])
     else:
-        raise FileNotFoundError(f"neither {reviews} nor {ratings} exists")
+        raise MissingFileError(f"neither {reviews} nor {ratings} exists")
     if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path} does not exist")
+        raise MissingFileError(f"{meta_path} does not exist")
     meta = pd.DataFrame(
         [
             (m["asin"], m.get("title", ""), category_class(m.get("categories")))

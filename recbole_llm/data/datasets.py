@@ -6,6 +6,7 @@ import os
 import urllib.request
 from pathlib import Path
 
+from ..errors import MissingFileError, SettingError
 from .convert import convert_amazon2014
 
 logger = logging.getLogger(__name__)
@@ -14,7 +15,7 @@ AMAZON2014_URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFile
 AMAZON_CATEGORIES = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "toys": "Toys_and_Games"}
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingFileError):
     pass
 
 
@@ -165,7 +166,7 @@ def build_paper_beauty(source: os.PathLike, data_path: os.PathLike = "dataset", 
     if (folder / "beauty.inter").exists() and not force:
         made = built_from(folder) or {}
         if made.get("builder") not in ("tables", None):  # None: a folder from before SOURCE.json
-            raise ValueError(f"{folder} holds another build of Beauty ({made.get('builder')}); remove it or pass "
+            raise SettingError(f"{folder} holds another build of Beauty ({made.get('builder')}); remove it or pass "
                              "force=True (`convert --paper_beauty FOLDER --force`) to replace it with the paper's")
         if made.get("item_class") == BEAUTY_ITEM_CLASS:
             return None

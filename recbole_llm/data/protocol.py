@@ -52,6 +52,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..errors import SettingError
 from ..settings import config_value
 
 SPLIT_KEY = "SESSION"
@@ -74,7 +75,7 @@ def assign_sessions(ordered_uids: np.ndarray, ratios, fold: int | None = None) -
     """Split time-ordered sessions into [train, valid, test] session id arrays."""
     ratios = np.asarray(ratios, dtype=float)
     if ratios.shape != (3,) or (ratios < 0).any() or ratios.sum() <= 0:
-        raise ValueError(f"SESSION split needs three ratios [train, valid, test], got {ratios.tolist()}")
+        raise SettingError(f"SESSION split needs three ratios [train, valid, test], got {ratios.tolist()}")
     ratios = ratios / ratios.sum()
     n = len(ordered_uids)
     n_test = math.ceil(n * ratios[2] - 1e-9)  # the original rounds the test share up (temporal_split.py)
@@ -87,7 +88,7 @@ def assign_sessions(ordered_uids: np.ndarray, ratios, fold: int | None = None) -
             ordered_uids[n_train + n_valid :],
         ]
     if not 1 <= fold <= N_FOLD_BINS - 1:
-        raise ValueError(f"temporal_fold must be 1..{N_FOLD_BINS - 1}, got {fold}")
+        raise SettingError(f"temporal_fold must be 1..{N_FOLD_BINS - 1}, got {fold}")
     history = ordered_uids[: n - n_test]
     bins = np.array_split(history, N_FOLD_BINS)
     train = np.concatenate(bins[:fold])
@@ -105,7 +106,7 @@ def holdout_sessions(train_uids: np.ndarray, size: int, seed: int) -> np.ndarray
 def tie_keys(n_rows: int, order: str, seed: int) -> np.ndarray:
     """Rank of each row among rows with the same (session, time): file order or a seeded shuffle."""
     if order not in TIE_ORDERS:
-        raise ValueError(f"session_tie_order must be one of {TIE_ORDERS}, got {order!r}")
+        raise SettingError(f"session_tie_order must be one of {TIE_ORDERS}, got {order!r}")
     if order == "file":
         return np.arange(n_rows)
     return np.random.default_rng(seed).permutation(n_rows)
@@ -122,7 +123,7 @@ def evaluated_rows(rows: np.ndarray, uids: np.ndarray, iids: np.ndarray, seen: n
     removing items never seen in training as ``mode`` says; each kept session
     has a prompt of at least one item. Returns the rows and their counts."""
     if mode not in UNSEEN_TARGET_MODES:
-        raise ValueError(f"session_unseen_targets must be one of {UNSEEN_TARGET_MODES}, got {mode!r}")
+        raise SettingError(f"session_unseen_targets must be one of {UNSEEN_TARGET_MODES}, got {mode!r}")
     row_uids = uids[rows]
     is_target = np.r_[row_uids[1:] != row_uids[:-1], True] if len(rows) else np.zeros(0, bool)
     row_seen = seen[iids[rows]]
@@ -156,7 +157,7 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict, np.ndarray]:
     config = dataset.config
     uid_field, iid_field, time_field = dataset.uid_field, dataset.iid_field, dataset.time_field
     if time_field is None or time_field not in dataset.inter_feat:
-        raise ValueError("The SESSION split needs a timestamp column; add it to load_col.")
+        raise SettingError("The SESSION split needs a timestamp column; add it to load_col.")
     uids = dataset.inter_feat[uid_field].numpy()
     iids = dataset.inter_feat[iid_field].numpy()
     times = dataset.inter_feat[time_field].numpy()
@@ -171,7 +172,7 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict, np.ndarray]:
     if fold is None and len(valid) == 0:
         holdout = int(config_value(config, "session_valid_holdout", 0))
         if holdout < 1:
-            raise ValueError(
+            raise SettingError(
                 "The SESSION split has no validation sessions: give the valid share a value > 0 "
                 "(e.g. SESSION: [0.72, 0.08, 0.2]) or set session_valid_holdout (e.g. 500)."
             )
@@ -202,12 +203,12 @@ def _split_indices(dataset) -> tuple[list[np.ndarray], dict, np.ndarray]:
 def _refuse_empty(result: list[np.ndarray], report: dict, n_sessions: int) -> None:
     """A split with no sessions would end in torch's 'num_samples=0': say which one and why."""
     if not len(result[0]):
-        raise ValueError(f"the SESSION split left no training sessions ({n_sessions} sessions in all): "
+        raise SettingError(f"the SESSION split left no training sessions ({n_sessions} sessions in all): "
                          "give the train share a larger value or use a larger data set")
     for name, rows in (("validation", result[1]), ("test", result[2])):
         key = "valid" if name == "validation" else "test"
         if not len(rows):
-            raise ValueError(
+            raise SettingError(
                 f"the SESSION split left no {name} sessions: {report.get(key + '_dropped', 0)} were dropped "
                 f"(each needs at least 2 items seen in training; session_unseen_targets={report['unseen_targets']}) "
                 f"of {n_sessions} sessions in all; use a larger data set or a larger {name} share"
@@ -269,7 +270,7 @@ def session_split(dataset) -> list:
     from recbole.data.dataset import Dataset, SequentialDataset
 
     if dataset.benchmark_filename_list is not None:
-        raise ValueError("The SESSION split cannot be combined with benchmark_filename.")
+        raise SettingError("The SESSION split cannot be combined with benchmark_filename.")
     Dataset._change_feat_format(dataset)  # format only; augmentation comes after the split
     all_uids = dataset.inter_feat[dataset.uid_field].numpy()
     all_iids = dataset.inter_feat[dataset.iid_field].numpy()
@@ -374,25 +375,25 @@ def collect_metric_popularity(original):
 
 def _with_train_mode(dataset, datasets: list) -> list:
     """``train_mode: all_positions``: the training split as one row per session window
-    (see recbole_llm/all_positions.py); ``prefixes`` (default): RecBole's rows."""
+    (see recbole_llm/data/windows.py); ``prefixes`` (default): RecBole's rows."""
     from recbole.data.dataset import SequentialDataset
 
-    from ..all_positions import TRAIN_MODES, cloze_copies, supports_all_positions, to_all_positions
     from ..registry import get_model
+    from .windows import TRAIN_MODES, cloze_copies, to_all_positions
 
     mode = config_value(dataset.config, "train_mode", "prefixes")
     if mode not in TRAIN_MODES:
-        raise ValueError(f"train_mode must be one of {', '.join(TRAIN_MODES)}; got {mode!r}")
-    if mode == "all_positions" and not supports_all_positions(get_model(dataset.config["model"])):
-        raise ValueError(
-            f"train_mode: all_positions serves SASRec, GRU4Rec, BERT4Rec and their LLM2 versions; "
+        raise SettingError(f"train_mode must be one of {', '.join(TRAIN_MODES)}; got {mode!r}")
+    if mode == "all_positions" and not getattr(get_model(dataset.config["model"]), "reads_window_rows", False):
+        raise SettingError(
+            f"train_mode: all_positions serves PaperSASRec, PaperGRU4Rec, PaperBERT4Rec and their LLM2 versions; "
             f"{dataset.config['model']} reads RecBole's prefix rows (a kNN model or another loss would silently see "
-            "only the window ends): set train_mode: prefixes"
+            "only the window ends): set train_mode: prefixes, or use the Paper model (PaperSASRec for SASRec)"
         )
     cloze = config_value(dataset.config, "transform") == "mask_itemseq"
     copies = cloze_copies(dataset.config)
     if copies and not (mode == "all_positions" and cloze):
-        raise ValueError("bert_mask_last_copies / bert_random_mask_copies copy the window rows of "
+        raise SettingError("bert_mask_last_copies / bert_random_mask_copies copy the window rows of "
                          "train_mode: all_positions for a cloze model (BERT4Rec, LLM2BERT4Rec): set train_mode: "
                          "all_positions, or remove them")
     if mode == "all_positions" and isinstance(dataset, SequentialDataset):
@@ -412,7 +413,7 @@ def build_with_session_split(original):
         split = self.config["eval_args"]["split"]
         if isinstance(split, dict) and SPLIT_KEY in split:
             if self.config["eval_args"]["order"] != "TO":
-                raise ValueError("The SESSION split needs eval_args.order: TO.")
+                raise SettingError("The SESSION split needs eval_args.order: TO.")
             datasets = session_split(self)
         else:
             datasets = original(self)

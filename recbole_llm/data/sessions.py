@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import SettingError
+
 
 def training_sessions(dataset) -> tuple[list[np.ndarray], np.ndarray]:
     """Full item sequences of the sessions in a (training) SequentialDataset, and
@@ -34,11 +36,11 @@ def item_popularity(dataset, n_items: int, source: str = "train") -> torch.Tenso
     if source == "all":
         sessions = getattr(dataset, "all_sessions", None)
         if sessions is None:
-            raise ValueError("hybrid_popularity_source: all needs the SESSION split (it keeps every session's items)")
+            raise SettingError("hybrid_popularity_source: all needs the SESSION split (it keeps every session's items)")
     elif source == "train":
         sessions, _ = training_sessions(dataset)
     else:
-        raise ValueError(f"hybrid_popularity_source must be train or all; got {source!r}")
+        raise SettingError(f"hybrid_popularity_source must be train or all; got {source!r}")
     pop = torch.zeros(n_items, dtype=torch.float64)
     if sessions:
         held = np.concatenate([np.unique(s) for s in sessions])

@@ -7,13 +7,14 @@ import logging
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import RecboleLLMError, SettingError
 from .cache import EmbeddingCache, text_key
 from .providers import EmbeddingProvider
 
 logger = logging.getLogger(__name__)
 
 
-class CostConfirmationRequired(RuntimeError):
+class CostConfirmationRequired(RecboleLLMError, RuntimeError):
     pass
 
 
@@ -79,5 +80,5 @@ def embed_texts(
         bar.close()
     dims = {v.shape[0] for v in found.values()}
     if len(dims) > 1:
-        raise ValueError(f"cached embeddings of {provider.name}/{provider.model} have mixed dimensions {sorted(dims)}")
+        raise SettingError(f"cached embeddings of {provider.name}/{provider.model} have mixed dimensions {sorted(dims)}")
     return np.stack([found[k] for k in keys]).astype(np.float32)

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import SettingError
 
-class ExternalEmbeddingError(ValueError):
+
+class ExternalEmbeddingError(SettingError):
     """An external embedding file that cannot serve this catalog."""
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import SettingError
+
 STRATEGIES = (
     "mean", "last", "constant_linear", "scaling_linear", "scaling_quadratic", "scaling_cubic", "log", "harmonic",
     "squared_harmonic", "scaling_quadratic_prose", "scaling_cubic_prose", "log_prose",
@@ -39,7 +41,7 @@ FLOOR = 1e-5  # the original's floor for the linear decays: old items keep a tin
 def check_strategy(option: str, strategy: str) -> str:
     """``strategy`` if it is a known pooling strategy, else one clear error naming ``option``."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"{option} must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        raise SettingError(f"{option} must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     return strategy
 
 
@@ -47,7 +49,7 @@ def position_weights(lengths: torch.Tensor, max_len: int, strategy: str) -> torc
     """Weights (B, max_len) for left-aligned sequences (RecBole's layout: item
     ``length - 1`` is the last); padding positions get 0."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown pooling strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
+        raise SettingError(f"Unknown pooling strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
     lengths = lengths.reshape(-1, 1).to(torch.float64)
     positions = torch.arange(max_len, dtype=torch.float64, device=lengths.device).unsqueeze(0)
     i = lengths - positions  # 1 for the last item, <= 0 on padding

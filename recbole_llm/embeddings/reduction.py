@@ -13,6 +13,8 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..errors import SettingError
+
 logger = logging.getLogger(__name__)
 
 REDUCTIONS = ("none", "pca", "lda", "autoencoder", "random")
@@ -75,12 +77,12 @@ class LDAReducer(_Reducer):
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
         if y is None:
-            raise ValueError("LDAReducer requires y to be passed, but the target y is None: LDA reduction needs item "
+            raise SettingError("LDAReducer requires y to be passed, but the target y is None: LDA reduction needs item "
                              "classes (embedding_class_field)")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         cap = min(len(np.unique(y)) - 1, X.shape[1])
         if cap < 1:
-            raise ValueError(f"LDA reduction needs at least two item classes and {len(X)} sample(s) in more than "
+            raise SettingError(f"LDA reduction needs at least two item classes and {len(X)} sample(s) in more than "
                              "one class were given")
         self.n_components_ = min(self.n_components, cap)
         if self.n_components_ < self.n_components:
@@ -168,5 +170,5 @@ def make_reducer(method: str, n_components: int, random_state: int = 0, **option
         "random": RandomProjectionReducer,
     }
     if method not in classes:
-        raise ValueError(f"Unknown reduction '{method}': choose one of {', '.join(REDUCTIONS)}")
+        raise SettingError(f"Unknown reduction '{method}': choose one of {', '.join(REDUCTIONS)}")
     return classes[method](n_components, random_state=random_state, **options)

@@ -24,6 +24,7 @@ import torch
 
 from ..data.catalog import item_classes, item_texts, read_catalog
 from ..data.datasets import artifact_dir, dataset_dir, recbole_builtin_path
+from ..errors import MissingFileError, SettingError
 from ..settings import config_value
 from .cache import EmbeddingCache
 from .embed import embed_texts
@@ -35,7 +36,7 @@ PROVIDERS = ("local", "openai", "vertex", "file")
 logger = logging.getLogger(__name__)
 
 
-class EmbeddingMismatchError(ValueError):
+class EmbeddingMismatchError(SettingError):
     """An embedding file that does not fit the catalog or the model."""
 
 
@@ -55,13 +56,13 @@ class EmbeddingSpec:
 
     def __post_init__(self):
         if self.provider not in PROVIDERS:
-            raise ValueError(f"embedding_provider must be one of {', '.join(PROVIDERS)}; got {self.provider!r}")
+            raise SettingError(f"embedding_provider must be one of {', '.join(PROVIDERS)}; got {self.provider!r}")
         if self.reduction not in REDUCTIONS + (None, "None"):
-            raise ValueError(f"embedding_reduction must be one of {', '.join(REDUCTIONS)}; got {self.reduction!r}")
+            raise SettingError(f"embedding_reduction must be one of {', '.join(REDUCTIONS)}; got {self.reduction!r}")
         if self.reduction not in (None, "none", "None") and self.dim is not None and int(self.dim) < 1:
-            raise ValueError(f"embedding_dim must be a positive integer; got {self.dim!r}")
+            raise SettingError(f"embedding_dim must be a positive integer; got {self.dim!r}")
         if self.provider == "file" and not self.model:
-            raise ValueError("embedding_provider: file needs embedding_model: the path of the embedding file")
+            raise SettingError("embedding_provider: file needs embedding_model: the path of the embedding file")
         object.__setattr__(self, "model", self.model or DEFAULT_MODELS.get(self.provider))
         object.__setattr__(self, "text_fields", tuple(self.text_fields))
         if self.reduction in (None, "none", "None"):
@@ -243,7 +244,7 @@ def build_item_embeddings(name: str, spec: EmbeddingSpec, data_path: os.PathLike
     seconds = time.perf_counter() - started
     if spec.reduction != "none":
         if spec.dim is None:
-            raise ValueError(f"reduction '{spec.reduction}' needs a target dimension (embedding_dim)")
+            raise SettingError(f"reduction '{spec.reduction}' needs a target dimension (embedding_dim)")
         vectors = make_reducer(spec.reduction, spec.dim, random_state=spec.seed).fit_transform(vectors, labels)
     if spec.normalize:
         vectors = l2_normalize(vectors)
@@ -286,7 +287,7 @@ def embedding_file(config, spec: EmbeddingSpec) -> tuple[Path, bool]:
     return artifact_dir(config["dataset"], _data_root(config)) / f"{config['dataset']}.{spec.suffix}", False
 
 
-class EmbeddingsNotPrepared(FileNotFoundError):
+class EmbeddingsNotPrepared(MissingFileError):
     """A model was built before the prepare stage made the embedding file it reads."""
 
 
@@ -317,3 +318,12 @@ def item_embedding_table(config, dataset, dim: int | None = None) -> torch.Tenso
             f"(pca, lda, autoencoder, random) or make the model's embedding size {vectors.shape[1]}."
         )
     return align_to_dataset(ids, vectors, dataset, source=str(path))
+
+
+def catalog_titles(config, dataset) -> list[str]:
+    """Item text by RecBole internal id (row 0: padding), built like the embeddings' text."""
+    spec = EmbeddingSpec.from_config(config)
+    name = config["dataset"]
+    catalog = read_catalog(dataset_dir(name, Path(config["data_path"]).parent), name)
+    by_id = dict(zip(catalog["item_id"], item_texts(catalog, spec)[0]))
+    return [""] + [by_id.get(str(t), spec.empty_text) for t in dataset.field2id_token[dataset.iid_field][1:]]

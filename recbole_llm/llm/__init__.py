@@ -1,6 +1,7 @@
 """Fine-tunable LLMs behind LLMSeqPrompt (``llm_provider``): local, openai, vertex."""
 from __future__ import annotations
 
+from ..errors import SettingError
 from .base import PromptLLM
 
 
@@ -22,7 +23,7 @@ def make_prompt_llm(provider: str, workdir, **options) -> PromptLLM:
         keys = ("model", "project", "location", "api_endpoint", "staging_uri", "poll_seconds", "dry_run", "credentials",
                 "storage_endpoint", "cache")
         return VertexPromptLLM(workdir, **{k: v for k, v in options.items() if k in keys and v is not None})
-    raise ValueError(f"Unknown llm_provider '{provider}': choose local, openai or vertex")
+    raise SettingError(f"Unknown llm_provider '{provider}': choose local, openai or vertex")
 
 
 __all__ = ["PromptLLM", "make_prompt_llm"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..errors import MissingFileError
 from ..settings import default_cache_dir
 from .base import PromptLLM
 
@@ -29,7 +30,7 @@ def resolve_local_llm(model: str | None) -> Path:
     if model and model != SMOLLM2:
         path = Path(model).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"local LLM '{model}' is not a folder on this machine (no hub downloads)")
+            raise MissingFileError(f"local LLM '{model}' is not a folder on this machine (no hub downloads)")
         return path
     target = default_cache_dir() / "models" / SMOLLM2
     if (target / "config.json").exists():

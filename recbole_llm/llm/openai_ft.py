@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..costs import estimate_tokens
-from ..errors import MissingAPIKeyError
+from ..errors import MissingAPIKeyError, RecboleLLMError
 from .base import PromptLLM
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ TRAINING_PRICES = {"gpt-4o-mini-2024-07-18": 3.0, "gpt-4o-2024-08-06": 25.0, "gp
 DEFAULT_EPOCHS = 3
 
 
-class FineTuningFailed(RuntimeError):
+class FineTuningFailed(RecboleLLMError, RuntimeError):
     pass
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..embeddings.cache import EmbeddingCache, text_key
+from ..errors import SettingError
 from ..settings import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -46,16 +47,16 @@ def resolve_precision(setting: str | None, device: str | torch.device = "cpu") -
     than fp32 and give different states)."""
     setting = (setting or "auto").lower()
     if setting not in PRECISIONS:
-        raise ValueError(f"llm_state_precision must be one of {', '.join(PRECISIONS)}; got {setting!r}")
+        raise SettingError(f"llm_state_precision must be one of {', '.join(PRECISIONS)}; got {setting!r}")
     on_cuda = str(device).startswith("cuda")
     native = (torch.cuda.is_bf16_supported() if on_cuda else cpu_has_native_bf16())
     if setting == "auto":
         return "bf16" if native else "fp32"
     if setting == "bf16" and not native:
-        raise ValueError("llm_state_precision: bf16 needs a CPU with AVX-512 BF16 (see /proc/cpuinfo) or a CUDA "
+        raise SettingError("llm_state_precision: bf16 needs a CPU with AVX-512 BF16 (see /proc/cpuinfo) or a CUDA "
                          "GPU with bf16; this machine has neither: use fp32 (or auto)")
     if setting == "int8" and on_cuda:
-        raise ValueError("llm_state_precision: int8 is torch's CPU dynamic quantisation; use bf16 on a GPU")
+        raise SettingError("llm_state_precision: int8 is torch's CPU dynamic quantisation; use bf16 on a GPU")
     return setting
 
 
@@ -89,9 +90,9 @@ def parse_shard(text) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in (text.split("/") if isinstance(text, str) else text))
     except ValueError:
-        raise ValueError(f"--shard takes i/n, e.g. 1/2; got {text!r}") from None
+        raise SettingError(f"--shard takes i/n, e.g. 1/2; got {text!r}") from None
     if not 1 <= index <= count:
-        raise ValueError(f"--shard {text}: i must be between 1 and n")
+        raise SettingError(f"--shard {text}: i must be between 1 and n")
     return index - 1, count
 
 

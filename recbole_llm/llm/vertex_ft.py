@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..costs import estimate_tokens
+from ..errors import RecboleLLMError
 from .base import PromptLLM
 from .openai_ft import FineTuningFailed, write_jsonl
 
@@ -28,7 +29,7 @@ DEFAULT_EPOCHS = 4
 MAX_CANDIDATES = 8  # Gemini's limit on candidate_count per request
 
 
-class MissingVertexSetting(RuntimeError):
+class MissingVertexSetting(RecboleLLMError, RuntimeError):
     pass
 
 

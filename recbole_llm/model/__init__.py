@@ -6,10 +6,11 @@ from .llmseqprompt import LLMSeqPrompt
 from .llmseqsim import LLMSeqSim
 from .llmsrec import LLMSRec
 from .most_popular import MostPopular
+from .sequential import PaperBERT4Rec, PaperGRU4Rec, PaperSASRec
 from .sknn import SFSKNN, SKNN, SSKNN, VSKNN, SKNNEmb
 
 __all__ = [
     "LLM2SASRec", "LLM2BERT4Rec", "LLM2GRU4Rec", "LLMSeqSim", "SKNN", "VSKNN", "SSKNN", "SFSKNN", "SKNNEmb",
     "LLMSeqSimSeqHybrid", "LLMSeqSimPopHybrid", "LLMSeqPrompt", "LLMSRec", "MostPopular",
-    "ScoreEnsemble",
+    "ScoreEnsemble", "PaperSASRec", "PaperGRU4Rec", "PaperBERT4Rec",
 ]

@@ -28,8 +28,6 @@ Prediction and both cloze losses go through ``forward``, so they all see every c
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from ..settings import config_choice
@@ -54,19 +52,16 @@ def keras_initialise(model: torch.nn.Module) -> None:
                     module.weight[module.padding_idx] = 0.0
 
 
-def init_with_layers(original):
-    @functools.wraps(original)
-    def __init__(self, config, dataset):
-        original(self, config, dataset)
-        self.bert_layers = config_choice(config, "bert_layers", BERT_LAYERS, "recbole")
-        self.bert_padding = config_choice(config, "bert_padding", BERT_PADDINGS, "right")
-        if self.bert_layers == "paper":
-            self.LayerNorm = torch.nn.Identity()  # forward's input LayerNorm and dropout
-            self.dropout = torch.nn.Identity()
-            self.output_ln = torch.nn.Identity()  # the head is Dense -> GELU
-            keras_initialise(self)
-
-    return __init__
+def apply_layers(model, config) -> None:
+    """After RecBole's init: read ``bert_layers`` / ``bert_padding``; ``paper`` swaps the input LayerNorm,
+    dropout and output LayerNorm for identities and re-initialises as Keras would."""
+    model.bert_layers = config_choice(config, "bert_layers", BERT_LAYERS, "recbole")
+    model.bert_padding = config_choice(config, "bert_padding", BERT_PADDINGS, "right")
+    if model.bert_layers == "paper":
+        model.LayerNorm = torch.nn.Identity()  # forward's input LayerNorm and dropout
+        model.dropout = torch.nn.Identity()
+        model.output_ln = torch.nn.Identity()  # the head is Dense -> GELU
+        keras_initialise(model)
 
 
 def left_aligned(item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,19 +72,16 @@ def left_aligned(item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return item_seq.gather(1, (columns - shift) % width), shift
 
 
-def forward_with_padding(original):
-    @functools.wraps(original)
-    def forward(self, item_seq):
-        padding = getattr(self, "bert_padding", "right")
-        if padding == "right":
-            return original(self, item_seq)
-        left, shift = left_aligned(item_seq)
-        if padding == "left_mask":  # padding becomes [MASK], so RecBole's attention mask (item != 0) hides nothing
-            left = left.masked_fill(left == 0, self.mask_token)
-        output = original(self, left)  # [B, L, H], left-aligned
-        width = item_seq.shape[1]
-        columns = torch.arange(width, device=item_seq.device).unsqueeze(0)
-        back = ((columns + shift) % width).unsqueeze(-1).expand(-1, -1, output.shape[-1])
-        return output.gather(1, back)
-
-    return forward
+def forward_padded(model, item_seq: torch.Tensor, encode) -> torch.Tensor:
+    """``encode`` (RecBole's BERT4Rec forward) on the window placed as ``bert_padding`` says, its output mapped
+    back to RecBole's right-padded positions."""
+    if model.bert_padding == "right":
+        return encode(item_seq)
+    left, shift = left_aligned(item_seq)
+    if model.bert_padding == "left_mask":  # padding becomes [MASK], so RecBole's attention mask (item != 0) hides nothing
+        left = left.masked_fill(left == 0, model.mask_token)
+    output = encode(left)  # [B, L, H], left-aligned
+    width = item_seq.shape[1]
+    columns = torch.arange(width, device=item_seq.device).unsqueeze(0)
+    back = ((columns + shift) % width).unsqueeze(-1).expand(-1, -1, output.shape[-1])
+    return output.gather(1, back)

@@ -12,15 +12,15 @@ unless the prompt fills the window.
 - ``after_prompt`` (the paper preset): the mask goes right after the prompt; the
   window shifts by one only when the prompt fills it, as in the paper's code.
 
-Training is not affected; LLM2BERT4Rec inherits the choice.
+Training is not affected; LLM2BERT4Rec inherits the choice from PaperBERT4Rec (RecBole's
+BERT4Rec keeps its own behaviour).
 """
 from __future__ import annotations
-
-import functools
 
 import torch
 
 from ..settings import config_choice
+from .sampled_softmax import catalog_loss as sampled_or_full
 
 PREDICT_MASKS = ("recbole", "after_prompt")
 
@@ -45,8 +45,6 @@ def catalog_scores(model, states: torch.Tensor) -> torch.Tensor:
 
 def catalog_loss(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean CE of ``catalog_scores(model, states)`` at ``targets`` (sampled with ``softmax_negatives``)."""
-    from .sampled_softmax import catalog_loss as sampled_or_full
-
     return sampled_or_full(model, states, targets, model.item_embedding.weight[: model.n_items], model.output_bias)
 
 
@@ -55,36 +53,15 @@ def _state_at_mask(model, interaction) -> torch.Tensor:
     return model.gather_indexes(model.forward(sequence), index)  # [B, H]
 
 
-def _after_prompt(model) -> bool:
-    return getattr(model, "bert_predict_mask", "recbole") == "after_prompt"
+def predict_mask_choice(config) -> str:
+    return config_choice(config, "bert_predict_mask", PREDICT_MASKS, "recbole")
 
 
-def init_with_predict_mask(original):
-    @functools.wraps(original)
-    def __init__(self, config, dataset):
-        original(self, config, dataset)
-        self.bert_predict_mask = config_choice(config, "bert_predict_mask", PREDICT_MASKS, "recbole")
-
-    return __init__
+def full_sort_after_prompt(model, interaction) -> torch.Tensor:
+    return catalog_scores(model, _state_at_mask(model, interaction))
 
 
-def full_sort_after_prompt(original):
-    @functools.wraps(original)
-    def full_sort_predict(self, interaction):
-        if not _after_prompt(self):
-            return original(self, interaction)
-        return catalog_scores(self, _state_at_mask(self, interaction))
-
-    return full_sort_predict
-
-
-def predict_after_prompt(original):
-    @functools.wraps(original)
-    def predict(self, interaction):
-        if not _after_prompt(self):
-            return original(self, interaction)
-        items = interaction[self.ITEM_ID]
-        state = _state_at_mask(self, interaction)
-        return (state * self.item_embedding(items)).sum(dim=1) + self.output_bias[items]
-
-    return predict
+def predict_after_prompt(model, interaction) -> torch.Tensor:
+    items = interaction[model.ITEM_ID]
+    state = _state_at_mask(model, interaction)
+    return (state * model.item_embedding(items)).sum(dim=1) + model.output_bias[items]

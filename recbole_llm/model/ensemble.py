@@ -28,6 +28,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from ..checkpoints import load_checkpoint
+from ..errors import MissingFileError, SettingError
 from ..registry import fits_in_one_pass, get_model, register_model
 from ..settings import config_value
 from ..trainer import FitOnceTrainer
@@ -47,10 +48,10 @@ def resolve_checkpoint(checkpoint, seed, number: int) -> str | None:
     checkpoint = str(checkpoint).replace("{seed}", str(seed))
     if checkpoint.endswith(".json"):
         if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"ensemble_members, member {number}: no run file {checkpoint}")
+            raise MissingFileError(f"ensemble_members, member {number}: no run file {checkpoint}")
         named = json.loads(Path(checkpoint).read_text()).get("checkpoint")
         if not named or not Path(named).is_file():
-            raise FileNotFoundError(f"ensemble_members, member {number}: the run {checkpoint} names the checkpoint "
+            raise MissingFileError(f"ensemble_members, member {number}: the run {checkpoint} names the checkpoint "
                                     f"{named!r}, which is not on this machine: run that experiment row again here "
                                     "(its seed makes it the same model)")
         return named
@@ -61,25 +62,40 @@ def member_specs(config) -> list[dict]:
     """The members as configured, checked: a model name, and a checkpoint unless it is fitted in one pass."""
     members = config_value(config, "ensemble_members") or []
     if not isinstance(members, list) or len(members) < 2:
-        raise ValueError("ensemble_members must list at least two members, e.g. [{model: LLM2SASRec, checkpoint: "
+        raise SettingError("ensemble_members must list at least two members, e.g. [{model: LLM2SASRec, checkpoint: "
                          "saved/LLM2SASRec-....pth}, {model: LLMSeqSim}]")
     specs = []
     for number, member in enumerate(members, 1):
         if isinstance(member, str):
             member = {"model": member}
         if not isinstance(member, dict) or "model" not in member:
-            raise ValueError(f"ensemble_members, member {number}: a mapping with 'model' (and 'checkpoint', "
+            raise SettingError(f"ensemble_members, member {number}: a mapping with 'model' (and 'checkpoint', "
                              f"'settings'); got {member!r}")
         get_model(member["model"])  # an unknown name fails here, naming the known ones
         checkpoint = resolve_checkpoint(member.get("checkpoint"), config_value(config, "seed"), number)
         if checkpoint and not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"ensemble_members, member {number} ({member['model']}): no checkpoint "
+            raise MissingFileError(f"ensemble_members, member {number} ({member['model']}): no checkpoint "
                                     f"{checkpoint}")
-        if not checkpoint and not fits_in_one_pass({**(member.get("settings") or {}), "model": member["model"]}):
-            raise ValueError(f"ensemble_members, member {number}: {member['model']} learns by training; give the "
-                             "checkpoint of a trained run ('checkpoint: saved/....pth')")
-        specs.append({"model": member["model"], "checkpoint": checkpoint, "settings": member.get("settings") or {}})
+        spec = {"model": member["model"], "checkpoint": checkpoint, "settings": member.get("settings") or {},
+                "train": False}
+        if not checkpoint and not fits_in_one_pass({**spec["settings"], "model": member["model"]}):
+            if not config_value(config, "ensemble_train_members", False):
+                raise SettingError(f"ensemble_members, member {number}: {member['model']} learns by training; give "
+                                   "the checkpoint of a trained run ('checkpoint: saved/....pth'), or set "
+                                   "ensemble_train_members: True to train it first, in this run")
+            spec.update(checkpoint=str(member_checkpoint(config, spec)), train=True)
+        specs.append(spec)
     return specs
+
+
+def member_checkpoint(config, spec: dict) -> Path:
+    """Where a member trained for the ensemble (``ensemble_train_members``) is kept: named by its model, seed and
+    resolved settings, so that it is trained once and found again by every run that asks for the same member."""
+    from ..checkpoints import config_hash
+
+    member = member_config(config, spec)
+    return (Path(config["checkpoint_dir"]) / "ensemble_members" / str(config["dataset"])
+            / f"{spec['model']}-seed{member['seed']}-{config_hash(member)[:12]}.pth")
 
 
 def member_config(config, spec: dict, record: dict | None = None):
@@ -87,7 +103,14 @@ def member_config(config, spec: dict, record: dict | None = None):
     checkpoint) or given in ``settings``, on the ensemble's data."""
     from recbole.config import Config
 
-    from ..quick_start import config_files
+    files, settings = member_files_and_settings(config, spec, record)
+    return Config(model=spec["model"], dataset=config["dataset"], config_file_list=files, config_dict=settings)
+
+
+def member_files_and_settings(config, spec: dict, record: dict | None = None) -> tuple[list[str], dict]:
+    """The preset files and settings a member runs (or is trained) under; its seed is the ensemble's unless its
+    checkpoint recorded one."""
+    from ..presets import config_files
 
     settings = dict((record or {}).get("settings") or {})
     settings.update(spec["settings"])
@@ -96,8 +119,9 @@ def member_config(config, spec: dict, record: dict | None = None):
                      "state": config["state"]})
     if record and record.get("seed") is not None:
         settings.setdefault("seed", record["seed"])
-    files = config_files(None, spec["model"], config["dataset"]) if config_value(config, "preset") else []
-    return Config(model=spec["model"], dataset=config["dataset"], config_file_list=files, config_dict=settings)
+    settings.setdefault("seed", config["seed"])
+    preset = config_value(config, "preset")
+    return (config_files(None, spec["model"], config["dataset"], preset) if preset else []), settings
 
 
 def normalise(scores: torch.Tensor, how: str, temperature: float = 1.0) -> torch.Tensor:
@@ -131,6 +155,7 @@ def simplex_grid(members: int, step: float) -> list[tuple[float, ...]]:
 class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = None  # set below: EnsembleTrainer
+    trains_members = True  # ensemble_train_members: recbole_llm/members.py trains them before the ensemble is built
 
     @classmethod
     def fits_in_one_pass(cls, config) -> bool:
@@ -143,15 +168,15 @@ class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
         specs = member_specs(config)
         how = config_value(config, "ensemble_normalize", "zscore")
         if how not in NORMALIZERS:
-            raise ValueError(f"ensemble_normalize must be one of {', '.join(NORMALIZERS)}; got {how!r}")
+            raise SettingError(f"ensemble_normalize must be one of {', '.join(NORMALIZERS)}; got {how!r}")
         weights = config_value(config, "ensemble_weights", "auto")
         if weights != "auto":
             if not isinstance(weights, list) or len(weights) != len(specs) or any(float(w) < 0 for w in weights):
-                raise ValueError(f"ensemble_weights: 'auto' or {len(specs)} non-negative numbers, one per member; "
+                raise SettingError(f"ensemble_weights: 'auto' or {len(specs)} non-negative numbers, one per member; "
                                  f"got {weights!r}")
         step = float(config_value(config, "ensemble_weight_step", 0.1))
         if not 0 < step <= 0.5 or abs(round(1 / step) * step - 1) > 1e-9:
-            raise ValueError(f"ensemble_weight_step must divide 1 (0.05, 0.1, 0.25, 0.5); got {step}")
+            raise SettingError(f"ensemble_weight_step must divide 1 (0.05, 0.1, 0.25, 0.5); got {step}")
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -172,6 +197,10 @@ class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
         self.members = torch.nn.ModuleList()
         self.member_names = []
         for spec in member_specs(config):
+            if spec["train"] and not Path(spec["checkpoint"]).is_file():
+                raise MissingFileError(f"ensemble member {spec['model']} is not trained yet ({spec['checkpoint']}): "
+                                       "run_recbole_llm.py and the report train it first "
+                                       "(recbole_llm.pipeline.train_missing_members)")
             checkpoint = load_checkpoint(spec["checkpoint"]) if spec["checkpoint"] else None
             record = checkpoint.get("config") if isinstance(checkpoint, dict) else None
             sub_config = member_config(config, spec, record if isinstance(record, dict) else None)

@@ -26,8 +26,9 @@ import yaml
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from ..data.sessions import item_popularity
 from ..checkpoints import load_checkpoint
+from ..data.sessions import item_popularity
+from ..errors import MissingFileError, SettingError
 from ..registry import get_model, register_model
 from ..settings import config_value
 from ..trainer import FitOnceTrainer
@@ -45,15 +46,19 @@ POP_RULES = ("paper", "mask")
 
 
 def published_config(config, model: str) -> dict:
-    """``model``'s published configuration on this dataset when the run is under the paper preset; empty
-    otherwise."""
-    from ..quick_start import paper_config_file
+    """``model``'s configuration on this dataset under the run's preset (the paper's published file, and under
+    ``best`` the best preset's file over it); empty outside the presets."""
+    from ..presets import best_config_file, paper_config_file
 
-    path = paper_config_file(model, config["dataset"])
-    if path is None or not str(config_value(config, "preset", "")).startswith("paper"):
+    preset = str(config_value(config, "preset", "") or "")
+    if not preset.startswith(("paper", "best")):
         return {}
-    with open(path, encoding="utf-8") as file:
-        settings = yaml.load(file, Loader=config.yaml_loader) or {}
+    settings = {}
+    for path in [paper_config_file(model, config["dataset"])] + (
+            [best_config_file(model, config["dataset"])] if preset.startswith("best") else []):
+        if path is not None:
+            with open(path, encoding="utf-8") as file:
+                settings.update(yaml.load(file, Loader=config.yaml_loader) or {})
     settings.pop("preset", None)
     return settings
 
@@ -100,7 +105,7 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
         LLMSeqSim.check_settings(config)
         checkpoint = config["hybrid_checkpoint"]
         if checkpoint and not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"hybrid_checkpoint {checkpoint} does not exist: give the .pth file a trained "
+            raise MissingFileError(f"hybrid_checkpoint {checkpoint} does not exist: give the .pth file a trained "
                                     f"{config['hybrid_sequential_model']} run saved (its result JSON names it under "
                                     "'checkpoint'), or leave hybrid_checkpoint unset to train the partner here")
         partner = get_model(config["hybrid_sequential_model"])
@@ -151,7 +156,7 @@ class LLMSeqSimPopHybrid(LLMSeqSim):
     def check_settings(cls, config) -> None:
         super().check_settings(config)
         if (config["hybrid_pop_rule"] or "paper") not in POP_RULES:
-            raise ValueError(f"hybrid_pop_rule must be one of {', '.join(POP_RULES)}; got {config['hybrid_pop_rule']!r}")
+            raise SettingError(f"hybrid_pop_rule must be one of {', '.join(POP_RULES)}; got {config['hybrid_pop_rule']!r}")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -160,7 +165,7 @@ class LLMSeqSimPopHybrid(LLMSeqSim):
         self.register_buffer("allowed", pop >= cutoff)
         self.rule = config["hybrid_pop_rule"] or "paper"
         if self.rule not in POP_RULES:
-            raise ValueError(f"hybrid_pop_rule must be one of {', '.join(POP_RULES)}; got {self.rule!r}")
+            raise SettingError(f"hybrid_pop_rule must be one of {', '.join(POP_RULES)}; got {self.rule!r}")
         self.list_length = max(config["topk"])
         self.diversity_threshold = config["hybrid_diversity_threshold"]
         self.diversity_pool = int(config["hybrid_diversity_pool"] or 100)

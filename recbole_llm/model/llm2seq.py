@@ -1,7 +1,8 @@
-"""LLM2SASRec, LLM2BERT4Rec, LLM2GRU4Rec: RecBole's sequential models whose
-item-embedding table starts from (reduced) LLM embeddings.
+"""LLM2SASRec, LLM2BERT4Rec, LLM2GRU4Rec: PaperSASRec, PaperBERT4Rec and PaperGRU4Rec
+(``sequential.py``: RecBole's models with the paper's options) whose item-embedding table
+starts from (reduced) LLM embeddings.
 
-Each subclasses the RecBole model and changes only the start: after RecBole's
+Each subclasses its Paper model and changes only the start: after RecBole's
 own weight init, the item rows are overwritten with the LLM embeddings of the
 catalog (padding stays zero; BERT4Rec's mask row keeps RecBole's init). SASRec's
 output layer is tied to the same table, so it starts semantic too.
@@ -17,11 +18,12 @@ model's optimiser settings were tuned for. ``none`` copies the raw values,
 from __future__ import annotations
 
 import torch
-from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
 from ..embeddings.store import item_embedding_table, prepare_item_embeddings
+from ..errors import SettingError
 from ..registry import register_model
 from ..settings import config_value
+from .sequential import PaperBERT4Rec, PaperGRU4Rec, PaperSASRec
 
 SCALES = ("std", "none", "unit")
 
@@ -49,7 +51,7 @@ class LLMInitMixin:
     def check_settings(cls, config) -> None:
         scale = config["embedding_scale"]
         if scale not in SCALES:
-            raise ValueError(f"embedding_scale must be one of {SCALES}, got {scale!r}")
+            raise SettingError(f"embedding_scale must be one of {SCALES}, got {scale!r}")
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -73,21 +75,21 @@ class LLMInitMixin:
 
 
 @register_model
-class LLM2SASRec(LLMInitMixin, SASRec):
+class LLM2SASRec(LLMInitMixin, PaperSASRec):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self._load_llm_item_table(config, dataset, self.hidden_size)
 
 
 @register_model
-class LLM2BERT4Rec(LLMInitMixin, BERT4Rec):
+class LLM2BERT4Rec(LLMInitMixin, PaperBERT4Rec):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self._load_llm_item_table(config, dataset, self.hidden_size)
 
 
 @register_model
-class LLM2GRU4Rec(LLMInitMixin, GRU4Rec):
+class LLM2GRU4Rec(LLMInitMixin, PaperGRU4Rec):
     table_size_key = "embedding_size"
 
     def __init__(self, config, dataset):

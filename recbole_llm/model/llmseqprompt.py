@@ -19,9 +19,10 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from ..data.catalog import catalog_titles
 from ..data.sessions import item_popularity, training_sessions
-from ..embeddings.store import EmbeddingSpec, item_embedding_table, prepare_item_embeddings, text_embedder
+from ..embeddings.store import (EmbeddingSpec, catalog_titles, item_embedding_table, prepare_item_embeddings,
+                                text_embedder)
+from ..errors import SettingError
 from ..llm import make_prompt_llm
 from ..llm.cache import AnswerCache
 from ..llm.local import resolve_local_llm
@@ -48,7 +49,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
     def check_settings(cls, config) -> None:
         if bool(config["prompt_constrained"]) and (
                 config["prompt_task"] != "genitem" or config["llm_provider"] != "local"):
-            raise ValueError("prompt_constrained: True decodes over the catalog's titles with the local model: use "
+            raise SettingError("prompt_constrained: True decodes over the catalog's titles with the local model: use "
                              "prompt_task=genitem and llm_provider=local (paid APIs cannot be constrained)")
 
     @classmethod

@@ -7,9 +7,10 @@ from recbole.utils import InputType
 
 from ..embeddings.pooling import check_strategy, pool
 from ..embeddings.store import item_embedding_table, prepare_item_embeddings
+from ..errors import SettingError
 from ..registry import register_model
-from .common import ScoresFromFullSort
 from ..trainer import FitOnceTrainer
+from .common import ScoresFromFullSort
 
 SIMILARITIES = ("cosine", "dot", "euclidean")
 
@@ -22,7 +23,7 @@ def similarity_scores(sessions: torch.Tensor, items: torch.Tensor, similarity: s
         return sessions @ items.T
     if similarity == "euclidean":
         return -torch.cdist(sessions, items)
-    raise ValueError(f"Unknown similarity '{similarity}': choose one of {', '.join(SIMILARITIES)}")
+    raise SettingError(f"Unknown similarity '{similarity}': choose one of {', '.join(SIMILARITIES)}")
 
 
 @register_model
@@ -35,7 +36,7 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
     def check_settings(cls, config) -> None:
         check_strategy("llmseqsim_pooling", config["llmseqsim_pooling"])
         if config["llmseqsim_similarity"] not in SIMILARITIES:
-            raise ValueError(f"llmseqsim_similarity must be one of {', '.join(SIMILARITIES)}; "
+            raise SettingError(f"llmseqsim_similarity must be one of {', '.join(SIMILARITIES)}; "
                              f"got {config['llmseqsim_similarity']!r}")
 
     @classmethod

@@ -23,11 +23,11 @@ from recbole.model.sequential_recommender import SASRec
 from recbole.utils import InputType
 from tqdm.auto import tqdm
 
-from ..data.catalog import catalog_titles
-from ..llm.local import resolve_local_llm
-from ..llm.states import (LLMStateStore, llm_identity, parse_shard, precision_context, quantize_int8,
-                          resolve_precision)
 from ..checkpoints import load_checkpoint
+from ..embeddings.store import catalog_titles
+from ..errors import MissingFileError, SettingError
+from ..llm.local import resolve_local_llm
+from ..llm.states import LLMStateStore, llm_identity, parse_shard, precision_context, quantize_int8, resolve_precision
 from ..registry import register_model
 from ..settings import config_value
 from ..trainer import StepBudgetTrainer
@@ -94,7 +94,7 @@ def teacher_weights(path) -> dict:
     state dict) or a checkpoint of a SASRec run; read with ``weights_only=True`` (``checkpoints.load_checkpoint``),
     so a file from elsewhere cannot run code."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"llmsrec_teacher_checkpoint: no file {path}")
+        raise MissingFileError(f"llmsrec_teacher_checkpoint: no file {path}")
     saved = load_checkpoint(path)
     return saved["state_dict"] if "state_dict" in saved else saved
 
@@ -158,7 +158,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     def check_settings(cls, config) -> None:
         mode = config["llmsrec_user_token"]
         if mode not in ("fixed", "learned"):
-            raise ValueError(f"llmsrec_user_token must be fixed or learned; got {mode!r}")
+            raise SettingError(f"llmsrec_user_token must be fixed or learned; got {mode!r}")
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -357,7 +357,7 @@ def training_sample(config, train_data):
     rows = np.arange(len(inter))
     mode = config_value(config, "llmsrec_train_rows", "last")
     if mode not in ("last", "all"):
-        raise ValueError(f"llmsrec_train_rows must be last or all; got {mode!r}")
+        raise SettingError(f"llmsrec_train_rows must be last or all; got {mode!r}")
     if mode == "last":
         users = inter[dataset.uid_field].numpy()
         order = np.lexsort((rows, users))  # a session's prefix rows are in time order: its last row is the newest

@@ -16,16 +16,15 @@ one thread, 1.65x on two; BERT4Rec (1 layer of 192, the catalog softmax
 dominates) 1.22x (``python -m benchmarks.packed_encoder_speed``). Dropout draws
 fewer random numbers, so a seeded run is not bit-identical to one without packing.
 
-Off by default, so that ``import recbole_llm`` changes nothing for RecBole's
-own models; on in LLM2BERT4Rec's model defaults. SASRec and BERT4Rec (and their
-LLM2 subclasses) read the key.
+Off by default; on in LLM2BERT4Rec's model defaults. PaperSASRec and
+PaperBERT4Rec (and their LLM2 subclasses) read the key; RecBole's classes never
+see it.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from ..errors import SettingError
 from ..settings import config_value
 
 
@@ -60,13 +59,15 @@ def _feed_forward(ff, hidden: torch.Tensor) -> torch.Tensor:
     return ff.LayerNorm(ff.dropout(ff.dense_2(ff.intermediate_act_fn(ff.dense_1(hidden)))) + hidden)
 
 
-def forward_packed(original):
-    """``TransformerEncoder.forward`` on the real positions when its model set ``pack_sequences``."""
+class PackedTransformerEncoder(torch.nn.Module):
+    """A RecBole ``TransformerEncoder``'s own layers (the same parameters, under the same state-dict names),
+    with the per-position layers run on the real positions only."""
 
-    @functools.wraps(original)
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.layer = encoder.layer
+
     def forward(self, hidden_states, attention_mask, output_all_encoded_layers=True):
-        if not getattr(self, "pack_sequences", False):
-            return original(self, hidden_states, attention_mask, output_all_encoded_layers)
         keep = real_positions(attention_mask, hidden_states.shape[1])
         hidden = hidden_states[keep]  # [N, H]
         layers = []
@@ -77,18 +78,11 @@ def forward_packed(original):
                 layers.append(_padded(hidden, keep))
         return layers if output_all_encoded_layers else [_padded(hidden, keep)]
 
-    return forward
 
-
-def init_with_packing(original):
-    """SASRec's / BERT4Rec's ``__init__``: hand ``pack_sequences`` to the model's encoder."""
-
-    @functools.wraps(original)
-    def __init__(self, config, dataset):
-        original(self, config, dataset)
-        value = config_value(config, "pack_sequences", False)
-        if not isinstance(value, bool):
-            raise ValueError(f"pack_sequences must be True or False; got {value!r}")
-        self.trm_encoder.pack_sequences = value
-
-    return __init__
+def pack_encoder(model, config) -> None:
+    """``pack_sequences: True``: the model's ``trm_encoder`` becomes its packed version (same parameters)."""
+    value = config_value(config, "pack_sequences", False)
+    if not isinstance(value, bool):
+        raise SettingError(f"pack_sequences must be True or False; got {value!r}")
+    if value:
+        model.trm_encoder = PackedTransformerEncoder(model.trm_encoder)

@@ -1,4 +1,4 @@
-"""Sampled softmax for the catalog losses of SASRec, GRU4Rec, BERT4Rec and their LLM2 versions.
+"""Sampled softmax for the catalog losses of PaperSASRec, PaperGRU4Rec, PaperBERT4Rec and their LLM2 versions.
 
 The full softmax scores every training target against the whole catalog: on Beauty the [positions x 12,101]
 logits are most of a step's FLOPs, and a catalog of a million items cannot afford them at all. With
@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from ..errors import SettingError
 from ..settings import config_value
 
 SAMPLERS = ("uniform", "popularity")
@@ -33,19 +34,19 @@ class CatalogSampler(torch.nn.Module):
                  gbce_t: float = 0.75, counts: torch.Tensor | None = None):
         super().__init__()
         if sampler not in SAMPLERS:
-            raise ValueError(f"softmax_sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+            raise SettingError(f"softmax_sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
         if loss not in LOSSES:
-            raise ValueError(f"softmax_loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+            raise SettingError(f"softmax_loss must be one of {', '.join(LOSSES)}; got {loss!r}")
         if not 0 < negatives < n_items - 1:
-            raise ValueError(f"softmax_negatives must be between 1 and the catalog size - 2 ({n_items - 2}); got "
+            raise SettingError(f"softmax_negatives must be between 1 and the catalog size - 2 ({n_items - 2}); got "
                              f"{negatives} (~ for the full softmax)")
         if not 0.0 <= gbce_t <= 1.0:
-            raise ValueError(f"gbce_t must be in [0, 1]; got {gbce_t}")
+            raise SettingError(f"gbce_t must be in [0, 1]; got {gbce_t}")
         self.n_items, self.negatives, self.sampler, self.loss, self.gbce_t = n_items, negatives, sampler, loss, gbce_t
         probability = torch.ones(n_items, dtype=torch.float64)
         if sampler == "popularity":
             if counts is None:
-                raise ValueError("softmax_sampler: popularity needs the training item counts")
+                raise SettingError("softmax_sampler: popularity needs the training item counts")
             probability = counts.to(torch.float64).clamp_min(0) + 1.0  # add-one: every item can be drawn
         probability[0] = 0.0  # padding
         self.register_buffer("probability", (probability / probability.sum()).float())
@@ -100,15 +101,3 @@ def catalog_loss(model, states: torch.Tensor, targets: torch.Tensor, table: torc
         return sampler(states, targets, table, bias)
     logits = states @ table.T
     return torch.nn.functional.cross_entropy(logits if bias is None else logits + bias, targets)
-
-
-def init_with_sampler(original):
-    """``__init__`` then the model's ``catalog_sampler`` (None with the default full softmax)."""
-    import functools
-
-    @functools.wraps(original)
-    def __init__(self, config, dataset):
-        original(self, config, dataset)
-        self.catalog_sampler = CatalogSampler.from_config(config, dataset, self.n_items)
-
-    return __init__

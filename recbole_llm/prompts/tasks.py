@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
+from ..errors import SettingError
 from ..registry import PROPERTIES_DIR
 
 TASKS = ("genitem", "genlist", "classify", "rank")
@@ -52,11 +53,11 @@ class PromptBuilder:
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise ValueError(f"Unknown prompt_task '{self.task}': choose one of {', '.join(TASKS)}")
+            raise SettingError(f"Unknown prompt_task '{self.task}': choose one of {', '.join(TASKS)}")
         if self.task in ("genlist", "rank") and self.ranker is None:
-            raise ValueError(f"prompt_task '{self.task}' needs a ranking model")
+            raise SettingError(f"prompt_task '{self.task}' needs a ranking model")
         if self.task == "classify" and (self.class_items is None or self.class_of_truth is None):
-            raise ValueError("prompt_task 'classify' needs item classes")
+            raise SettingError("prompt_task 'classify' needs item classes")
         self.rng = np.random.default_rng(self.seed)
 
     def _messages(self, user: str, completion: str | None) -> list[dict]:

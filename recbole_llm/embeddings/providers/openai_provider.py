@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ...errors import MissingAPIKeyError
+from ...errors import MissingAPIKeyError, SettingError
 from .base import EmbeddingProvider
 
 # USD per 1M input tokens (OpenAI price list, 2025).
@@ -84,7 +84,7 @@ class OpenAIProvider(EmbeddingProvider):
             data = sorted(response.data, key=lambda d: d.index)
             vectors = np.asarray([d.embedding for d in data], dtype=np.float32)
         except (AttributeError, TypeError, ValueError) as error:
-            raise ValueError(f"malformed OpenAI embeddings response: {error}") from error
+            raise SettingError(f"malformed OpenAI embeddings response: {error}") from error
         if len(data) != len(texts) or vectors.ndim != 2:
-            raise ValueError(f"OpenAI returned {len(data)} embeddings for {len(texts)} inputs")
+            raise SettingError(f"OpenAI returned {len(data)} embeddings for {len(texts)} inputs")
         return vectors

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from ...errors import SettingError
 from .base import EmbeddingProvider
 
 # USD per 1M input characters (~4 chars per token) for text-embedding-00x / gecko.
@@ -72,7 +73,7 @@ class VertexProvider(EmbeddingProvider):
             try:
                 vectors.append(list(prediction["embeddings"]["values"]))
             except (KeyError, TypeError) as error:
-                raise ValueError(f"malformed Vertex embedding prediction: {prediction!r}") from error
+                raise SettingError(f"malformed Vertex embedding prediction: {prediction!r}") from error
         if len(vectors) != len(texts):
-            raise ValueError(f"Vertex returned {len(vectors)} embeddings for {len(texts)} inputs")
+            raise SettingError(f"Vertex returned {len(vectors)} embeddings for {len(texts)} inputs")
         return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,129 @@
+"""PaperSASRec, PaperGRU4Rec, PaperBERT4Rec: RecBole's SASRec, GRU4Rec and BERT4Rec with the options of the
+paper's code and our training options, as subclasses registered like every model of ours.
+
+RecBole's own classes stay exactly as RecBole ships them (``--model=SASRec`` is RecBole's SASRec, under our
+protocol); the ``paper`` preset's rows name these classes (``properties/paper/<dataset>/PaperSASRec.yaml``), and
+the LLM2 models subclass them. With every option at its default each class computes what its RecBole parent
+computes. The options, each documented in its own module:
+
+- ``output_dense`` / ``output_bias`` (SASRec, GRU4Rec; ``output_head.py``): the paper's projection head;
+- ``train_mode: all_positions`` (all three; ``position_losses.py``): every position of a window row supervised;
+- ``softmax_negatives`` / ``softmax_sampler`` / ``softmax_loss`` (all three; ``sampled_softmax.py``);
+- ``pack_sequences`` (SASRec, BERT4Rec; ``packed_encoder.py``): the encoder on real items only;
+- ``bert_layers`` / ``bert_padding`` (``bert_layers.py``) and ``bert_predict_mask`` (``cloze_predict.py``).
+"""
+from __future__ import annotations
+
+from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+
+from ..data.windows import MASK_LAST, TARGETS, WINDOW_ROWS
+from ..errors import SettingError
+from ..registry import register_model
+from . import bert_layers, cloze_predict, output_head, packed_encoder, position_losses
+from .sampled_softmax import CatalogSampler
+
+
+class CausalCatalogModel:
+    """The head, the all-position loss and the sampled softmax of a causal model (SASRec, GRU4Rec), whose
+    ``forward`` returns the state that is scored against the tied item table."""
+
+    reads_window_rows = True  # train_mode: all_positions (recbole_llm/data/windows.py)
+
+    def _init_catalog(self, config, dataset) -> None:
+        output_head.add_head(self, config)
+        self.catalog_sampler = CatalogSampler.from_config(config, dataset, self.n_items)
+
+    def forward(self, item_seq, item_seq_len):
+        return output_head.apply_head(self, super().forward(item_seq, item_seq_len))
+
+    def calculate_loss(self, interaction):
+        if TARGETS in interaction.interaction:  # train_mode: all_positions rows
+            return position_losses.all_positions_loss(self, interaction)
+        if output_head.bias(self) is None and not (self.catalog_sampler is not None and self.loss_type == "CE"):
+            return super().calculate_loss(interaction)
+        return output_head.last_position_loss(self, interaction)
+
+    def full_sort_predict(self, interaction):
+        scores = super().full_sort_predict(interaction)
+        return scores if output_head.bias(self) is None else scores + output_head.bias(self)
+
+    def predict(self, interaction):
+        scores = super().predict(interaction)
+        bias = output_head.bias(self)
+        return scores if bias is None else scores + bias[interaction[self.ITEM_ID]]
+
+
+@register_model
+class PaperSASRec(CausalCatalogModel, SASRec):
+    """RecBole's SASRec; the paper's projection head, all-position training, sampled softmax and packing on
+    request."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._init_catalog(config, dataset)
+        packed_encoder.pack_encoder(self, config)
+
+
+@register_model
+class PaperGRU4Rec(CausalCatalogModel, GRU4Rec):
+    """RecBole's GRU4Rec; its own dense is the projection head's Dense (``output_dense`` adds the activation)."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._init_catalog(config, dataset)
+
+
+@register_model
+class PaperBERT4Rec(BERT4Rec):
+    """RecBole's BERT4Rec; the paper's layers, padding and prediction mask, window rows with copied cloze masks,
+    sampled softmax and packing on request."""
+
+    reads_window_rows = True
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.bert_predict_mask = cloze_predict.predict_mask_choice(config)
+        bert_layers.apply_layers(self, config)
+        self.catalog_sampler = CatalogSampler.from_config(config, dataset, self.n_items)
+        packed_encoder.pack_encoder(self, config)
+
+    def forward(self, item_seq):
+        return bert_layers.forward_padded(self, item_seq, super().forward)
+
+    def calculate_loss(self, interaction):
+        if MASK_LAST in interaction.interaction and self.loss_type == "CE":
+            return position_losses.copied_cloze_loss(self, interaction)
+        if WINDOW_ROWS in interaction.interaction and self.loss_type == "CE":
+            return position_losses.cloze_loss(self, interaction)
+        return super().calculate_loss(interaction)
+
+    def full_sort_predict(self, interaction):
+        if self.bert_predict_mask == "recbole":
+            return super().full_sort_predict(interaction)
+        return cloze_predict.full_sort_after_prompt(self, interaction)
+
+    def predict(self, interaction):
+        if self.bert_predict_mask == "recbole":
+            return super().predict(interaction)
+        return cloze_predict.predict_after_prompt(self, interaction)
+
+
+SEQUENTIAL_MODELS = (PaperSASRec, PaperGRU4Rec, PaperBERT4Rec)
+PAPER_VERSION = {SASRec: PaperSASRec, GRU4Rec: PaperGRU4Rec, BERT4Rec: PaperBERT4Rec}
+
+# the options above, at the values that leave a model as RecBole ships it
+OPTIONS = {"output_dense": (None,), "output_bias": (None, False), "pack_sequences": (None, False),
+           "softmax_negatives": (None,), "bert_layers": (None, "recbole"), "bert_padding": (None, "right"),
+           "bert_mask_last_copies": (None,), "bert_random_mask_copies": (None,)}
+
+
+def refuse_options_recbole_ignores(config, model_class) -> None:
+    """RecBole's own SASRec, GRU4Rec and BERT4Rec (and subclasses of theirs that are not ours) never read these
+    options: asked of them, they would silently change nothing. Point to the class that reads them."""
+    if not isinstance(model_class, type) or issubclass(model_class, SEQUENTIAL_MODELS):
+        return
+    ours = next((PAPER_VERSION[base] for base in model_class.__mro__ if base in PAPER_VERSION), None)
+    asked = [key for key, neutral in OPTIONS.items() if config[key] not in neutral]
+    if ours is not None and asked:
+        raise SettingError(f"{', '.join(asked)}: options of {ours.__name__}, which {model_class.__name__} (RecBole's "
+                         f"own model) does not read; use --model={ours.__name__}")

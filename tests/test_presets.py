@@ -1,0 +1,36 @@
+"""The presets: paper (reproduction) and best (what validation chose beyond the paper), one rule for every caller."""
+import pytest
+
+from recbole_llm.presets import PROPERTIES_DIR, config_files
+
+
+def test_best_reads_the_papers_file_then_its_own_and_paper_is_unchanged():
+    paper = config_files(None, "PaperSASRec", "beauty")
+    best = config_files(None, "PaperSASRec", "beauty", "best")
+    assert paper == [str(PROPERTIES_DIR / "overall.yaml"), str(PROPERTIES_DIR / "paper/beauty/PaperSASRec.yaml")]
+    assert best == paper + [str(PROPERTIES_DIR / "best/beauty/PaperSASRec.yaml")]
+    assert config_files(None, "LLM2SASRec", "beauty", "best") == config_files(None, "LLM2SASRec", "beauty"), \
+        "no best file: the paper's configuration"
+    with pytest.raises(ValueError, match="preset must be one of paper, best"):
+        config_files(None, "PaperSASRec", "beauty", "newest")
+
+
+def test_every_best_file_says_which_validation_evidence_chose_it():
+    for path in (PROPERTIES_DIR / "best").rglob("*.yaml"):
+        text = path.read_text()
+        assert "validation" in text and "preset: best" in text, path
+        assert "benchmarks/results/" in text, f"{path}: name the committed runs behind the choice"
+
+
+def test_the_best_ensemble_trains_its_members_with_the_best_presets_files(tiny):
+    from recbole.config import Config
+
+    from recbole_llm.model.ensemble import member_files_and_settings, member_specs
+
+    config = Config(model="ScoreEnsemble", dataset="beauty", config_file_list=config_files(None, "ScoreEnsemble",
+                    "beauty", "best"), config_dict={"data_path": str(tiny["path"]), "checkpoint_dir": "saved"})
+    specs = member_specs(config)
+    assert [s["model"] for s in specs] == ["PaperSASRec", "LLM2SASRec", "LLMSeqSim"]
+    assert [s["train"] for s in specs] == [True, True, False]
+    files, _ = member_files_and_settings(config, specs[0])
+    assert files[-1].endswith("best/beauty/PaperSASRec.yaml")
