@@ -22,7 +22,8 @@ PUBLIC = {
 }
 MODELS = ["LLM2BERT4Rec", "LLM2GRU4Rec", "LLM2SASRec", "LLMSRec", "LLMSeqPrompt", "LLMSeqSim", "LLMSeqSimPopHybrid",
           "LLMSeqSimSeqHybrid", "MostPopular", "SFSKNN", "SKNN", "SKNNEmb", "SSKNN", "VSKNN", "ScoreEnsemble",
-          "PaperSASRec", "PaperGRU4Rec", "PaperBERT4Rec"]
+          "PaperSASRec", "PaperGRU4Rec", "PaperBERT4Rec", "AlphaFuseSASRec", "AlphaFuseGRU4Rec", "LLMESRSASRec",
+          "LLMESRGRU4Rec"]
 
 
 def test_the_package_exports_exactly_its_public_names():
