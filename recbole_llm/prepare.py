@@ -30,6 +30,7 @@ def prepare(config, dataset) -> None:
     from .registry import get_model
 
     check_settings(config)
+    check_catalog_memory(config, dataset)
     hook = getattr(get_model(config["model"]), "prepare_resources", None)
     if hook is not None:
         hook(config, dataset)
@@ -43,6 +44,49 @@ def prepare(config, dataset) -> None:
             raise
         except (FileNotFoundError, ValueError) as error:  # no item texts: the metric reports NaN
             logger.warning("IntraListDiversity needs item texts to embed; it will report NaN (%s)", error)
+
+
+def catalog_loss_bytes(config, n_items: int) -> int:
+    """Bytes of one training batch's catalog scores and their gradients: batch x supervised positions x scored
+    items x 4 bytes x 3 (scores, softmax, gradient). Positions: the window under ``train_mode: all_positions``, the
+    masked slots of a cloze model, else 1; items: the catalog, or the shared negatives of a sampled softmax."""
+    from .settings import config_value
+
+    batch = int(config_value(config, "train_batch_size", 2048))
+    window = int(config_value(config, "MAX_ITEM_LIST_LENGTH", 50))
+    if config_value(config, "transform") == "mask_itemseq":
+        positions = max(1, int(float(config_value(config, "mask_ratio", 0.2)) * window))
+    else:
+        positions = window if config_value(config, "train_mode", "prefixes") == "all_positions" else 1
+    negatives = config_value(config, "softmax_negatives")
+    scored = int(negatives) + 1 if negatives else n_items
+    return batch * positions * scored * 4 * 3
+
+
+def check_catalog_memory(config, dataset) -> None:
+    """A model with a catalog softmax (the Paper models and their subclasses) whose training batch could not fit in
+    ``memory_budget_gb`` (default: 80% of this machine's memory) is refused before the model is built, naming the
+    settings that would fit: a sampled softmax over a catalog of a million items costs what a full one costs over
+    a few hundred."""
+    import os
+
+    from .registry import get_model
+    from .settings import config_value
+
+    if not getattr(get_model(config["model"]), "reads_window_rows", False):
+        return
+    budget = config_value(config, "memory_budget_gb")
+    budget_bytes = (float(budget) * 2**30 if budget is not None
+                    else 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    needed = catalog_loss_bytes(config, dataset.item_num)
+    if needed > budget_bytes:
+        from .errors import SettingError
+
+        raise SettingError(
+            f"{config['model']}'s training batch would need {needed / 2**30:.1f} GiB for its catalog scores "
+            f"({config['train_batch_size']} rows x {dataset.item_num:,} items) against a budget of "
+            f"{budget_bytes / 2**30:.1f} GiB (memory_budget_gb): set softmax_negatives (e.g. 256, a sampled "
+            "softmax: recbole_llm/model/sampled_softmax.py) or a smaller train_batch_size")
 
 
 def prepare_after_split(original):

@@ -117,3 +117,15 @@ def test_bf16_training_steps_learn(tiny):
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     losses = [trainer._train_epoch(train, epoch) for epoch in range(3)]
     assert all(math.isfinite(float(x)) for x in losses) and float(losses[-1]) < float(losses[0])
+
+
+def test_a_full_softmax_that_cannot_fit_is_refused_up_front_naming_the_sampled_one(tiny):
+    from recbole_llm.prepare import catalog_loss_bytes
+
+    with pytest.raises(ValueError, match=r"catalog scores .* set softmax_negatives"):
+        build("PaperSASRec", tiny, train_mode="all_positions", memory_budget_gb=1e-5)
+    build("PaperSASRec", tiny, train_mode="all_positions", memory_budget_gb=1e-5, softmax_negatives=2,
+          train_batch_size=2)  # the sampled softmax fits the same budget
+    config = {"train_batch_size": 256, "MAX_ITEM_LIST_LENGTH": 20, "train_mode": "all_positions"}
+    assert catalog_loss_bytes(config, 1_000_000) == 256 * 20 * 1_000_000 * 12  # ~57 GiB: refused on this machine
+    assert catalog_loss_bytes({**config, "softmax_negatives": 255}, 1_000_000) == 256 * 20 * 256 * 12

@@ -1,14 +1,20 @@
-"""LLMSeqSim: recommend the catalog items nearest to the pooled session embedding."""
+"""LLMSeqSim: recommend the catalog items nearest to the pooled session embedding.
+
+Exact by default on catalogs below ``llmseqsim_ann_min_items`` (one matrix product per batch); above it (or with
+``llmseqsim_index: hnsw | ivf``) through an approximate faiss index that the prepare stage builds once and saves
+beside the embedding file (``recbole_llm/embeddings/index.py``), the constructor only reading it."""
 from __future__ import annotations
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from ..embeddings.index import KINDS, ItemIndex, build_and_save, index_file
 from ..embeddings.pooling import check_strategy, pool
 from ..embeddings.store import item_embedding_table, prepare_item_embeddings
 from ..errors import SettingError
 from ..registry import register_model
+from ..settings import config_value
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 
@@ -40,8 +46,31 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
                              f"got {config['llmseqsim_similarity']!r}")
 
     @classmethod
+    def index_kind(cls, config, n_items: int) -> str:
+        kind = config_value(config, "llmseqsim_index", "exact")
+        if kind == "auto":
+            return "hnsw" if n_items > int(config_value(config, "llmseqsim_ann_min_items", 200000)) else "exact"
+        if kind not in KINDS:
+            raise SettingError(f"llmseqsim_index must be auto or one of {', '.join(KINDS)}; got {kind!r}")
+        return kind
+
+    @staticmethod
+    def index_params(config) -> dict:
+        return {"hnsw_m": int(config_value(config, "ann_hnsw_m", 32)),
+                "ef_construction": int(config_value(config, "ann_ef_construction", 80)),
+                "ef_search": int(config_value(config, "ann_ef_search", 128)),
+                "nprobe": int(config_value(config, "ann_nprobe", 32))}
+
+    @classmethod
     def prepare_resources(cls, config, dataset) -> None:
-        prepare_item_embeddings(config)
+        path = prepare_item_embeddings(config)
+        kind = cls.index_kind(config, dataset.item_num)
+        if kind != "exact":
+            target = index_file(path, config["llmseqsim_similarity"], kind, {**cls.index_params(config),
+                                                                             "items": dataset.item_num})
+            if not target.is_file():
+                build_and_save(item_embedding_table(config, dataset), target, config["llmseqsim_similarity"], kind,
+                               cls.index_params(config), seed=int(config_value(config, "seed", 0)))
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -50,6 +79,17 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
         self.similarity = config["llmseqsim_similarity"]
         self.exclude_session_items = bool(config["exclude_session_items"])
         self.register_buffer("item_table", item_embedding_table(config, dataset))
+        self.index_kind_ = self.index_kind(config, self.n_items)
+        self.candidates = int(config_value(config, "llmseqsim_ann_candidates", 200))
+        self.index = None
+        if self.index_kind_ != "exact":
+            from ..embeddings.store import EmbeddingSpec, embedding_file
+
+            params = self.index_params(config)
+            path = index_file(embedding_file(config, EmbeddingSpec.from_config(config))[0], self.similarity,
+                              self.index_kind_, {**params, "items": self.n_items})
+            self.index = ItemIndex.load(path, self.item_table, self.similarity, self.index_kind_,
+                                        params["ef_search"], params["nprobe"])
         self.dummy = torch.nn.Parameter(torch.zeros(1))  # RecBole's optimiser needs one parameter
 
     def calculate_loss(self, interaction):
@@ -59,6 +99,8 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
         return pool(self.item_table, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.pooling)
 
     def full_sort_predict(self, interaction):
+        if self.index is not None:
+            return self._approximate_scores(interaction)
         scores = similarity_scores(self.session_embedding(interaction), self.item_table, self.similarity)
         scores[:, 0] = -torch.inf
         if self.exclude_session_items:
@@ -67,4 +109,24 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
             scores[:, 0] = -torch.inf
         return scores
 
+    def _candidates(self, interaction, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The approximate index's top ``k`` + prompt-length items per session, the prompt's items refused."""
+        seq = interaction[self.ITEM_SEQ]
+        scores, ids = self.index.search(self.session_embedding(interaction), k + seq.shape[1])
+        if self.exclude_session_items:
+            scores = scores.masked_fill((ids.unsqueeze(2) == seq.unsqueeze(1)).any(2), -torch.inf)
+        return scores.masked_fill(ids == 0, -torch.inf), ids
 
+    def _approximate_scores(self, interaction) -> torch.Tensor:
+        """[sessions, items]: the candidates' similarities, every other item -inf (ranked last)."""
+        scores, ids = self._candidates(interaction, self.candidates)
+        out = torch.full((len(ids), self.n_items), -torch.inf)
+        return out.scatter_(1, ids, scores)
+
+    def topk(self, interaction, k: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, item ids) of the top ``k`` per session, without a [sessions, items] matrix when approximate."""
+        if self.index is None:
+            return self.full_sort_predict(interaction).topk(k, dim=1)
+        scores, ids = self._candidates(interaction, k)
+        top = scores.topk(k, dim=1)
+        return top.values, ids.gather(1, top.indices)
