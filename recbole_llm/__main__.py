@@ -165,6 +165,12 @@ def _report(args) -> int:
     from .experiment import run_experiment, run_plan
     from .report import build_report
 
+    if args.results:
+        from .experiment import write_results
+
+        write_results()
+        print("benchmarks/RESULTS.md rebuilt from every experiment file's runs")
+        return 0
     if args.experiment:
         started = time.perf_counter()
         print(run_experiment(args.experiment, args.only, args.tables_only, args.threads, args.jobs))
@@ -380,6 +386,8 @@ def main(argv=None) -> int:
     report.add_argument("--jobs", type=int, default=1, help="runs side by side, each in its own process (2 on 2 cores)")
     report.add_argument("--data_path", default=None, help="folder holding <dataset>/")
     report.add_argument("--tables_only", action="store_true", help="rebuild tables/plots from finished runs")
+    report.add_argument("--results", action="store_true",
+                        help="rebuild benchmarks/RESULTS.md from every experiment file's finished runs")
     report.set_defaults(func=_report)
 
     rec = commands.add_parser(

@@ -270,7 +270,7 @@ def waves(todo: list[tuple], out_dir: Path) -> list[list[tuple]]:
 
 
 EXPERIMENT_KEYS = {"dataset", "models", "seeds", "one_pass_seeds", "out", "set", "data_path", "build", "paper",
-                   "compare", "notes", "title", "grid"}
+                   "compare", "notes", "title", "grid", "headline", "unclean"}
 
 
 def _label_part(value) -> str:
@@ -377,7 +377,39 @@ def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only
             if group:
                 run_plan(Path(spec["out"]), spec["dataset"], group, seeds, spec["set"], threads, spec.get("data_path"),
                          jobs)
-    text = build_report(Path(spec["out"]))
+    text = build_report(Path(spec["out"]), bool(spec.get("headline")), spec.get("unclean"))
     if spec.get("paper"):
         text = write_paper_comparison(spec, f"python -m recbole_llm report --experiment {spec['file']}")
     return text
+
+
+def write_results(experiments: os.PathLike = "benchmarks/experiments", out: os.PathLike = "benchmarks/RESULTS.md") -> str:
+    """``RESULTS.md`` generated from the runs: one section per experiment file (its description and commands, as the
+    file's leading comments state them, then its table rebuilt from the finished runs, with each row's provenance).
+    The history of decisions lives in ``DECISIONS.md``; this file is rebuilt, never edited."""
+    sections = []
+    for path in sorted(Path(experiments).glob("*.yaml")):
+        spec = load_experiment(path)
+        comments = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            comments.append(line[1:].strip())
+        described = "\n".join(f"\n    {c}\n" if c.startswith("python ") else c for c in comments)
+        folder = os.path.relpath(spec["out"])
+        heading = f"## {spec.get('title') or path.stem}\n\n`{path.as_posix()}` -> `{folder}`\n\n{described}\n\n"
+        try:
+            table = run_experiment(path, tables_only=True)
+        except FileNotFoundError:
+            table = "_Not run yet._"
+        sections.append(heading + table + "\n")
+    index = "\n".join(f"- [{s.splitlines()[0][3:]}](#{_anchor(s.splitlines()[0][3:])})" for s in sections)
+    text = ("# Results\n\nGenerated from the committed runs by `python -m recbole_llm report --results`; do not edit "
+            "(the decisions and their history: [DECISIONS.md](DECISIONS.md)). Every table is test-split unless it says "
+            "otherwise; each row names the commit its runs were made from.\n\n" + index + "\n\n" + "\n".join(sections))
+    Path(out).write_text(text)
+    return text
+
+
+def _anchor(title: str) -> str:
+    return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")

@@ -33,8 +33,47 @@ def load_runs(out_dir: Path) -> list[dict]:
     return runs
 
 
-def write_tables(runs: list[dict], out_dir: Path) -> str:
+def provenance_of(run: dict) -> str:
+    """``clean <commit>``, ``dirty <commit>`` (made from a tree with uncommitted changes) or ``none`` (made before
+    runs recorded their provenance)."""
+    made = run.get("provenance") or {}
+    sha = (made.get("git_sha") or "")[:7]
+    if not sha:
+        return "none"
+    return f"{'dirty' if made.get('git_dirty') else 'clean'} {sha}"
+
+
+def provenance_cell(runs: list[dict]) -> str:
+    """The provenance of a row's runs in one cell: ``clean abc1234`` or e.g. ``dirty 2, none 1``."""
+    states = [provenance_of(r) for r in runs]
+    if all(s.startswith("clean") for s in states):
+        return ", ".join(sorted(set(states)))
+    kinds = [s.split()[0] for s in states]
+    return ", ".join(f"{kind} {kinds.count(kind)}" for kind in ("clean", "dirty", "none") if kind in kinds)
+
+
+def headline_rows(runs: list[dict], unclean: dict | None) -> tuple[list[dict], list[str]]:
+    """A headline table shows a row only if every run of it was made from a clean commit, or if the experiment marks
+    it (``unclean: {label: reason}``); the marked rows' footnotes."""
+    unclean = unclean or {}
+    kept, notes = [], []
+    for label in dict.fromkeys(r["label"] for r in runs):
+        mine = [r for r in runs if r["label"] == label]
+        if all(provenance_of(r).startswith("clean") for r in mine):
+            kept += mine
+        elif label in unclean:
+            kept += mine
+            notes.append(f"{label}†: {provenance_cell(mine)}; {unclean[label]}")
+    return kept, notes
+
+
+def write_tables(runs: list[dict], out_dir: Path, headline: bool = False, unclean: dict | None = None) -> str:
+    """``results.csv`` and ``leaderboard.md``; ``headline``: only rows of clean runs, or rows the experiment marks."""
     import pandas as pd
+
+    notes = []
+    if headline:
+        runs, notes = headline_rows(runs, unclean)
 
     rows = [{"model": r["label"], "seed": r["seed"], **r["test"], "sec_per_epoch": r["sec_per_epoch"],
              "epochs": r["epochs"], "eval_seconds": r["eval_seconds"], "wall_seconds": r["wall_seconds"]}
@@ -45,7 +84,7 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
                     key=lambda m: -np.mean([r["test"]["ndcg@20"] for r in runs if r["label"] == m]))
     header = ["model", "seeds", "test sessions"] + [m.replace("catalogcoverage", "coverage").replace(
         "intralistdiversity", "ILD") for m in METRICS]
-    header += ["s/epoch", "eval s/session"]
+    header += ["s/epoch", "eval s/session", "provenance"]
     order_test = any("test_shuffled" in r for r in runs)
     if order_test:  # report_order_test: the same sessions with every prompt's items shuffled
         header += ["NDCG@20, shuffled prompts", "change"]
@@ -53,9 +92,12 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
     for label in labels:
         mine = [r for r in runs if r["label"] == label]
         sessions = sorted({str(r.get("test_sessions", "-")) for r in mine})
-        cells = [label, str(len(mine)), "/".join(sessions)] + [_mean_std([r["test"].get(m) for r in mine]) for m in METRICS]
+        marked = "†" if any(note.startswith(f"{label}†") for note in notes) else ""
+        cells = [label + marked, str(len(mine)), "/".join(sessions)] + [_mean_std([r["test"].get(m) for r in mine])
+                                                                       for m in METRICS]
         cells.append(f"{np.mean([r['sec_per_epoch'] for r in mine]):.1f}")
         cells.append(f"{np.mean([r['eval_seconds'] / max(r.get('test_sessions') or 1, 1) for r in mine]):.3f}")
+        cells.append(provenance_cell(mine))
         if order_test:
             tested = [r for r in mine if "test_shuffled" in r]
             base = np.mean([r["test"]["ndcg@20"] for r in tested]) if tested else 0.0
@@ -63,11 +105,12 @@ def write_tables(runs: list[dict], out_dir: Path) -> str:
             cells.append(_mean_std(shuffled))
             cells.append(f"{(np.mean(shuffled) - base) / base:+.1%}" if base else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = "\n".join(lines) + ("\n\n" + "\n".join(f"- {note}" for note in notes) if notes else "")
     (out_dir / "leaderboard.md").write_text(
         "# Leaderboard (test split, mean ± std over seeds, sorted by NDCG@20)\n\n"
         "Models whose every score is an LLM call are evaluated on a seeded sample of the test sessions "
-        "(`test sessions` column); compare them with care.\n\n" + table + "\n")
+        "(`test sessions` column); compare them with care. Provenance: the commit each run was made from "
+        "(`clean`), or `dirty` (uncommitted changes) / `none` (not recorded).\n\n" + table + "\n")
     return table
 
 
@@ -195,11 +238,11 @@ def _mean_std(values: list[float]) -> str:
 
 
 def paper_table(runs: list[dict], reference: dict, alternative: list[dict] | None = None,
-                alternative_name: str = "alternative") -> str:
+                alternative_name: str = "alternative", marked: set | None = None) -> str:
     """Our test figures at k = 20 beside the paper's (``reference``: model -> name, ndcg, hit, coverage), with
     our/paper NDCG@20, in the paper's order; ``alternative`` runs add one NDCG@20 column (e.g. shuffled ties)."""
     header = ["model (paper's row)", "seeds", "NDCG@20", "paper", "ours/paper", "HR@20", "paper",
-              "CatCov@20", "paper"]
+              "CatCov@20", "paper", "provenance"]
     if alternative is not None:
         header.append(f"NDCG@20, {alternative_name}")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -209,10 +252,12 @@ def paper_table(runs: list[dict], reference: dict, alternative: list[dict] | Non
         mine = [r for r in runs if r["label"] == model]
         ndcg = [r["test"]["ndcg@20"] for r in mine]
         paper = (lambda key: f"{ref[key]:.3f}") if ref else (lambda key: "-")
-        cells = [f"{model} ({ref['name']})" if ref else f"{model} (-)", str(len(mine)), _mean_std(ndcg),
+        mark = "†" if model in (marked or ()) else ""
+        cells = [f"{model}{mark} ({ref['name']})" if ref else f"{model}{mark} (-)", str(len(mine)), _mean_std(ndcg),
                  paper("ndcg"), f"{np.mean(ndcg) / ref['ndcg']:.2f}" if mine and ref else "-",
                  _mean_std([r["test"]["hit@20"] for r in mine]), paper("hit"),
-                 _mean_std([r["test"]["catalogcoverage@20"] for r in mine]), paper("coverage")]
+                 _mean_std([r["test"]["catalogcoverage@20"] for r in mine]), paper("coverage"),
+                 provenance_cell(mine) if mine else "-"]
         if alternative is not None:
             cells.append(_mean_std([r["test"]["ndcg@20"] for r in alternative if r["label"] == model]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -273,12 +318,12 @@ def write_fold_table(runs: list[dict], out_dir: Path, metric: str = "ndcg@20") -
     return table
 
 
-def build_report(out_dir: Path) -> str:
+def build_report(out_dir: Path, headline: bool = False, unclean: dict | None = None) -> str:
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
     if not runs:
         raise MissingFileError(f"no finished runs in {out_dir}")
-    table = write_tables(runs, out_dir)
+    table = write_tables(runs, out_dir, headline, unclean)
     write_plots(runs, out_dir)
     write_convergence(runs, out_dir)
     write_fold_table(runs, out_dir)
@@ -292,19 +337,21 @@ def write_paper_comparison(experiment: dict, command: str) -> str:
 
     out = Path(experiment["out"])
     reference = yaml.safe_load(Path(experiment["paper"]).read_text())
-    runs = load_runs(out)
-    table = paper_table(runs, reference)
+    runs, notes = load_runs(out), []
+    if experiment.get("headline"):
+        runs, notes = headline_rows(runs, experiment.get("unclean"))
+    table = paper_table(runs, reference, marked={note.split("†")[0] for note in notes})
     for name, folder in experiment["compare"].items():
         other = load_runs(folder) if Path(folder).exists() else []
         labels = set(reference) | {r["label"] for r in runs}
         table = _add_column(table, name, {label: _mean_std([r["test"]["ndcg@20"] for r in other if r["label"] == label])
                                           for label in labels})
     sessions = sorted({str(r.get("test_sessions")) for r in runs})
-    notes = Path(experiment["notes"]).read_text() if experiment.get("notes") else ""
+    notes_text = Path(experiment["notes"]).read_text() if experiment.get("notes") else ""
     text = (f"# {experiment.get('title') or experiment['dataset']}\n\nRebuild: `{command} --tables_only` (runs: the "
             f"same without `--tables_only`). Test split, {'/'.join(sessions)} sessions; `ours/paper` compares "
             f"NDCG@20; trained rows are mean ± std over seeds (`seeds`), one-pass models one run.\n\n"
-            f"{table}\n\n{notes}")
+            f"{table}\n\n" + "".join(f"- {note}\n" for note in notes) + f"\n{notes_text}")
     (out / "leaderboard.md").write_text(text)
     return text
 

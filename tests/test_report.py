@@ -375,3 +375,22 @@ def test_an_ensemble_row_runs_after_the_rows_whose_run_files_it_reads(tmp_path):
         out / "Ens__seed1.json")
     assert waves([ensemble, member, other], out) == [[member, other], [ensemble]]
     assert waves([member, other], out) == [[member, other]]
+
+
+def test_a_headline_table_shows_only_clean_runs_or_marked_rows_with_their_reason(tmp_path):
+    from recbole_llm.report import provenance_cell, write_tables
+
+    def run(label, seed, sha, dirty):
+        made = {"git_sha": sha, "git_dirty": dirty} if sha else None
+        return {"label": label, "seed": seed, "test": {"ndcg@20": 0.05}, "sec_per_epoch": 1.0, "epochs": 1,
+                "eval_seconds": 1.0, "wall_seconds": 1.0, "provenance": made}
+
+    runs = [run("Clean", 1, "abc1234def", False), run("Dirty", 1, "abc1234def", True), run("Old", 1, None, None),
+            run("Old", 2, "abc1234def", False)]
+    table = write_tables(runs, tmp_path, headline=True, unclean={"Old": "made before provenance; rerun pending"})
+    assert "| Clean |" in table and "Dirty" not in table, "an unmarked dirty row is left out"
+    assert "| Old† |" in table and "- Old†: clean 1, none 1; made before provenance; rerun pending" in table
+    assert "clean abc1234" in table
+    assert provenance_cell([runs[1]]) == "dirty 1"
+    everything = write_tables(runs, tmp_path)
+    assert "| Dirty |" in everything and "dirty 1" in everything, "outside headline tables every row shows"
