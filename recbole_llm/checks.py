@@ -84,7 +84,7 @@ NON_NEGATIVE_NUMBERS = ("learning_rate", "weight_decay", "embedding_max_cost_usd
 # the run script's own flags, which RecBole's Config also reads from the command line
 SCRIPT_FLAGS = {"model", "dataset", "config_files", "nproc", "world_size", "ip", "port", "group_offset",
                 "recbole_defaults", "tune", "max_evals", "folds", "params_file", "budget_seconds", "warmup",
-                "early_stop", "prune_after", "output_dir", "debug", "m", "d"}
+                "early_stop", "prune_after", "output_dir", "debug", "m", "d", "check"}
 
 
 def declared_settings() -> set[str]:

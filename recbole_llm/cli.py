@@ -47,6 +47,9 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
     parser.add_argument("--preset", choices=["paper", "best"], default="paper",
                         help="paper: the paper's protocol and published configurations (reproduction); best: the "
                              "same protocol with what validation chose beyond the paper (properties/best/)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the model, settings, preset files and dataset, then stop: nothing is trained, "
+                             "embedded or paid (what a long run would refuse, in seconds)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     from recbole_llm.secrets import refuse_secret_arguments
 
@@ -60,6 +63,15 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
 
     def work() -> int:
         recbole_llm.get_model(args.model)
+        if args.check:
+            from recbole_llm.checks import prepare_dataset
+            from recbole_llm.presets import config_files
+
+            chosen = config_files(files, args.model, args.dataset, args.preset) if not args.recbole_defaults else files
+            config = prepare_dataset(args.model, args.dataset, chosen, {"preset": args.preset})
+            print(f"ok: {args.model} on {config['dataset']} under the {args.preset} preset "
+                  f"({len(chosen or [])} config files); nothing was run")
+            return 0
         if args.tune:
             from recbole_llm.checks import prepare_dataset
             from recbole_llm.presets import config_files
