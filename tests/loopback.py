@@ -218,3 +218,69 @@ class VertexTuning:
                        "content": {"role": "model", "parts": [{"text": self.answer(body, i)}]}} for i in range(count)]
         return 200, {"candidates": candidates, "modelVersion": match.group(3),
                      "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": count, "totalTokenCount": 1 + count}}, {}
+
+
+class OpenAIBatches:
+    """Files and Batch API jobs for /v1/embeddings: a batch completes after ``polls_until_done`` polls, its output file
+    holds each request's embeddings (``fail_requests``: endings of custom ids answered with an error)."""
+
+    def __init__(self, server: Loopback, polls_until_done: int = 2, final_status: str = "completed",
+                 fail_requests: tuple = ()):
+        self.files, self.batches, self.polls = {}, {}, {}
+        self.polls_until_done, self.final_status, self.fail_requests = polls_until_done, final_status, fail_requests
+        server.route("POST", r"/v1/files", self.upload)
+        server.route("GET", r"/v1/files/([\w-]+)/content", self.content)
+        server.route("POST", r"/v1/batches", self.create)
+        server.route("GET", r"/v1/batches", self.list)
+        server.route("GET", r"/v1/batches/([\w-]+)", self.retrieve)
+
+    def upload(self, body, match, headers):
+        file_id = f"file-{len(self.files) + 1}"
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.startswith('{"custom_id"')]
+        self.files[file_id] = lines
+        return 200, {"id": file_id, "object": "file", "bytes": len(body), "created_at": 0,
+                     "filename": "embeddings.jsonl", "purpose": "batch", "status": "processed"}, {}
+
+    def _batch(self, batch_id, status):
+        batch = self.batches[batch_id]
+        total = len(self.files[batch["input_file_id"]])
+        done = status == "completed"
+        return {"id": batch_id, "object": "batch", "endpoint": "/v1/embeddings", "completion_window": "24h",
+                "created_at": 0, "input_file_id": batch["input_file_id"], "status": status,
+                "output_file_id": batch.get("output_file_id") if done else None, "error_file_id": None,
+                "errors": None, "metadata": batch.get("metadata"),
+                "request_counts": {"total": total, "completed": total if done else 0, "failed": 0}}
+
+    def create(self, body, match, headers):
+        batch_id = f"batch_{len(self.batches) + 1}"
+        self.batches[batch_id] = dict(body)
+        self.polls[batch_id] = 0
+        return 200, self._batch(batch_id, "validating"), {}
+
+    def list(self, body, match, headers):
+        data = [self._batch(b, "in_progress") for b in reversed(list(self.batches))]
+        return 200, {"object": "list", "data": data, "has_more": False}, {}
+
+    def retrieve(self, body, match, headers):
+        batch_id = match.group(1)
+        self.polls[batch_id] += 1
+        if self.polls[batch_id] < self.polls_until_done:
+            return 200, self._batch(batch_id, "in_progress"), {}
+        batch = self.batches[batch_id]
+        if self.final_status == "completed" and "output_file_id" not in batch:
+            rows = []
+            for line in self.files[batch["input_file_id"]]:
+                if any(line["custom_id"].endswith(suffix) for suffix in self.fail_requests):
+                    rows.append({"id": "r", "custom_id": line["custom_id"], "response": None,
+                                 "error": {"code": "server_error", "message": "failed"}})
+                    continue
+                _, payload, _ = openai_embeddings(line["body"], None, {})
+                rows.append({"id": "r", "custom_id": line["custom_id"], "error": None,
+                             "response": {"status_code": 200, "request_id": "q", "body": payload}})
+            output = f"file-{len(self.files) + 1}"
+            self.files[output] = rows
+            batch["output_file_id"] = output
+        return 200, self._batch(batch_id, self.final_status), {}
+
+    def content(self, body, match, headers):
+        return 200, "".join(json.dumps(row) + "\n" for row in self.files[match.group(1)]).encode(), {}

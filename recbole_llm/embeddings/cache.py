@@ -59,6 +59,7 @@ class EmbeddingCache:
         db = sqlite3.connect(path)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, dim INTEGER, crc INTEGER, vec BLOB)")
+        db.execute("CREATE TABLE IF NOT EXISTS batch_jobs (job TEXT PRIMARY KEY, batch_id TEXT, created REAL)")
         return db
 
     @staticmethod
@@ -133,6 +134,21 @@ class EmbeddingCache:
             rows.append((key, vector.shape[0], zlib.crc32(blob), blob))
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", rows)
+
+    def batch_job(self, job: str) -> str | None:
+        """The provider's batch id of a paid batch job created for ``job`` (a set of texts), if one was."""
+        row = self._db.execute("SELECT batch_id FROM batch_jobs WHERE job = ?", (job,)).fetchone()
+        return row[0] if row else None
+
+    def put_batch_job(self, job: str, batch_id: str) -> None:
+        import time
+
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, ?)", (job, batch_id, time.time()))
+
+    def drop_batch_job(self, job: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM batch_jobs WHERE job = ?", (job,))
 
     def __len__(self) -> int:
         return self._db.execute("SELECT count(*) FROM emb").fetchone()[0]

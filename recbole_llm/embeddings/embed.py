@@ -42,10 +42,15 @@ def embed_texts(
     max_cost_usd: float = 1.0,
     confirm_cost: bool = False,
     show_progress: bool = True,
+    batch_api: bool | str = "auto",
+    batch_min_texts: int = 10_000,
+    batch_poll_seconds: float = 30.0,
 ) -> np.ndarray:
     """Vectors for ``texts`` (rows in order). Only texts missing from the cache
     reach the provider; each batch is cached as soon as it returns. A paid call
-    estimated above ``max_cost_usd`` needs ``confirm_cost``."""
+    estimated above ``max_cost_usd`` needs ``confirm_cost``. With OpenAI, ``batch_api`` (``auto``: from
+    ``batch_min_texts`` missing texts on) sends them as one Batch API job at half the price
+    (``recbole_llm/embeddings/batch_api.py``: resumable, never paid twice)."""
     cache = EmbeddingCache() if cache is None else cache
     identity = getattr(provider, "cache_identity", provider.name)
     keys = [text_key(identity, provider.model, t) for t in texts]
@@ -53,6 +58,11 @@ def embed_texts(
     missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
     if missing:
         tokens, cost = provider.estimate_cost(missing)
+        use_batch = getattr(provider, "batch_discount", None) is not None and (
+            batch_api is True or str(batch_api).lower() == "true"
+            or (str(batch_api).lower() == "auto" and len(missing) >= int(batch_min_texts)))
+        if use_batch:
+            cost *= provider.batch_discount
         if cost > 0:
             logger.warning(
                 "%s/%s: %d texts to embed, ~%d tokens, estimated cost $%.4f",
@@ -64,7 +74,14 @@ def embed_texts(
                 f"Embedding {len(missing)} texts with {provider.name}/{provider.model} is estimated at ${cost:.2f}, "
                 f"above embedding_max_cost_usd={max_cost_usd}. Rerun with embedding_confirm_cost=True to pay for it."
             )
-        bar = tqdm(total=len(missing), desc=f"embed {provider.name}/{provider.model}", disable=not show_progress)
+        if use_batch:
+            from .batch_api import embed_through_batch
+
+            found.update(embed_through_batch(provider, missing, [text_key(identity, provider.model, t) for t in missing],
+                                             cache, poll_seconds=float(batch_poll_seconds), show_progress=show_progress))
+            missing = []
+        bar = tqdm(total=len(missing), desc=f"embed {provider.name}/{provider.model}",
+                   disable=not show_progress or not missing)
         for batch in provider.batches(missing):
             batch_keys = [text_key(identity, provider.model, t) for t in batch]
             # a paid batch is claimed across processes: a second process waits, then reads what the first paid for

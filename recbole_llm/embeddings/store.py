@@ -93,6 +93,9 @@ class EmbeddingSpec:
             "cache_path": get("embedding_cache_path"),
             "show_progress": bool(get("show_progress", True)),
             "id_map": get("embedding_id_map"),
+            "batch_api": get("embedding_batch_api", "auto"),
+            "batch_min_texts": get("embedding_batch_min_texts", 10_000),
+            "batch_poll_seconds": get("embedding_batch_poll_seconds", 30.0),
         }
         return cls(
             provider=get("embedding_provider", "local"),
@@ -176,7 +179,8 @@ def text_embedder(spec: EmbeddingSpec, show_progress: bool | None = None):
     generated titles)."""
     options = dict(spec.options)
     cache = EmbeddingCache(options.pop("cache_path", None))
-    gate = {k: options.pop(k) for k in ("max_cost_usd", "confirm_cost", "show_progress") if k in options}
+    gate = {k: options.pop(k) for k in ("max_cost_usd", "confirm_cost", "show_progress", "batch_api",
+                                        "batch_min_texts", "batch_poll_seconds") if k in options}
     if show_progress is not None:
         gate["show_progress"] = show_progress
     options.pop("id_map", None)

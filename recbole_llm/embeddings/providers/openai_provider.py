@@ -26,6 +26,7 @@ class OpenAIProvider(EmbeddingProvider):
     # since every returned batch is cached at once
     max_batch = 256
     max_batch_tokens = 300_000  # tokens per request
+    batch_discount = 0.5  # the Batch API's price against the synchronous one (recbole_llm/embeddings/batch_api.py)
 
     def __init__(
         self,
