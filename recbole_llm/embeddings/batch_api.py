@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ProviderError
+from .cache import checked_vectors
 
 logger = logging.getLogger(__name__)
 DONE, FAILED = "completed", ("failed", "expired", "cancelled")
@@ -48,8 +49,6 @@ def embed_through_batch(provider, texts: list[str], keys: list[str], cache, *, p
                         show_progress: bool = True, sleep=time.sleep) -> dict:
     """Vectors (cache key -> vector) of ``texts`` embedded through a batch job, stored in ``cache``; texts a batch
     request failed for are left out and named in the error raised after the others are stored."""
-    from .embed import checked_vectors
-
     client = provider.client
     identity = getattr(provider, "cache_identity", provider.name)
     order = sorted(range(len(texts)), key=lambda i: keys[i])  # a job's chunks do not depend on the caller's order

@@ -155,3 +155,19 @@ class EmbeddingCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def checked_vectors(provider, vectors, count: int) -> np.ndarray:
+    """A provider's answer, refused before it is cached when it is not ``count`` finite vectors of one size: a
+    NaN cached once would break every later run."""
+    from ..errors import ProviderError
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != count:
+        raise ProviderError(f"{provider.name}/{provider.model} returned {vectors.shape} for {count} texts; "
+                            "nothing of this batch was cached")
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise ProviderError(f"{provider.name}/{provider.model} returned {int(bad.sum())} of {count} vectors with NaN "
+                            "or inf; nothing of this batch was cached (a rerun asks again)")
+    return vectors

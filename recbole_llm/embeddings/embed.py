@@ -8,7 +8,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import RecboleLLMError, SettingError
-from .cache import EmbeddingCache, text_key
+from .cache import EmbeddingCache, checked_vectors, text_key
 from .providers import EmbeddingProvider
 
 logger = logging.getLogger(__name__)
@@ -16,22 +16,6 @@ logger = logging.getLogger(__name__)
 
 class CostConfirmationRequired(RecboleLLMError, RuntimeError):
     pass
-
-
-def checked_vectors(provider, vectors, count: int) -> np.ndarray:
-    """A provider's answer, refused before it is cached when it is not ``count`` finite vectors of one size: a
-    NaN cached once would break every later run."""
-    from ..errors import ProviderError
-
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(vectors) != count:
-        raise ProviderError(f"{provider.name}/{provider.model} returned {vectors.shape} for {count} texts; "
-                            "nothing of this batch was cached")
-    bad = ~np.isfinite(vectors).all(axis=1)
-    if bad.any():
-        raise ProviderError(f"{provider.name}/{provider.model} returned {int(bad.sum())} of {count} vectors with NaN "
-                            "or inf; nothing of this batch was cached (a rerun asks again)")
-    return vectors
 
 
 def embed_texts(
