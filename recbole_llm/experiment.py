@@ -10,6 +10,7 @@ mid-training goes on from its last validated epoch (``<label>__seed<s>.resume.pt
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -122,9 +123,37 @@ def finished_run_is_current(target: Path, model: str, dataset: str, seed: int, s
     return done.get("overrides", {}) == settings
 
 
+@contextlib.contextmanager
+def only_writer(out: Path):
+    """An exclusive lock on ``out`` (``<out>.lock``) for the run that writes it: a second process asked for the
+    same run (two reports on one folder) is refused at once instead of training beside it into the same resume
+    file, checkpoint and results."""
+    import fcntl
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SettingError(f"another process is already running {out.name} into {out.parent}: let it finish "
+                               "(this command then finds its result), or give this run another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrides: dict | None = None,
                threads: int = 1, data_path: str | None = None, config_files_: list | None = None) -> dict:
-    """Train and evaluate one (model, seed) through the pipeline; write ``out`` (.json) and its .npz."""
+    """Train and evaluate one (model, seed) through the pipeline; write ``out`` (.json) and its .npz. One process
+    at a time per ``out`` (``only_writer``)."""
+    with only_writer(out):
+        return _run_single(model_name, dataset_name, seed, out, overrides, threads, data_path, config_files_)
+
+
+def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrides: dict | None = None,
+                threads: int = 1, data_path: str | None = None, config_files_: list | None = None) -> dict:
     import torch
 
     from . import pipeline

@@ -140,12 +140,14 @@ OUR_METRICS = (CatalogCoverage, Serendipity, Novelty, IntraListDiversity)
 
 
 def diversity_recipe(config) -> dict:
-    """The run's embedder (provider and model) without reduction: the settings IntraListDiversity embeds with."""
-    keys = ("dataset", "data_path", "embedding_provider", "embedding_model", "embedding_text_fields",
-            "embedding_text_template", "embedding_cache_path", "embedding_data_path", "embedding_id_map",
-            "embedding_empty_text", "show_progress", "embedding_max_cost_usd", "embedding_confirm_cost")
-    recipe = {key: config[key] for key in keys}
-    recipe.update(embedding_reduction="none", embedding_normalize=False)
+    """The run's embedder without reduction: the settings IntraListDiversity embeds with. Every provider setting
+    comes along (endpoint, retries, timeout, project, the cost gate, the Batch API): the run's texts go to the server
+    the user chose, never to a provider's default endpoint with their key."""
+    settings = config.final_config_dict if hasattr(config, "final_config_dict") else config
+    recipe = {key: value for key, value in settings.items()
+              if key.startswith(("embedding_", "openai_", "vertex_")) and key != "embedding_file"}
+    recipe.update({key: settings.get(key) for key in ("dataset", "data_path", "show_progress")})
+    recipe.update(embedding_reduction="none", embedding_normalize=False, embedding_dim=None)
     return recipe
 
 

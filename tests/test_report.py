@@ -394,3 +394,17 @@ def test_a_headline_table_shows_only_clean_runs_or_marked_rows_with_their_reason
     assert provenance_cell([runs[1]]) == "dirty 1"
     everything = write_tables(runs, tmp_path)
     assert "| Dirty |" in everything and "dirty 1" in everything, "outside headline tables every row shows"
+
+
+def test_two_processes_never_write_the_same_run(tmp_path):
+    import fcntl
+
+    from recbole_llm.experiment import run_single
+
+    out = tmp_path / "runs" / "Pop__seed1.json"
+    out.parent.mkdir()
+    with open(out.with_name(out.name + ".lock"), "a+") as held:  # another process is running it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="another process is already running Pop__seed1.json"):
+            run_single("Pop", "tiny", 1, out)
+    assert not out.exists()

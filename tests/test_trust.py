@@ -253,3 +253,32 @@ def test_embed_has_the_timeout_and_retry_flags_its_error_recommends(tiny, monkey
         assert main(["embed", "--dataset", "tiny", "--data_path", str(tiny["path"]), "--provider", "openai",
                      "--embedding_model", "text-embedding-3-small", "--base_url", server.url + "/v1",
                      "--timeout", "5", "--max_retries", "1"]) == 0
+
+
+def test_a_key_in_the_environment_reaches_no_file_of_a_paid_run(tiny, tmp_path):
+    """A whole run with a paid provider (OpenAI embeddings, a loopback server): the key in the environment is sent
+    to the server and written nowhere: not the log, tensorboard, the checkpoint, the embedding files or the cache."""
+    import os
+    import subprocess
+    import sys
+
+    from loopback import Loopback, openai_embeddings
+
+    root = Path(__file__).resolve().parent.parent
+    key = "sk-sentinel-Zq81xKey"
+    with Loopback() as server:
+        server.route("POST", r"/v1/embeddings", openai_embeddings)
+        done = subprocess.run(
+            [sys.executable, str(root / "run_recbole_llm.py"), "--model=LLMSeqSim", "--dataset=tiny",
+             f"--data_path={tiny['path']}", "--embedding_provider=openai", "--embedding_model=text-embedding-3-small",
+             f"--openai_base_url={server.url}/v1", "--embedding_reduction=none", "--embedding_dim=None",
+             f"--embedding_cache_path={tmp_path / 'cache' / 'embeddings.sqlite'}", "--show_progress=False"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "OPENAI_API_KEY": key, "PYTHONPATH": str(root)})
+        assert done.returncode == 0, done.stderr[-1500:]
+        assert any(r["headers"].get("authorization") == f"Bearer {key}" for r in server.requests), "the key was used"
+    written = [path for folder in (tmp_path, tiny["path"]) for path in Path(folder).rglob("*") if path.is_file()]
+    assert any("log" in str(p) for p in written) and any(p.suffix == ".pth" for p in written)
+    leaked = [str(p) for p in written if key.encode() in p.read_bytes()]
+    assert leaked == []
+    assert key not in done.stdout + done.stderr
