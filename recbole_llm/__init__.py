@@ -40,10 +40,10 @@ def install() -> None:
 
 install()
 
-from .quick_start import load_data_and_model, run  # noqa: E402
+from .quick_start import load_data_and_model, preset_config, run  # noqa: E402
 from .recommend import build_fitted_model, item_table, recommend, recommend_many  # noqa: E402
 from .registry import get_model, register_model  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["run", "load_data_and_model", "get_model", "register_model", "recommend", "recommend_many",
-           "item_table", "build_fitted_model", "install"]
+           "item_table", "build_fitted_model", "install", "preset_config"]

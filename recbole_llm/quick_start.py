@@ -65,3 +65,18 @@ def load_data_and_model(model_file: os.PathLike, trusted: bool = False):
     ``weights_only=True``; ``trusted=True`` also reads a pickled checkpoint (RecBole's own format), which could run
     code: only for files you made."""
     return recbole.quick_start.load_data_and_model(str(model_file), trusted=trusted)
+
+
+def preset_config(model, dataset, preset: str = "paper", config_file_list=None, config_dict=None):
+    """RecBole's ``Config`` for ``model`` on ``dataset`` under a preset (``paper``: our protocol and the paper's
+    published configuration; ``best``: what validation chose beyond it), checked as a run checks it: the Python path
+    to the protocol for a user's own RecBole code (``run_recbole`` alone uses RecBole's protocol)::
+
+        config = recbole_llm.preset_config("PaperSASRec", "beauty", "best", config_dict={"epochs": 5})
+        dataset = recbole.data.create_dataset(config)
+        train, valid, test = recbole.data.data_preparation(config, dataset)
+    """
+    settings = dict(config_dict or {})
+    if preset != "paper":
+        settings["preset"] = preset
+    return prepare_dataset(model, dataset, config_files(config_file_list, model, dataset, preset), settings)

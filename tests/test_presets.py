@@ -34,3 +34,17 @@ def test_the_best_ensemble_trains_its_members_with_the_best_presets_files(tiny):
     assert [s["train"] for s in specs] == [True, True, False]
     files, _ = member_files_and_settings(config, specs[0])
     assert files[-1].endswith("best/beauty/PaperSASRec.yaml")
+
+
+def test_preset_config_gives_recboles_own_flow_the_protocol(tiny):
+    from recbole.data import create_dataset, data_preparation
+
+    import recbole_llm
+
+    config = recbole_llm.preset_config("PaperSASRec", "tiny", config_dict={**tiny["config"], "epochs": 1})
+    assert config["train_mode"] == "prefixes" and config["exclude_session_items"] is True
+    assert "SESSION" in config["eval_args"]["split"], "the paper's temporal session split, not RecBole's default"
+    train, valid, test = data_preparation(config, create_dataset(config))
+    assert len(test.dataset.inter_feat) > 0
+    with pytest.raises(ValueError, match="preset must be one of"):
+        recbole_llm.preset_config("PaperSASRec", "tiny", "newest")

@@ -7,7 +7,7 @@ from recbole_llm.registry import registered_models
 
 PUBLIC = {
     "recbole_llm": ["run", "load_data_and_model", "get_model", "register_model", "recommend", "recommend_many",
-                    "item_table", "build_fitted_model", "install"],
+                    "item_table", "build_fitted_model", "install", "preset_config"],
     "recbole_llm.checkpoints": ["load_checkpoint", "save_checkpoint", "config_hash", "UntrustedCheckpointError"],
     "recbole_llm.llm.states": ["LLMStateStore", "resolve_precision", "cpu_has_native_bf16"],
     "recbole_llm.pipeline": ["Run", "load_data", "build_model", "build"],
