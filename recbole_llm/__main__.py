@@ -294,12 +294,15 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if argv and argv[0] in ("run", "tune"):  # RecBole's flags (--key=value), read by RecBole's Config
+    if argv and argv[0] == "tune":  # its own flags; the rest are settings (--key=value) for every trial
+        from .cli import tune_main
+
+        return tune_main(argv[1:])
+    if argv and argv[0] == "run":  # RecBole's flags (--key=value), read by RecBole's Config
         from .cli import run_main
 
-        rest = argv[1:] + (["--tune"] if argv[0] == "tune" else [])
-        sys.argv = [f"python -m recbole_llm {argv[0]}"] + rest
-        return run_main(rest, prog=f"python -m recbole_llm {argv[0]}")
+        sys.argv = ["python -m recbole_llm run"] + argv[1:]
+        return run_main(argv[1:], prog="python -m recbole_llm run")
     parser = argparse.ArgumentParser(prog="python -m recbole_llm", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True,

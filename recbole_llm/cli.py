@@ -105,3 +105,74 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
+TUNE_HELP = """Tune a model on the paper's temporal folds: every trial trains on each fold's earlier sessions and is scored
+on its later ones (mean validation NDCG@20); the test split is never evaluated. Every other --key=value is a setting
+of every trial. A rerun with the same --output_dir resumes the study (Ctrl-C reruns the interrupted trial).
+
+examples:
+  python -m recbole_llm tune --model=PaperSASRec --dataset=beauty --max_evals=30
+  python -m recbole_llm tune --model=LLM2SASRec --dataset=ml-100k --algo=random --max_evals=6 --folds=1 --trial_epochs=2
+"""
+
+
+def tune_main(argv=None, prog: str = "python -m recbole_llm tune") -> int:
+    """``python -m recbole_llm tune``: its own flags (search, budget, folds); the remaining ``--key=value`` are the
+    trials' settings, and only they reach RecBole's Config (no "will not be used" line in every trial)."""
+    import recbole_llm
+    from recbole_llm.errors import run_command
+    from recbole_llm.secrets import refuse_secret_arguments
+
+    parser = argparse.ArgumentParser(prog=prog, description=TUNE_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", required=True, help="model name")
+    parser.add_argument("--dataset", "-d", required=True, help="dataset name")
+    parser.add_argument("--algo", choices=["bayes", "random", "exhaustive"], default="bayes",
+                        help="TPE after --warmup random trials, random search, or every grid point")
+    parser.add_argument("--max_evals", type=int, default=20, help="trials")
+    parser.add_argument("--folds", type=str, default="1,2,3", help="temporal folds each trial trains and validates on")
+    parser.add_argument("--trial_epochs", type=int, default=None, help="epochs per trial and fold (default: the "
+                        "model's own, with early stopping)")
+    parser.add_argument("--budget_seconds", type=float, default=None, help="wall-clock budget of the whole search")
+    parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE (the paper: 40)")
+    parser.add_argument("--early_stop", type=int, default=10, help="stop after N trials without improvement (paper: 100)")
+    parser.add_argument("--prune_after", type=int, default=4,
+                        help="prune a trial in the bottom 20%% of a fold once N trials ran it (the paper: 10)")
+    parser.add_argument("--params_file", type=str, default=None, help="search space (default properties/hyper/)")
+    parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
+    parser.add_argument("--preset", choices=["paper", "best"], default="paper", help="the preset the trials start from")
+    parser.add_argument("--output_dir", type=str, default="tuning", help="where the study's yaml/csv/trials go")
+    parser.add_argument("--check", action="store_true", help="check the settings and dataset, then stop")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        refuse_secret_arguments(argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args, settings = parser.parse_known_args(argv)
+    sys.argv = [prog] + settings  # only the trials' settings reach RecBole's Config
+    files = args.config_files.strip().split(" ") if args.config_files else None
+
+    def work() -> int:
+        from recbole_llm.checks import prepare_dataset
+        from recbole_llm.presets import config_files
+        from recbole_llm.tuning import tune
+
+        recbole_llm.get_model(args.model)
+        chosen = config_files(files, args.model, args.dataset, args.preset)
+        base = {"preset": args.preset} if args.preset != "paper" else {}
+        if args.trial_epochs is not None:
+            base["epochs"] = args.trial_epochs
+        prepare_dataset(args.model, args.dataset, chosen, base or None)
+        if args.check:
+            print(f"ok: tuning {args.model} on {args.dataset} ({args.algo}, {args.max_evals} trials, folds {args.folds}); "
+                  "nothing was run")
+            return 0
+        best = tune(args.model, args.dataset, max_evals=args.max_evals, folds=[int(f) for f in args.folds.split(",")],
+                    params_file=args.params_file, config_file_list=chosen, base_config=base, warmup=args.warmup,
+                    early_stop=args.early_stop, budget_seconds=args.budget_seconds, output_dir=args.output_dir,
+                    algo=args.algo, prune_after=args.prune_after)
+        print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
+        return 0
+
+    return run_command(work, debug=args.debug)

@@ -119,3 +119,22 @@ def test_exhaustive_search_runs_with_this_hyperopt(tiny, tmp_path, monkeypatch):
     result = tune("SASRec", "tiny", max_evals=3, folds=[1], params_file=space, output_dir=tmp_path,
                   algo="exhaustive", early_stop=100)
     assert sorted(r["n_layers"] for r in result["trials"]) == [1, 2, 3], "every point of the grid once"
+
+
+def test_the_tune_command_has_its_own_flags_and_keeps_them_from_recbole(tmp_path):
+    space = tmp_path / "space.hyper"
+    space.write_text("llmseqsim_pooling choice ['mean','last']\n")
+    done = subprocess.run([sys.executable, "-m", "recbole_llm", "tune", "--model=LLMSeqSim", "--dataset=ml-100k",
+                           "--algo=random", "--max_evals=2", "--folds=1", f"--params_file={space}",
+                           f"--output_dir={tmp_path / 'study'}", "--state=ERROR", "--show_progress=False"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "will not be used" not in output, "the tune command's own flags never reach RecBole's Config"
+    assert output.count("trial ") >= 2 and "mean validation" in output, "a progress line per trial"
+    assert (tmp_path / "study" / "LLMSeqSim-ml-100k.yaml").exists()
+    refused = subprocess.run([sys.executable, "-m", "recbole_llm", "tune", "--model=LLMSeqSim", "--dataset=ml-100k",
+                              "--epoch=3", "--check"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert refused.returncode == 2 and "did you mean --epochs" in refused.stderr
