@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import CUT_POSITIONS, has_session_ranks, hits_per_session
+from .analysis import CUT_POSITIONS, has_session_ranks, hits_per_session, ndcg_per_session
 from .errors import MissingFileError
 
 METRICS = [
@@ -115,13 +115,25 @@ def write_tables(runs: list[dict], out_dir: Path, headline: bool = False, unclea
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+PANEL_SIZE = 8  # series per panel: more lines than this in one plot cannot be told apart
+ERROR_BARS = "error bars: std over seeds"
 
 
 def series_style(index: int) -> dict:
-    """Colour and marker of the index-th series: 20 distinct combinations (tab20 colours, 10 markers)."""
+    """Colour and marker of the index-th series of a panel: distinct hues (tab10) for up to ten series, then the
+    markers tell the next ten apart."""
     import matplotlib
 
-    return {"color": matplotlib.colormaps["tab20"](index % 20), "marker": MARKERS[index % len(MARKERS)]}
+    return {"color": matplotlib.colormaps["tab10"](index % 10), "marker": MARKERS[(index // 10 + index) % len(MARKERS)]}
+
+
+def panels(labels: list[str], size: int = PANEL_SIZE) -> list[list[str]]:
+    """The labels in panels of at most ``size``, families kept together (labels sorted, so that variants of one
+    model, which share its name, sit in one panel)."""
+    labels = sorted(labels)
+    count = max(1, -(-len(labels) // size))
+    per = -(-len(labels) // count)
+    return [labels[i:i + per] for i in range(0, len(labels), per)]
 
 
 def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
@@ -176,13 +188,34 @@ def _seed_curves(with_sessions: list[dict], label: str, values_of) -> tuple[np.n
     return np.nanmean(curves, axis=0), std
 
 
+def _plot_panels(with_sessions, labels, xs, values_of, xticks, xlabel, ylabel, path):
+    """One row of panels (at most ``PANEL_SIZE`` series each) of a per-session curve: mean over seeds, error bars the
+    std over seeds."""
+    import matplotlib.pyplot as plt
+
+    groups = panels(labels)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(9, 4.2 * len(groups)), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups):
+        for index, label in enumerate(group):
+            mean, std = _seed_curves(with_sessions, label, values_of)
+            ax.errorbar(xs, mean, yerr=std, capsize=3, label=label, **series_style(index))
+        ax.set_xticks(xs, xticks)
+        ax.set_ylabel(f"{ylabel}\n({ERROR_BARS})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    axes[-1, 0].set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
-    """Hit rate by popularity of the prompt's last item, and by cut position (mean over seeds, error bars: the
-    std over seeds); LLMSeqPrompt's hallucinations."""
+    """HR@k and NDCG@k by popularity of the prompt's last item, HR@k by cut position (mean over seeds, error bars:
+    the std over seeds; panels of at most 8 models); LLMSeqPrompt's hallucinations."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     paths = write_hallucination_plots(runs, out_dir)
     with_sessions = [r for r in runs if has_session_ranks(r)]
@@ -196,18 +229,19 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
     def bins_of(sessions):
         return np.clip(np.searchsorted(edges, sessions["last_item_popularity"], side="right") - 1, 0, n_bins - 1)
 
-    def by_popularity(sessions):
-        hit, bins = hits_per_session(sessions["rank_cut1"], k), bins_of(sessions)
-        return [hit[bins == b].mean() if (bins == b).any() else np.nan for b in range(n_bins)]
+    def by_popularity(per_session):
+        def values(sessions):
+            scores, bins = per_session(sessions["rank_cut1"], k), bins_of(sessions)
+            return [scores[bins == b].mean() if (bins == b).any() else np.nan for b in range(n_bins)]
+        return values
 
     counts = np.bincount(bins_of(with_sessions[0]["sessions"]), minlength=n_bins)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for index, label in enumerate(labels):
-        mean, std = _seed_curves(with_sessions, label, by_popularity)
-        ax.errorbar(range(n_bins), mean, yerr=std, capsize=3, label=label, **series_style(index))
-    ax.set_xticks(range(n_bins), [f"{edges[b]:.0f}-{edges[b + 1]:.0f}\nn={counts[b]}" for b in range(n_bins)])
-    paths.append(_finish(fig, ax, "training popularity of the prompt's last item (quantile bins; n sessions)",
-                         f"HR@{k}", out_dir / "hit_rate_by_last_item_popularity.png"))
+    ticks = [f"{edges[b]:.0f}-{edges[b + 1]:.0f}\nn={counts[b]}" for b in range(n_bins)]
+    xlabel = "training popularity of the prompt's last item (quantile bins; n sessions)"
+    paths.append(_plot_panels(with_sessions, labels, list(range(n_bins)), by_popularity(hits_per_session), ticks,
+                              xlabel, f"HR@{k}", out_dir / "hit_rate_by_last_item_popularity.png"))
+    paths.append(_plot_panels(with_sessions, labels, list(range(n_bins)), by_popularity(ndcg_per_session), ticks,
+                              xlabel, f"NDCG@{k}", out_dir / "ndcg_by_last_item_popularity.png"))
 
     def by_position(sessions):
         values = []
@@ -217,13 +251,10 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
         return values
 
     cut_counts = [int((with_sessions[0]["sessions"][f"rank_cut{p}"] >= 1).sum()) for p in CUT_POSITIONS]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for index, label in enumerate(labels):
-        mean, std = _seed_curves(with_sessions, label, by_position)
-        ax.errorbar(CUT_POSITIONS, mean, yerr=std, capsize=3, label=label, **series_style(index))
-    ax.set_xticks(CUT_POSITIONS, [f"{p}\nn={n}" for p, n in zip(CUT_POSITIONS, cut_counts)])
-    paths.append(_finish(fig, ax, "position treated as the prompt's last item (1 = the real last item; n sessions)",
-                         f"HR@{k} of the true next item", out_dir / "hit_rate_by_last_position.png"))
+    paths.append(_plot_panels(with_sessions, labels, CUT_POSITIONS, by_position,
+                              [f"{p}\nn={n}" for p, n in zip(CUT_POSITIONS, cut_counts)],
+                              "position treated as the prompt's last item (1 = the real last item; n sessions)",
+                              f"HR@{k} of the true next item", out_dir / "hit_rate_by_last_position.png"))
     return paths
 
 

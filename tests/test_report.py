@@ -39,39 +39,44 @@ def test_report_runs_plan_once_and_writes_outputs(tiny, tmp_path, tiny_llm):
     assert "| prompt | 1 |" in hallucination and "hallucination rate" in hallucination, "a table, not a bar chart"
 
 
-def test_plots_distinguish_twenty_models_and_show_counts_and_seed_spread(tmp_path, monkeypatch):
+def test_plots_split_models_into_panels_of_distinct_hues_with_labelled_seed_spread(tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recbole_llm.report import series_style, write_plots
+    from recbole_llm.report import PANEL_SIZE, panels, series_style, write_plots
 
-    styles = {(tuple(series_style(i)["color"]), series_style(i)["marker"]) for i in range(20)}
-    assert len(styles) == 20, "20 models, 20 distinct colour/marker pairs"
+    hues = {tuple(series_style(i)["color"]) for i in range(PANEL_SIZE)}
+    assert len(hues) == PANEL_SIZE, "every series of a panel has its own hue"
+    assert [len(p) for p in panels([f"m{i:02d}" for i in range(20)])] == [7, 7, 6], "at most 8 lines a panel"
     rng = np.random.default_rng(0)
     runs = []
-    for model in range(3):
+    for model in range(11):
         for seed in (1, 2):
             sessions = {f"rank_cut{p}": rng.integers(-1, 40, 200) for p in (1, 2, 3, 4, 5)}
             sessions["last_item_popularity"] = rng.integers(1, 100, 200).astype(float)
-            runs.append({"label": f"m{model}", "seed": seed, "test": {}, "sessions": sessions})
+            runs.append({"label": f"m{model:02d}", "seed": seed, "test": {}, "sessions": sessions})
     saved = []
     original = plt.Figure.savefig
 
     def keep(fig, path, *args, **kwargs):
-        ax = fig.axes[0]
-        saved.append({"ticks": [t.get_text() for t in ax.get_xticklabels()], "legend": ax.get_legend(),
-                      "bars": len(ax.containers)})
+        saved.append({"name": Path(path).name, "axes": [{
+            "ticks": [t.get_text() for t in ax.get_xticklabels()], "legend": ax.get_legend(),
+            "bars": len(ax.containers), "ylabel": ax.get_ylabel()} for ax in fig.axes]})
         return original(fig, path, *args, **kwargs)
 
     monkeypatch.setattr(plt.Figure, "savefig", keep)
     write_plots(runs, tmp_path)
-    popularity, position = saved
-    assert all("n=" in t for t in popularity["ticks"]) and all("n=" in t for t in position["ticks"])
-    assert [t.split("\n")[0] for t in position["ticks"]] == ["1", "2", "3", "4", "5"], "integer positions"
-    assert popularity["legend"]._loc == 2 and popularity["legend"].get_bbox_to_anchor().x0 > 0, "legend outside"
-    assert position["bars"] == 3, "one error-bar series per model (std over its seeds)"
+    names = [s["name"] for s in saved]
+    assert names == ["hit_rate_by_last_item_popularity.png", "ndcg_by_last_item_popularity.png",
+                     "hit_rate_by_last_position.png"], "NDCG beside the hit rates"
+    for plot in saved:
+        assert [a["bars"] for a in plot["axes"]] == [6, 5], "11 models in two panels of at most 8"
+        assert all("std over seeds" in a["ylabel"] for a in plot["axes"])
+        assert all("n=" in t for t in plot["axes"][0]["ticks"])
+        assert plot["axes"][0]["legend"].get_bbox_to_anchor().x0 > 0, "legend outside the data"
+    assert [t.split("\n")[0] for t in saved[2]["axes"][0]["ticks"]] == ["1", "2", "3", "4", "5"]
 
 
 def test_shuffled_prompts_permutes_items_within_each_prompt_only():
