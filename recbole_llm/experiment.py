@@ -282,10 +282,11 @@ def waves(todo: list[tuple], out_dir: Path) -> list[list[tuple]]:
     """The plan's runs in order of need: a run whose settings name another run's file in ``out_dir`` (a
     ScoreEnsemble member given as ``<out>/<label>__seed{seed}.json``) goes in a later wave than that run."""
     labels = {job[0] for job in todo}
+    folder = Path(out_dir).name  # the run files are named relative or absolute: match the folder and the label
 
     def needs(job) -> set[str]:
         text = json.dumps(job[3])
-        return {label for label in labels if label != job[0] and f"{out_dir}/{label}__seed" in text}
+        return {label for label in labels if label != job[0] and f"{folder}/{label}__seed" in text}
 
     done, left, ordered = set(), list(todo), []
     while left:

@@ -6,6 +6,7 @@ once. ``run_recbole_llm.py`` itself hands the same files to RecBole's own ``run`
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -85,10 +86,9 @@ def train_missing_members(config) -> list[str]:
     where ``member_checkpoint`` names it (model, seed, resolved settings), so a finished member is never trained again
     and every ensemble asking for it reads it. On Beauty a PaperSASRec member takes ~5 minutes on one thread, an
     LLM2SASRec ~30. Returns the checkpoints made."""
-    from .model.ensemble import member_files_and_settings, member_specs
-    from .registry import get_model, get_trainer
+    from .model.ensemble import member_specs
+    from .registry import get_model
     from .settings import config_value
-    from .trainer import resumable
 
     if not getattr(get_model(config["model"]), "trains_members", False) or \
             not config_value(config, "ensemble_train_members", False):
@@ -98,17 +98,43 @@ def train_missing_members(config) -> list[str]:
     for number, spec in enumerate(todo, 1):
         target = Path(spec["checkpoint"])
         target.parent.mkdir(parents=True, exist_ok=True)
-        files, settings = member_files_and_settings(config, spec)
-        settings = {**settings, "checkpoint_dir": str(target.parent), "show_progress": config["show_progress"]}
-        logger.info("ensemble member %d/%d: training %s (seed %s) -> %s", number, len(todo), spec["model"],
-                    settings["seed"], target)
-        run = load_data(spec["model"], config["dataset"], files, settings, preset=False)
-        run = build_model(run, resumable(get_trainer(run.config["MODEL_TYPE"], run.config["model"])))
-        trainer = run.trainer
-        trainer.saved_model_file = str(target.with_name(f"{target.stem}.training.pth"))
-        trainer.setup_resume(target.with_suffix(".resume.pth"), run.train_data, time.perf_counter())
-        trainer.fit(run.train_data, run.valid_data, saved=True, show_progress=bool(config["show_progress"]))
-        Path(trainer.saved_model_file).replace(target)  # complete only now: a killed run leaves no member file
-        trainer.finish()
-        made.append(str(target))
+        with member_lock(target):  # another run training the same member: wait for it, then read its file
+            if target.is_file():
+                continue
+            made.append(_train_member(config, spec, target, number, len(todo)))
     return made
+
+
+@contextlib.contextmanager
+def member_lock(target: Path):
+    """An exclusive lock per member file, held while it is trained: two ensembles sharing a member (two report rows
+    side by side, two terminals) train it once."""
+    import fcntl
+
+    with open(target.with_name(target.name + ".lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_member(config, spec: dict, target: Path, number: int, count: int) -> str:
+    """One member's run: its own files and settings, resumable, its best checkpoint moved to ``target`` at the end."""
+    from .model.ensemble import member_files_and_settings
+    from .registry import get_trainer
+    from .trainer import resumable
+
+    files, settings = member_files_and_settings(config, spec)
+    settings = {**settings, "checkpoint_dir": str(target.parent), "show_progress": config["show_progress"]}
+    logger.info("ensemble member %d/%d: training %s (seed %s) -> %s", number, count, spec["model"],
+                settings["seed"], target)
+    run = load_data(spec["model"], config["dataset"], files, settings, preset=False)
+    run = build_model(run, resumable(get_trainer(run.config["MODEL_TYPE"], run.config["model"])))
+    trainer = run.trainer
+    trainer.saved_model_file = str(target.with_name(f"{target.stem}.training.pth"))
+    trainer.setup_resume(target.with_suffix(".resume.pth"), run.train_data, time.perf_counter())
+    trainer.fit(run.train_data, run.valid_data, saved=True, show_progress=bool(config["show_progress"]))
+    Path(trainer.saved_model_file).replace(target)  # complete only now: a killed run leaves no member file
+    trainer.finish()
+    return str(target)

@@ -355,6 +355,8 @@ def build_report(out_dir: Path, headline: bool = False, unclean: dict | None = N
     if not runs:
         raise MissingFileError(f"no finished runs in {out_dir}")
     table = write_tables(runs, out_dir, headline, unclean)
+    if headline:  # the plots show what the headline table shows
+        runs, _ = headline_rows(runs, unclean)
     write_plots(runs, out_dir)
     write_convergence(runs, out_dir)
     write_fold_table(runs, out_dir)

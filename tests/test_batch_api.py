@@ -87,3 +87,14 @@ def test_failed_requests_keep_the_others_and_a_failed_batch_says_so(tmp_path):
         with pytest.raises(ProviderError, match="ended expired"):
             embed_texts(_provider(server), [t + " new" for t in TEXTS], cache, batch_api=True, batch_poll_seconds=0,
                         show_progress=False)
+
+
+def test_more_texts_than_one_batch_takes_go_as_several_jobs(tmp_path, monkeypatch):
+    from recbole_llm.embeddings import batch_api
+
+    monkeypatch.setattr(batch_api, "MAX_JOB_TEXTS", 250)
+    with Loopback() as server:
+        fake = OpenAIBatches(server)
+        vectors = embed_texts(_provider(server), TEXTS, EmbeddingCache(tmp_path / "cache.sqlite"), batch_api=True,
+                              batch_poll_seconds=0, show_progress=False)
+        assert len(fake.batches) == 3 and np.allclose(vectors[599], fake_vector(TEXTS[599]), atol=1e-6)

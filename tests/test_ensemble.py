@@ -116,3 +116,16 @@ def test_members_without_a_checkpoint_are_trained_first_once_and_only_when_asked
     other = [{"model": "PaperSASRec", "settings": {"epochs": 1, "hidden_size": 8}}, {"model": "LLMSeqSim"}]
     with pytest.raises(AssertionError, match="trained again"):  # other settings: another member, trained anew
         build("ScoreEnsemble", tiny, ensemble_members=other, ensemble_train_members=True)
+
+
+def test_members_trained_here_see_the_ensembles_split_and_are_named_by_it(tiny):
+    from recbole_llm.model.ensemble import member_files_and_settings, member_specs
+
+    members = [{"model": "PaperSASRec", "settings": {"epochs": 1}}, {"model": "LLMSeqSim"}]
+    config, _, _, _ = build("ScoreEnsemble", tiny, ensemble_members=members, ensemble_train_members=True,
+                            session_tie_order="shuffle")
+    spec = member_specs(config)[0]
+    _, settings = member_files_and_settings(config, spec)
+    assert settings["session_tie_order"] == "shuffle" and settings["eval_args"] == config["eval_args"]
+    config["session_tie_order"] = "file"
+    assert member_specs(config)[0]["checkpoint"] != spec["checkpoint"], "another split, another member file"

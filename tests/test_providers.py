@@ -6,6 +6,7 @@ from loopback import VERTEX_PREDICT, Loopback, fake_vector, openai_embeddings, v
 from recbole_llm.embeddings.cache import EmbeddingCache
 from recbole_llm.embeddings.embed import CostConfirmationRequired, embed_texts
 from recbole_llm.embeddings.providers import make_provider
+from recbole_llm.errors import ProviderError
 from recbole_llm.errors import MissingAPIKeyError
 
 TITLES = ["Matte Red Lipstick", "Glossy Pink Lipstick", "Herbal Shampoo for Dry Hair", "Anti Dandruff Shampoo"]
@@ -71,7 +72,7 @@ def test_openai_retries_429_and_5xx(tmp_path):
 def test_openai_malformed_response_and_missing_key(tmp_path, monkeypatch):
     with Loopback() as server:
         server.route("POST", r"/v1/embeddings", lambda b, m, h: (200, {"object": "list", "data": [{"index": 0}]}, {}))
-        with pytest.raises(ValueError, match="malformed|returned"):
+        with pytest.raises(ProviderError, match="malformed|returned"):
             embed_texts(_openai(server), TITLES[:2], EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
@@ -116,7 +117,7 @@ def test_vertex_wire_format_and_429(tmp_path):
 def test_vertex_malformed_prediction(tmp_path):
     with Loopback() as server:
         server.route("POST", VERTEX_PREDICT, lambda b, m, h: (200, {"predictions": [{"oops": 1}]}, {}))
-        with pytest.raises(ValueError, match="malformed Vertex"):
+        with pytest.raises(ProviderError, match="malformed Vertex"):
             embed_texts(_vertex(server), TITLES[:1], EmbeddingCache(tmp_path / "c.sqlite"), show_progress=False)
 
 

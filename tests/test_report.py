@@ -380,6 +380,9 @@ def test_an_ensemble_row_runs_after_the_rows_whose_run_files_it_reads(tmp_path):
         out / "Ens__seed1.json")
     assert waves([ensemble, member, other], out) == [[member, other], [ensemble]]
     assert waves([member, other], out) == [[member, other]]
+    relative = (ensemble[0], ensemble[1], 1, {"ensemble_members": [
+        {"model": "PaperSASRec", "checkpoint": "results/SASRec-teacher__seed{seed}.json"}]}, ensemble[4])
+    assert waves([relative, member], out.resolve()) == [[member], [relative]], "experiment files name run files relatively"
 
 
 def test_a_headline_table_shows_only_clean_runs_or_marked_rows_with_their_reason(tmp_path):

@@ -22,6 +22,7 @@ from .cache import checked_vectors
 
 logger = logging.getLogger(__name__)
 DONE, FAILED = "completed", ("failed", "expired", "cancelled")
+MAX_JOB_TEXTS = 50_000  # OpenAI's limit of embedding inputs in one batch (over all its requests)
 
 
 def job_key(identity: str, model: str, keys: list[str]) -> str:

@@ -59,10 +59,13 @@ def embed_texts(
                 f"above embedding_max_cost_usd={max_cost_usd}. Rerun with embedding_confirm_cost=True to pay for it."
             )
         if use_batch:
-            from .batch_api import embed_through_batch
+            from .batch_api import MAX_JOB_TEXTS, embed_through_batch
 
-            found.update(embed_through_batch(provider, missing, [text_key(identity, provider.model, t) for t in missing],
-                                             cache, poll_seconds=float(batch_poll_seconds), show_progress=show_progress))
+            for start in range(0, len(missing), MAX_JOB_TEXTS):  # OpenAI takes at most 50,000 inputs a batch
+                part = missing[start:start + MAX_JOB_TEXTS]
+                found.update(embed_through_batch(provider, part, [text_key(identity, provider.model, t) for t in part],
+                                                 cache, poll_seconds=float(batch_poll_seconds),
+                                                 show_progress=show_progress))
             missing = []
         bar = tqdm(total=len(missing), desc=f"embed {provider.name}/{provider.model}",
                    disable=not show_progress or not missing)

@@ -100,7 +100,8 @@ class ItemIndex:
             scores = self.exact_scores(torch.from_numpy(query))
             return scores.topk(k, dim=1)
         distances, ids = self.faiss_index.search(query, k)
-        scores = torch.from_numpy(-distances if self.similarity == "euclidean" else distances)
+        # faiss' L2 metric gives squared distances; exact search scores -distance: the same scale either way
+        scores = torch.from_numpy(-np.sqrt(np.maximum(distances, 0)) if self.similarity == "euclidean" else distances)
         ids = torch.from_numpy(ids).long() + 1
         missing = ids <= 0  # faiss returns -1 when fewer than k were reached
         return scores.masked_fill(missing, -torch.inf), ids.masked_fill(missing, 0)

@@ -107,12 +107,21 @@ def member_config(config, spec: dict, record: dict | None = None):
     return Config(model=spec["model"], dataset=config["dataset"], config_file_list=files, config_dict=settings)
 
 
+# the ensemble's data: which sessions are trained on, validated and tested, and how; a member fitted or trained here
+# must see the same (a member from a checkpoint keeps the settings it was trained with)
+DATA_SETTINGS = ("eval_args", "temporal_fold", "session_valid_holdout", "session_unseen_targets", "session_tie_order",
+                 "data_seed", "exclude_session_items", "metric_popularity")
+
+
 def member_files_and_settings(config, spec: dict, record: dict | None = None) -> tuple[list[str], dict]:
     """The preset files and settings a member runs (or is trained) under; its seed is the ensemble's unless its
-    checkpoint recorded one."""
+    checkpoint recorded one; a member without a checkpoint takes the ensemble's data settings (``DATA_SETTINGS``),
+    so that a member trained for a fold or a shuffled order is trained on that split, and named by it."""
     from ..presets import config_files
 
     settings = dict((record or {}).get("settings") or {})
+    if record is None:
+        settings.update({key: config[key] for key in DATA_SETTINGS if config[key] is not None})
     settings.update(spec["settings"])
     # RecBole's data_path ends in the dataset's folder; a Config is given the folder above it
     settings.update({"data_path": str(Path(config["data_path"]).parent), "show_progress": False,

@@ -113,6 +113,7 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
         """The approximate index's top ``k`` + prompt-length items per session, the prompt's items refused."""
         seq = interaction[self.ITEM_SEQ]
         scores, ids = self.index.search(self.session_embedding(interaction), k + seq.shape[1])
+        scores, ids = scores.to(seq.device), ids.to(seq.device)  # faiss answers on the CPU
         if self.exclude_session_items:
             scores = scores.masked_fill((ids.unsqueeze(2) == seq.unsqueeze(1)).any(2), -torch.inf)
         return scores.masked_fill(ids == 0, -torch.inf), ids
@@ -120,7 +121,7 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
     def _approximate_scores(self, interaction) -> torch.Tensor:
         """[sessions, items]: the candidates' similarities, every other item -inf (ranked last)."""
         scores, ids = self._candidates(interaction, self.candidates)
-        out = torch.full((len(ids), self.n_items), -torch.inf)
+        out = torch.full((len(ids), self.n_items), -torch.inf, device=ids.device)
         return out.scatter_(1, ids, scores)
 
     def topk(self, interaction, k: int = 20) -> tuple[torch.Tensor, torch.Tensor]:

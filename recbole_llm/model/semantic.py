@@ -9,7 +9,8 @@ the prepare stage (``prepare_resources``), never a provider:
   the item vector is the LLM embedding's leading principal components, whitened (each has unit variance), frozen;
   a trainable ID vector is added to its last ``alphafuse_id_dim`` coordinates, the lowest-variance directions the
   table keeps (AlphaFuse's "null space" of the kept basis; its default fuses by sum, ``cover=False``). The same
-  table is the input and the output layer. Cold items keep their semantic vector (their ID part stays at its start).
+  table is the input and the output layer. The semantic part of every item, cold ones included, never moves; their
+  ID parts do train (the catalog softmax reaches every item), so a cold item's vector is not exactly its text's.
 - ``LLMESRSASRec`` / ``LLMESRGRU4Rec`` (after LLM-ESR, Liu et al., NeurIPS 2024, github liuqidong07/LLM-ESR): two
   views of a sequence through one shared encoder: the ID view (a trainable table started from the PCA of the LLM
   embeddings, as LLM2SASRec) and the LLM view (the frozen full LLM embeddings through a two-layer linear adapter,

@@ -123,6 +123,13 @@ def refuse_options_recbole_ignores(config, model_class) -> None:
     if not isinstance(model_class, type) or issubclass(model_class, SEQUENTIAL_MODELS):
         return
     ours = next((PAPER_VERSION[base] for base in model_class.__mro__ if base in PAPER_VERSION), None)
+    if ours is not None and model_class in PAPER_VERSION and str(config["preset"] or "").startswith("paper"):
+        import logging
+
+        logging.getLogger(__name__).info(
+            "%s is RecBole's own model, as RecBole ships it (under the paper preset's protocol); the paper's %s, with "
+            "its published configuration where we ship one, is --model=%s", model_class.__name__,
+            model_class.__name__, ours.__name__)
     asked = [key for key, neutral in OPTIONS.items() if config[key] not in neutral]
     if ours is not None and asked:
         raise SettingError(f"{', '.join(asked)}: options of {ours.__name__}, which {model_class.__name__} (RecBole's "

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ...errors import MissingAPIKeyError, SettingError
+from ...errors import MissingAPIKeyError, ProviderError
 from .base import EmbeddingProvider
 
 # USD per 1M input tokens (OpenAI price list, 2025).
@@ -65,8 +65,6 @@ class OpenAIProvider(EmbeddingProvider):
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         import openai
 
-        from ...errors import ProviderError
-
         kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
         endpoint = f"{self.client.base_url}embeddings"
         try:
@@ -85,7 +83,7 @@ class OpenAIProvider(EmbeddingProvider):
             data = sorted(response.data, key=lambda d: d.index)
             vectors = np.asarray([d.embedding for d in data], dtype=np.float32)
         except (AttributeError, TypeError, ValueError) as error:
-            raise SettingError(f"malformed OpenAI embeddings response: {error}") from error
+            raise ProviderError(f"malformed OpenAI embeddings response: {error}") from error
         if len(data) != len(texts) or vectors.ndim != 2:
-            raise SettingError(f"OpenAI returned {len(data)} embeddings for {len(texts)} inputs")
+            raise ProviderError(f"OpenAI returned {len(data)} embeddings for {len(texts)} inputs")
         return vectors

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ...errors import SettingError
+from ...errors import ProviderError
 from .base import EmbeddingProvider
 
 # USD per 1M input characters (~4 chars per token) for text-embedding-00x / gecko.
@@ -73,7 +73,7 @@ class VertexProvider(EmbeddingProvider):
             try:
                 vectors.append(list(prediction["embeddings"]["values"]))
             except (KeyError, TypeError) as error:
-                raise SettingError(f"malformed Vertex embedding prediction: {prediction!r}") from error
+                raise ProviderError(f"malformed Vertex embedding prediction: {prediction!r}") from error
         if len(vectors) != len(texts):
-            raise SettingError(f"Vertex returned {len(vectors)} embeddings for {len(texts)} inputs")
+            raise ProviderError(f"Vertex returned {len(vectors)} embeddings for {len(texts)} inputs")
         return np.asarray(vectors, dtype=np.float32)
