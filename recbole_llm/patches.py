@@ -315,10 +315,19 @@ def _apply_rows(rows: tuple[Patch, ...]) -> None:
         _APPLIED.append((row, original, replacement))
 
 
+def original(target: str):
+    """What ``target`` ("module:attribute") was before the table replaced it (the first row on it)."""
+    for row, before, _ in _APPLIED:
+        if row.target == target:
+            return before
+    owner, name = _resolve(Patch(target, None, ""))
+    return vars(owner)[name]
+
+
 def applied() -> list[tuple[Patch, Any, Any]]:
     """(row, original, replacement) for every row applied in this process, in order."""
     return list(_APPLIED)
 
 
-__all__ = ["Patch", "apply", "applied", "check_recbole_version", "load_checkpoint", "restore_anomaly_detection",
+__all__ = ["Patch", "apply", "applied", "original", "check_recbole_version", "load_checkpoint", "restore_anomaly_detection",
            "table", "SUPPORTED_RECBOLE"]

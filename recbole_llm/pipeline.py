@@ -1,4 +1,4 @@
-"""The one place a run is assembled: config -> dataset -> splits -> model -> trainer.
+"""The one place a run is assembled: config -> dataset -> splits -> prepare (files that cost) -> model -> trainer.
 
 The report's runs, tuning trials, ``recommend``, the benchmarks and the tests all build through here, so
 how a run is put together (the preset's files, the checks before any work, when the seed is set) is written
@@ -34,10 +34,12 @@ def load_data(model, dataset, config_file_list=None, config_dict=None, *, preset
               logger: bool = False, check: Callable[[Any], None] | None = None) -> Run:
     """Config (the paper preset's files first unless ``preset`` is False), the checks that refuse a bad run
     before any work (and ``check``, the caller's own), the data set and its three loaders."""
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import create_dataset
     from recbole.utils import init_logger, init_seed
 
     from .checks import prepare_dataset
+    from .patches import original
+    from .prepare import prepare
     from .presets import config_files, preset_name
 
     files = (config_files(config_file_list, model, dataset, preset_name(config_dict)) if preset
@@ -50,7 +52,11 @@ def load_data(model, dataset, config_file_list=None, config_dict=None, *, preset
     if logger:
         init_logger(config)
     full = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, full)
+    # RecBole's split into loaders, then the prepare stage on the training part: the files that cost (embeddings,
+    # LLM states, indexes) are made here, before any model is built (RecBole's own flows reach the same stage through
+    # the patched data_preparation)
+    train_data, valid_data, test_data = original("recbole.data.utils:data_preparation")(config, full)
+    prepare(config, train_data._dataset)
     return Run(config, full, train_data, valid_data, test_data)
 
 
