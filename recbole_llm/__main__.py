@@ -283,16 +283,13 @@ run `python -m recbole_llm <command> --help` for a command's options"""
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .secrets import refuse_secret_arguments
-
     debug = "--debug" in argv  # in any position, before or after the subcommand
     argv = [a for a in argv if a != "--debug"]
     if debug:  # run/tune parse their own --debug; the other subcommands read it before the subcommand
         argv = argv + ["--debug"] if argv[:1] in (["run"], ["tune"]) else ["--debug"] + argv
-    try:  # every subcommand: nothing that carries a key is parsed, logged or passed on
-        refuse_secret_arguments(argv)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    from .cli import refused_secrets
+
+    if refused_secrets(argv):  # every subcommand: nothing that carries a key is parsed, logged or passed on
         return 2
     if argv and argv[0] == "tune":  # its own flags; the rest are settings (--key=value) for every trial
         from .cli import tune_main

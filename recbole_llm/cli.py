@@ -17,6 +17,64 @@ examples:
   any RecBole setting as --key=value; --config_files="a.yaml b.yaml"; --recbole_defaults for RecBole's own protocol"""
 
 
+def add_search_options(parser) -> None:
+    """The flags of a search on the temporal folds, the same for ``--tune`` and ``python -m recbole_llm tune``."""
+    parser.add_argument("--max_evals", type=int, default=20, help="tuning trials")
+    parser.add_argument("--folds", type=str, default="1,2,3", help="temporal folds each trial trains and validates on")
+    parser.add_argument("--params_file", type=str, default=None, help="search space (default properties/hyper/)")
+    parser.add_argument("--budget_seconds", type=float, default=None, help="wall-clock budget of the whole search")
+    parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE (the paper: 40)")
+    parser.add_argument("--early_stop", type=int, default=10,
+                        help="stop after N trials without improvement (the paper: 100)")
+    parser.add_argument("--prune_after", type=int, default=4,
+                        help="prune a trial in the bottom 20%% of a fold once N trials ran it (the paper: 10)")
+    parser.add_argument("--output_dir", type=str, default="tuning", help="where the study's yaml/csv/trials go")
+
+
+def add_common_options(parser) -> None:
+    """The flags every run and search takes: files, preset, the check, the traceback."""
+    parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
+    parser.add_argument("--preset", choices=["paper", "best"], default="paper",
+                        help="paper: the paper's protocol and published configurations (reproduction); best: the "
+                             "same protocol with what validation chose beyond the paper (properties/best/)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the model, settings, preset files and dataset, then stop: nothing is trained, "
+                             "embedded or paid (what a long run would refuse, in seconds)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def refused_secrets(argv) -> bool:
+    """Before anything is parsed or logged (RecBole writes the whole command line to its log): a key on the command
+    line ends the command with one line, without echoing it."""
+    from recbole_llm.errors import run_command
+    from recbole_llm.secrets import refuse_secret_arguments
+
+    return run_command(lambda: refuse_secret_arguments(list(argv))) != 0
+
+
+def search(args, files, algo: str = "bayes", trial_epochs: int | None = None) -> int:
+    """A search on the temporal folds with the flags of ``add_search_options`` (and a check only with ``--check``)."""
+    from recbole_llm.checks import prepare_dataset
+    from recbole_llm.presets import config_files
+    from recbole_llm.tuning import tune
+
+    chosen = config_files(files, args.model, args.dataset, args.preset)
+    base = {"preset": args.preset} if args.preset != "paper" else {}
+    if trial_epochs is not None:
+        base["epochs"] = trial_epochs
+    prepare_dataset(args.model, args.dataset, chosen, base or None)
+    if args.check:
+        print(f"ok: tuning {args.model} on {args.dataset} ({algo}, {args.max_evals} trials, folds {args.folds}); "
+              "nothing was run")
+        return 0
+    best = tune(args.model, args.dataset, max_evals=args.max_evals, folds=[int(f) for f in args.folds.split(",")],
+                params_file=args.params_file, config_file_list=chosen, base_config=base, warmup=args.warmup,
+                early_stop=args.early_stop, budget_seconds=args.budget_seconds, output_dir=args.output_dir,
+                algo=algo, prune_after=args.prune_after)
+    print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
+    return 0
+
+
 def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
     """`python run_recbole_llm.py ...` / `python -m recbole_llm run|tune ...`: RecBole's flags, our models."""
     import recbole_llm
@@ -24,7 +82,6 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", type=str, default="LLM2SASRec", help="model name")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
-    parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
     parser.add_argument("--nproc", type=int, default=1, help="processes for DDP (GPU)")
     parser.add_argument("--world_size", type=int, default=-1, help="DDP: total processes over all machines")
     parser.add_argument("--ip", type=str, default="localhost", help="DDP: address of the master process")
@@ -34,29 +91,9 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
         "--recbole_defaults", action="store_true", help="use RecBole's defaults instead of the paper's protocol"
     )
     parser.add_argument("--tune", action="store_true", help="tune with RecBole's HyperTuning on temporal folds")
-    parser.add_argument("--max_evals", type=int, default=20, help="tuning trials")
-    parser.add_argument("--folds", type=str, default="1,2,3", help="temporal folds used while tuning")
-    parser.add_argument("--params_file", type=str, default=None, help="search space (default properties/hyper/)")
-    parser.add_argument("--budget_seconds", type=float, default=None, help="tuning wall-clock budget")
-    parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE (the paper: 40)")
-    parser.add_argument("--early_stop", type=int, default=10,
-                        help="stop after N trials without improvement (the paper: 100)")
-    parser.add_argument("--prune_after", type=int, default=4,
-                        help="prune a trial in the bottom 20%% of a fold once N trials ran it (the paper: 10)")
-    parser.add_argument("--output_dir", type=str, default="tuning", help="where tuning writes its yaml/csv")
-    parser.add_argument("--preset", choices=["paper", "best"], default="paper",
-                        help="paper: the paper's protocol and published configurations (reproduction); best: the "
-                             "same protocol with what validation chose beyond the paper (properties/best/)")
-    parser.add_argument("--check", action="store_true",
-                        help="check the model, settings, preset files and dataset, then stop: nothing is trained, "
-                             "embedded or paid (what a long run would refuse, in seconds)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    from recbole_llm.secrets import refuse_secret_arguments
-
-    try:  # before anything is parsed or logged: RecBole writes the whole command line to its log
-        refuse_secret_arguments(list(sys.argv[1:] if argv is None else argv))
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    add_search_options(parser)
+    add_common_options(parser)
+    if refused_secrets(sys.argv[1:] if argv is None else argv):
         return 2
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
@@ -73,19 +110,7 @@ def run_main(argv=None, prog: str = "run_recbole_llm.py") -> int:
                   f"({len(chosen or [])} config files); nothing was run")
             return 0
         if args.tune:
-            from recbole_llm.checks import prepare_dataset
-            from recbole_llm.presets import config_files
-            from recbole_llm.tuning import tune
-
-            chosen = config_files(files, args.model, args.dataset, args.preset)
-            prepare_dataset(args.model, args.dataset, chosen, None)
-            best = tune(args.model, args.dataset, max_evals=args.max_evals,
-                        folds=[int(f) for f in args.folds.split(",")], params_file=args.params_file,
-                        config_file_list=chosen, warmup=args.warmup,
-                        early_stop=args.early_stop, budget_seconds=args.budget_seconds, output_dir=args.output_dir,
-                        prune_after=args.prune_after)
-            print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
-            return 0
+            return search(args, files)
         result = recbole_llm.run(args.model, args.dataset, config_file_list=files, nproc=args.nproc,
                                  world_size=args.world_size, ip=args.ip, port=args.port,
                                  group_offset=args.group_offset, protocol_defaults=not args.recbole_defaults,
@@ -120,7 +145,6 @@ def tune_main(argv=None, prog: str = "python -m recbole_llm tune") -> int:
     trials' settings, and only they reach RecBole's Config (no "will not be used" line in every trial)."""
     import recbole_llm
     from recbole_llm.errors import run_command
-    from recbole_llm.secrets import refuse_secret_arguments
 
     parser = argparse.ArgumentParser(prog=prog, description=TUNE_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,51 +152,19 @@ def tune_main(argv=None, prog: str = "python -m recbole_llm tune") -> int:
     parser.add_argument("--dataset", "-d", required=True, help="dataset name")
     parser.add_argument("--algo", choices=["bayes", "random", "exhaustive"], default="bayes",
                         help="TPE after --warmup random trials, random search, or every grid point")
-    parser.add_argument("--max_evals", type=int, default=20, help="trials")
-    parser.add_argument("--folds", type=str, default="1,2,3", help="temporal folds each trial trains and validates on")
     parser.add_argument("--trial_epochs", type=int, default=None, help="epochs per trial and fold (default: the "
                         "model's own, with early stopping)")
-    parser.add_argument("--budget_seconds", type=float, default=None, help="wall-clock budget of the whole search")
-    parser.add_argument("--warmup", type=int, default=5, help="random trials before TPE (the paper: 40)")
-    parser.add_argument("--early_stop", type=int, default=10, help="stop after N trials without improvement (paper: 100)")
-    parser.add_argument("--prune_after", type=int, default=4,
-                        help="prune a trial in the bottom 20%% of a fold once N trials ran it (the paper: 10)")
-    parser.add_argument("--params_file", type=str, default=None, help="search space (default properties/hyper/)")
-    parser.add_argument("--config_files", type=str, default=None, help="space-separated config files")
-    parser.add_argument("--preset", choices=["paper", "best"], default="paper", help="the preset the trials start from")
-    parser.add_argument("--output_dir", type=str, default="tuning", help="where the study's yaml/csv/trials go")
-    parser.add_argument("--check", action="store_true", help="check the settings and dataset, then stop")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    add_search_options(parser)
+    add_common_options(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        refuse_secret_arguments(argv)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    if refused_secrets(argv):
         return 2
     args, settings = parser.parse_known_args(argv)
     sys.argv = [prog] + settings  # only the trials' settings reach RecBole's Config
     files = args.config_files.strip().split(" ") if args.config_files else None
 
     def work() -> int:
-        from recbole_llm.checks import prepare_dataset
-        from recbole_llm.presets import config_files
-        from recbole_llm.tuning import tune
-
         recbole_llm.get_model(args.model)
-        chosen = config_files(files, args.model, args.dataset, args.preset)
-        base = {"preset": args.preset} if args.preset != "paper" else {}
-        if args.trial_epochs is not None:
-            base["epochs"] = args.trial_epochs
-        prepare_dataset(args.model, args.dataset, chosen, base or None)
-        if args.check:
-            print(f"ok: tuning {args.model} on {args.dataset} ({args.algo}, {args.max_evals} trials, folds {args.folds}); "
-                  "nothing was run")
-            return 0
-        best = tune(args.model, args.dataset, max_evals=args.max_evals, folds=[int(f) for f in args.folds.split(",")],
-                    params_file=args.params_file, config_file_list=chosen, base_config=base, warmup=args.warmup,
-                    early_stop=args.early_stop, budget_seconds=args.budget_seconds, output_dir=args.output_dir,
-                    algo=args.algo, prune_after=args.prune_after)
-        print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
-        return 0
+        return search(args, files, args.algo, args.trial_epochs)
 
     return run_command(work, debug=args.debug)
