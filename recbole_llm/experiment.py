@@ -128,20 +128,16 @@ def only_writer(out: Path):
     """An exclusive lock on ``out`` (``<out>.lock``) for the run that writes it: a second process asked for the
     same run (two reports on one folder) is refused at once instead of training beside it into the same resume
     file, checkpoint and results."""
-    import fcntl
+    from .locks import LockHeld, exclusive
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(out.name + ".lock"), "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SettingError(f"another process is already running {out.name} into {out.parent}: let it finish "
-                               "(this command then finds its result), or give this run another --out") from None
-        try:
+    try:
+        with exclusive(out, wait=False):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except LockHeld:
+        raise SettingError(f"another process is already running {out.name} into {out.parent}: let it finish "
+                           "(this command then finds its result), or give this run another --out") from None
 
 
 def run_single(model_name: str, dataset_name: str, seed: int, out: Path, overrides: dict | None = None,

@@ -6,7 +6,6 @@ once. ``run_recbole_llm.py`` itself hands the same files to RecBole's own ``run`
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -92,6 +91,7 @@ def train_missing_members(config) -> list[str]:
     where ``member_checkpoint`` names it (model, seed, resolved settings), so a finished member is never trained again
     and every ensemble asking for it reads it. On Beauty a PaperSASRec member takes ~5 minutes on one thread, an
     LLM2SASRec ~30. Returns the checkpoints made."""
+    from .locks import exclusive
     from .model.ensemble import member_specs
     from .registry import get_model
     from .settings import config_value
@@ -104,25 +104,13 @@ def train_missing_members(config) -> list[str]:
     for number, spec in enumerate(todo, 1):
         target = Path(spec["checkpoint"])
         target.parent.mkdir(parents=True, exist_ok=True)
-        with member_lock(target):  # another run training the same member: wait for it, then read its file
+        # one lock per member file: two ensembles sharing a member (two report rows side by side, two terminals)
+        # train it once; the second waits, then reads its file
+        with exclusive(target):
             if target.is_file():
                 continue
             made.append(_train_member(config, spec, target, number, len(todo)))
     return made
-
-
-@contextlib.contextmanager
-def member_lock(target: Path):
-    """An exclusive lock per member file, held while it is trained: two ensembles sharing a member (two report rows
-    side by side, two terminals) train it once."""
-    import fcntl
-
-    with open(target.with_name(target.name + ".lock"), "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _train_member(config, spec: dict, target: Path, number: int, count: int) -> str:

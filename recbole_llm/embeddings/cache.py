@@ -94,14 +94,10 @@ class EmbeddingCache:
     def claim(self):
         """An exclusive lock shared by every process using this cache file, held while one paid batch is
         embedded and stored, so that two processes never pay for the same texts."""
-        import fcntl
+        from ..locks import exclusive
 
-        with open(self.path.with_name(self.path.name + ".lock"), "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive(self.path):
+            yield
 
     def get_many(self, keys: list[str]) -> dict[str, np.ndarray]:
         found, bad = {}, []
