@@ -29,7 +29,7 @@ from ..errors import SettingError
 from ..registry import register_model
 from ..settings import config_value
 from . import output_head, position_losses
-from .llm2seq import SCALES, llm_item_table
+from .llm2seq import LLMInitMixin
 from .sequential import PaperGRU4Rec, PaperSASRec
 
 ID_INITS = ("zeros", "normal")
@@ -124,33 +124,27 @@ def full_llm_config(config) -> dict:
     return settings
 
 
-class DualViewMixin:
-    """LLM-ESR's two views through the model's one encoder (``_encode``), concatenated."""
-
-    table_size_key = "hidden_size"
+class DualViewMixin(LLMInitMixin):
+    """LLM-ESR's two views through the model's one encoder (``_encode``), concatenated. The ID view starts as
+    LLM2SASRec's table does (``LLMInitMixin``: the PCA of the LLM embeddings, ``embedding_scale``)."""
 
     @classmethod
     def check_settings(cls, config) -> None:
+        super().check_settings(config)
         if config_value(config, "output_dense") is not None:
             raise SettingError("LLM-ESR's state is the two views concatenated, scored against the two item tables "
                                "concatenated: output_dense (a Dense on one table's size) does not apply; set it to ~")
         if config_value(config, "loss_type", "CE") != "CE":
             raise SettingError("LLMESR models train with the catalog cross-entropy (loss_type: CE)")
-        if config_value(config, "embedding_scale", "std") not in SCALES:
-            raise SettingError(f"embedding_scale must be one of {SCALES}")
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
-        prepare_item_embeddings(config, int(config[cls.table_size_key]))  # the ID view's start (PCA)
+        super().prepare_resources(config, dataset)  # the ID view's start (PCA)
         prepare_item_embeddings(full_llm_config(config))  # the LLM view
 
     def _add_llm_view(self, config, dataset) -> None:
         size = int(config[self.table_size_key])
-        weight = self.item_embedding.weight
-        with torch.no_grad():  # the ID view starts from the PCA of the LLM embeddings, as LLM2SASRec
-            weight[: self.n_items] = llm_item_table(config, dataset, self.n_items, size,
-                                                    float(weight[1: self.n_items].std()))
-            weight[0] = 0.0
+        self._load_llm_item_table(config, dataset, size)  # the ID view
         llm = item_embedding_table(full_llm_config(config), dataset)[: self.n_items].clone()
         llm[0] = 0.0
         self.register_buffer("llm_table", llm)
