@@ -11,7 +11,7 @@ from recbole.utils import InputType
 
 from ..embeddings.index import KINDS, ItemIndex, build_and_save, index_file
 from ..embeddings.pooling import check_strategy, pool
-from ..embeddings.store import item_embedding_table, prepare_item_embeddings
+from ..embeddings.store import EmbeddingSpec, embedding_file, item_embedding_table, prepare_item_embeddings
 from ..errors import SettingError
 from ..registry import register_model
 from ..settings import config_value
@@ -62,12 +62,19 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
                 "nprobe": int(config_value(config, "ann_nprobe", 32))}
 
     @classmethod
+    def index_path(cls, config, kind: str, n_items: int):
+        """Where the prepare stage saves the index and the constructor reads it: beside the embedding file it was
+        built from, named by that file and the index's settings."""
+        embeddings = embedding_file(config, EmbeddingSpec.from_config(config))[0]
+        return index_file(embeddings, config["llmseqsim_similarity"], kind, {**cls.index_params(config),
+                                                                               "items": n_items})
+
+    @classmethod
     def prepare_resources(cls, config, dataset) -> None:
-        path = prepare_item_embeddings(config)
+        prepare_item_embeddings(config)
         kind = cls.index_kind(config, dataset.item_num)
         if kind != "exact":
-            target = index_file(path, config["llmseqsim_similarity"], kind, {**cls.index_params(config),
-                                                                             "items": dataset.item_num})
+            target = cls.index_path(config, kind, dataset.item_num)
             if not target.is_file():
                 build_and_save(item_embedding_table(config, dataset), target, config["llmseqsim_similarity"], kind,
                                cls.index_params(config), seed=int(config_value(config, "seed", 0)))
@@ -79,17 +86,13 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
         self.similarity = config["llmseqsim_similarity"]
         self.exclude_session_items = bool(config["exclude_session_items"])
         self.register_buffer("item_table", item_embedding_table(config, dataset))
-        self.index_kind_ = self.index_kind(config, self.n_items)
+        kind = self.index_kind(config, self.n_items)
         self.candidates = int(config_value(config, "llmseqsim_ann_candidates", 200))
         self.index = None
-        if self.index_kind_ != "exact":
-            from ..embeddings.store import EmbeddingSpec, embedding_file
-
+        if kind != "exact":
             params = self.index_params(config)
-            path = index_file(embedding_file(config, EmbeddingSpec.from_config(config))[0], self.similarity,
-                              self.index_kind_, {**params, "items": self.n_items})
-            self.index = ItemIndex.load(path, self.item_table, self.similarity, self.index_kind_,
-                                        params["ef_search"], params["nprobe"])
+            self.index = ItemIndex.load(self.index_path(config, kind, self.n_items), self.item_table, self.similarity,
+                                        kind, params["ef_search"], params["nprobe"])
         self.dummy = torch.nn.Parameter(torch.zeros(1))  # RecBole's optimiser needs one parameter
 
     def calculate_loss(self, interaction):
