@@ -106,6 +106,16 @@ def build(model, tiny, **overrides):
     return run.config, run.dataset, (run.train_data, run.valid_data, run.test_data), run.model
 
 
+def trained_checkpoint(model, tiny, **overrides) -> str:
+    """The best checkpoint of ``model`` trained on the tiny data by its own trainer."""
+    from recbole_llm.registry import get_trainer
+
+    config, _, (train, valid, _), net = build(model, tiny, **overrides)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    return trainer.saved_model_file
+
+
 @pytest.fixture(scope="session")
 def tiny_llm(tmp_path_factory):
     """A randomly initialised tiny Llama with SmolLM2's tokenizer and chat template."""

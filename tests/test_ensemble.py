@@ -3,18 +3,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build
+from conftest import build, trained_checkpoint
 
 from recbole_llm.model.ensemble import normalise, simplex_grid
-
-
-def _trained(model, tiny, **extra):
-    from recbole_llm.registry import get_trainer
-
-    config, _, (train, valid, _), net = build(model, tiny, **extra)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-    trainer.fit(train, valid, saved=True, show_progress=False)
-    return trainer.saved_model_file
 
 
 def test_normalisers_keep_refused_items_refused_and_rank_as_the_member_does():
@@ -34,7 +25,7 @@ def test_an_ensemble_of_a_checkpoint_and_a_one_pass_model(tiny, tmp_path):
     import recbole_llm
     from recbole_llm.registry import get_trainer
 
-    checkpoint = _trained("PaperSASRec", tiny, train_mode="all_positions", epochs=2)
+    checkpoint = trained_checkpoint("PaperSASRec", tiny, train_mode="all_positions", epochs=2)
     members = [{"model": "PaperSASRec", "checkpoint": checkpoint, "settings": {"train_mode": "all_positions"}},
                {"model": "LLMSeqSim"}]
     config, _, (train, valid, test), ensemble = build("ScoreEnsemble", tiny, ensemble_members=members)
@@ -82,7 +73,7 @@ def test_a_member_is_named_by_its_run_file_and_seed(tiny, tmp_path):
 
     from recbole_llm.model.ensemble import resolve_checkpoint
 
-    checkpoint = _trained("PaperSASRec", tiny, train_mode="all_positions", epochs=1)
+    checkpoint = trained_checkpoint("PaperSASRec", tiny, train_mode="all_positions", epochs=1)
     (tmp_path / "SASRec__seed7.json").write_text(json.dumps({"checkpoint": checkpoint}))
     assert resolve_checkpoint(str(tmp_path / "SASRec__seed{seed}.json"), 7, 1) == checkpoint
     (tmp_path / "SASRec__seed8.json").write_text(json.dumps({"checkpoint": "saved/gone.pth"}))

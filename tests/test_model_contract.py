@@ -7,25 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build
+from conftest import build, trained_checkpoint
 
 from recbole_llm.registry import get_model, registered_models
 
 PAPER_OPTIONS = {"train_mode": "all_positions", "softmax_negatives": 5}
-
-
-@pytest.fixture(scope="module")
-def sasrec_checkpoint(tmp_path_factory):
-    return {}  # filled once by the first recipe that needs it (built on that test's tiny data)
-
-
-def _trained_checkpoint(tiny, tmp_path) -> str:
-    from recbole_llm.registry import get_trainer
-
-    config, _, (train, valid, _), net = build("PaperSASRec", tiny, checkpoint_dir=str(tmp_path / "members"))
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-    trainer.fit(train, valid, saved=True, show_progress=False)
-    return trainer.saved_model_file
 
 
 def recipe(name, tiny, tmp_path, tiny_llm) -> dict:
@@ -46,7 +32,7 @@ def recipe(name, tiny, tmp_path, tiny_llm) -> dict:
                          "llm_answer_cache": str(tmp_path / "answers.sqlite")},
     }
     if name == "ScoreEnsemble":
-        return {"ensemble_members": [{"model": "PaperSASRec", "checkpoint": _trained_checkpoint(tiny, tmp_path)},
+        return {"ensemble_members": [{"model": "PaperSASRec", "checkpoint": trained_checkpoint("PaperSASRec", tiny, checkpoint_dir=str(tmp_path / "members"))},
                                      {"model": "LLMSeqSim"}]}
     return recipes[name]
 
