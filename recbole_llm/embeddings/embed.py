@@ -42,9 +42,9 @@ def embed_texts(
     missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
     if missing:
         tokens, cost = provider.estimate_cost(missing)
+        mode = str(batch_api).lower()  # True | False | "auto", as a setting or a literal
         use_batch = getattr(provider, "batch_discount", None) is not None and (
-            batch_api is True or str(batch_api).lower() == "true"
-            or (str(batch_api).lower() == "auto" and len(missing) >= int(batch_min_texts)))
+            mode == "true" or (mode == "auto" and len(missing) >= int(batch_min_texts)))
         if use_batch:
             cost *= provider.batch_discount
         if cost > 0:
