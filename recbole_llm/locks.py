@@ -6,8 +6,10 @@ import contextlib
 import os
 from pathlib import Path
 
+from .errors import RecboleLLMError
 
-class LockHeld(BlockingIOError):
+
+class LockHeld(RecboleLLMError, BlockingIOError):
     """Another process holds the lock asked for with ``wait=False``."""
 
 
