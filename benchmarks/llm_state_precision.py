@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     import recbole_llm  # noqa: F401
-    from recbole_llm.llm.states import cpu_has_native_bf16, precision_context
+    from recbole_llm.llm.precision import cpu_has_native_bf16, precision_context
     from recbole_llm.model.llmsrec import load_frozen_llm, run_prompts
     from recbole_llm.pipeline import load_data
 

@@ -74,7 +74,7 @@ def main() -> None:
     import recbole_llm  # noqa: F401
     from benchmarks.common import build_beauty
     from recbole_llm.experiment import provenance
-    from recbole_llm.llm.states import cpu_has_native_bf16
+    from recbole_llm.llm.precision import cpu_has_native_bf16
 
     build_beauty()
     variants = [v for v in args.variants if cpu_has_native_bf16() or not VARIANTS[v].get("enable_amp")]

@@ -36,7 +36,7 @@ def check_run_settings(config: Config, folder: Path) -> None:
 
     refuse_secret_settings(config.final_config_dict, "the run's settings")
     if config["enable_amp"] and str(config["device"]).startswith("cpu"):
-        from .llm.states import cpu_has_native_bf16
+        from .llm.precision import cpu_has_native_bf16
 
         if not cpu_has_native_bf16():
             raise SettingError("enable_amp=True trains in bf16 (CPU autocast), but this CPU has no AVX-512 BF16 "

@@ -7,8 +7,9 @@ import pytest
 import torch
 from conftest import build
 
-from recbole_llm.llm import states
-from recbole_llm.llm.states import LLMStateStore, parse_shard, resolve_precision
+from recbole_llm.llm import precision as states
+from recbole_llm.llm.precision import resolve_precision
+from recbole_llm.llm.states import LLMStateStore, parse_shard
 
 PROMPTS = [f"prompt number {i} " + "word " * (i % 7) for i in range(40)]
 

@@ -100,14 +100,14 @@ def test_the_default_is_the_exact_full_softmax(tiny):
 
 
 def test_bf16_training_is_refused_where_the_cpu_lacks_it(tiny, monkeypatch):
-    from recbole_llm.llm import states
+    from recbole_llm.llm import precision as states
 
     monkeypatch.setattr(states, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(ValueError, match="enable_amp=True trains in bf16"):
         build("PaperSASRec", tiny, enable_amp=True)
 
 
-@pytest.mark.skipif(not __import__("recbole_llm.llm.states", fromlist=["x"]).cpu_has_native_bf16(),
+@pytest.mark.skipif(not __import__("recbole_llm.llm.precision", fromlist=["x"]).cpu_has_native_bf16(),
                     reason="no native bf16 on this CPU")
 def test_bf16_training_steps_learn(tiny):
     from recbole_llm.registry import get_trainer

@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -28,48 +27,7 @@ from ..errors import SettingError
 from ..settings import default_cache_dir
 
 logger = logging.getLogger(__name__)
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
 READOUT_VERSION = "last-hidden-v2"  # v2: the added special tokens' input vectors are the mean token vector
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 matmuls run natively (about 2x fp32 here); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(setting: str | None, device: str | torch.device = "cpu") -> str:
-    """``auto`` -> bf16 where the hardware runs it natively (a CUDA device with bf16, a CPU with AVX-512 BF16),
-    else fp32. An explicit setting is kept; asking for bf16 on a CPU without it is refused (it would be slower
-    than fp32 and give different states)."""
-    setting = (setting or "auto").lower()
-    if setting not in PRECISIONS:
-        raise SettingError(f"llm_state_precision must be one of {', '.join(PRECISIONS)}; got {setting!r}")
-    on_cuda = str(device).startswith("cuda")
-    native = (torch.cuda.is_bf16_supported() if on_cuda else cpu_has_native_bf16())
-    if setting == "auto":
-        return "bf16" if native else "fp32"
-    if setting == "bf16" and not native:
-        raise SettingError("llm_state_precision: bf16 needs a CPU with AVX-512 BF16 (see /proc/cpuinfo) or a CUDA "
-                         "GPU with bf16; this machine has neither: use fp32 (or auto)")
-    if setting == "int8" and on_cuda:
-        raise SettingError("llm_state_precision: int8 is torch's CPU dynamic quantisation; use bf16 on a GPU")
-    return setting
-
-
-def precision_context(precision: str, device: str | torch.device = "cpu"):
-    """Autocast for bf16 (weights stay fp32); nothing for fp32 and int8 (int8 is in the weights)."""
-    if precision == "bf16":
-        return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def quantize_int8(llm):
-    """torch's dynamic int8 quantisation of every Linear (weights int8, activations quantised per batch)."""
-    return torch.ao.quantization.quantize_dynamic(llm, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def llm_identity(path: os.PathLike, precision: str) -> str:

@@ -27,7 +27,8 @@ from ..checkpoints import load_checkpoint
 from ..embeddings.store import catalog_titles
 from ..errors import MissingFileError, SettingError
 from ..llm.local import resolve_local_llm
-from ..llm.states import LLMStateStore, llm_identity, parse_shard, precision_context, quantize_int8, resolve_precision
+from ..llm.precision import precision_context, quantize_int8, resolve_precision
+from ..llm.states import LLMStateStore, llm_identity, parse_shard
 from ..registry import register_model
 from ..settings import config_value
 from ..trainer import StepBudgetTrainer
