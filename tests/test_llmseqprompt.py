@@ -173,14 +173,16 @@ def test_local_lora_flow_every_task(tiny, tmp_path, tiny_llm, task):
                   prompt_classes=4, prompt_slate_size=4, checkpoint_dir=str(tmp_path / "saved"),
                   llm_answer_cache=str(tmp_path / "answers.sqlite"))
     _, _, (_, _, test), model = build("LLMSeqPrompt", tiny, **config)
-    adapter = next(tmp_path.glob(f"saved/llmseqprompt/tiny/{task}/local-*/adapter"))
+    adapter = next(tmp_path.glob(f"saved/llmseqprompt/tiny/{task}/local-*/adapter-2"))
     assert model.model_ref == f"lora:{adapter}"
     scores = model.full_sort_predict(next(iter(test))[0])
     assert scores.shape[1] == model.n_items and torch.isfinite(scores[:, 1:]).all()
     report = model.evaluation_report()
     assert report["generated_titles"] + report["parse_failures"] > 0
     if task == "genitem":  # the LLM stays frozen, only LoRA weights learned; a rerun reuses the adapter
-        llm, _ = model.llm._model(model.model_ref)
+        from peft import PeftModel
+
+        llm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llm), str(adapter))
         base = AutoModelForCausalLM.from_pretrained(tiny_llm)
         frozen = dict(base.named_parameters())
         for name, param in llm.named_parameters():
@@ -391,3 +393,97 @@ def test_constrained_decoding_stays_in_the_title_trie_and_returns_k_distinct_ite
     with pytest.raises(ValueError, match="prompt_constrained"):
         build("LLMSeqPrompt", tiny, llm_provider="openai", prompt_constrained=True, llm_dry_run=True,
               checkpoint_dir=str(tmp_path / "saved2"))
+
+
+def _local_llm(tmp_path, tiny_llm, **options):
+    from recbole_llm.llm.local import LocalPromptLLM
+
+    return LocalPromptLLM(tmp_path, model=str(tiny_llm), precision="fp32", show_progress=False, **options)
+
+
+def _examples(n):
+    titles = TITLES[1:]
+    return [[{"role": "system", "content": "Recommend."},
+             {"role": "user", "content": f"Items so far:\n1. {titles[i % 5]}\nWhat is the next item?"},
+             {"role": "assistant", "content": titles[(i + 1) % 5]}] for i in range(n)]
+
+
+def test_lora_fine_tuning_resumes_to_the_same_adapter_and_writes_a_validation_curve(tmp_path, tiny_llm):
+    """A budget raised from 2 to 4 steps continues from step 2 (as a killed run resumes from its last point);
+    its adapter equals that of 4 steps in one go, and the curve has a validation loss at every point."""
+    import torch
+    from safetensors.torch import load_file
+
+    train, valid = _examples(12), _examples(4)
+    one_go = _local_llm(tmp_path / "a", tiny_llm, max_train_steps=4, batch_size=2, eval_steps=2)
+    ref = one_go.fine_tune(train, valid)
+    first = _local_llm(tmp_path / "b", tiny_llm, max_train_steps=2, batch_size=2, eval_steps=2)
+    first.fine_tune(train, valid)
+    resumed = _local_llm(tmp_path / "b", tiny_llm, max_train_steps=4, batch_size=2, eval_steps=2)
+    ref_resumed = resumed.fine_tune(train, valid)
+    a = load_file(Path(ref[5:]) / "adapter_model.safetensors")
+    b = load_file(Path(ref_resumed[5:]) / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    folder = Path(ref_resumed[5:]).parent
+    curve = [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in curve] == [2, 4] and all(np.isfinite(p["valid_loss"]) for p in curve)
+    assert sorted(p.name for p in folder.glob("adapter-*")) == ["adapter-2", "adapter-4"]
+    again = _local_llm(tmp_path / "b", tiny_llm, max_train_steps=2, batch_size=2, eval_steps=2)
+    assert again.fine_tune(train, valid) == f"lora:{folder / 'adapter-2'}", "a smaller budget reuses its snapshot"
+
+
+def test_answer_scores_with_the_shared_prompt_cache_equal_a_plain_forward_pass(tmp_path, tiny_llm):
+    import torch
+
+    llm = _local_llm(tmp_path, tiny_llm)
+    ref = llm.base_model()
+    messages = _examples(1)[0][:2]
+    answers = ["Red Lipstick", "Gold Nail Polish", "Mint"]
+    scores = llm.score_answers(ref, messages, answers)
+    model, tokenizer = llm._model(ref)
+    end = llm._end_id(tokenizer)
+    prompt = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                       add_special_tokens=False)["input_ids"]
+    for answer, score in zip(answers, scores):
+        target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [end]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + target])).logits[0].float(), -1)
+        expected = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
+        assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_constrained_search_with_beams_for_every_title_is_the_exact_ranking(tmp_path, tiny_llm):
+    """With as many beams as titles the beam search is exhaustive: it must return every catalog item in the
+    order of the probabilities the scorer gives their titles (and stop early only when that is safe)."""
+    llm = _local_llm(tmp_path, tiny_llm)
+    ref = llm.base_model()
+    messages = _examples(1)[0][:2]
+    scores = llm.score_answers(ref, messages, TITLES[1:])
+    exact = [i + 1 for i in sorted(range(len(scores)), key=lambda j: -scores[j])]
+    assert llm.constrained_generate(ref, messages, len(TITLES) - 1, TITLES) == exact
+    two = llm.constrained_generate(ref, messages, 2, TITLES)
+    assert len(two) == 2 == len(set(two)) and set(two) <= set(exact), "2 beams: 2 distinct catalog items"
+
+
+def test_rank_by_likelihood_reorders_llmseqsims_candidates_by_the_llms_probabilities(tiny, tmp_path, tiny_llm):
+    import torch
+
+    _, _, (_, _, test), model = build(
+        "LLMSeqPrompt", tiny, llm_provider="local", llm_model=str(tiny_llm), prompt_task="rank",
+        prompt_rank_by="likelihood", prompt_finetune=False, prompt_slate_size=4, max_test_sessions=3,
+        llm_precision="fp32", checkpoint_dir=str(tmp_path / "saved"))
+    assert model.builder.task == "genitem", "the prompt is the next-item model's"
+    interaction = next(iter(test))[0]
+    scores = model.full_sort_predict(interaction)
+    seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+    for row, items, n in zip(scores, seq, lengths):
+        session = items[:n].tolist()
+        candidates = model.ranker(session, 4)
+        messages, _ = model.builder.example(session[-model.max_prompt_items:])
+        logp = model.llm.score_answers(model.model_ref, messages, [model.titles[c] for c in candidates])
+        expected = [candidates[j] for j in sorted(range(4), key=lambda j: -logp[j])]
+        assert row.topk(4).indices.tolist() == expected
+        assert torch.isfinite(row[1:]).all()
+    with pytest.raises(ValueError, match="prompt_rank_by"):
+        build("LLMSeqPrompt", tiny, llm_provider="openai", prompt_task="rank", prompt_rank_by="likelihood",
+              llm_dry_run=True, checkpoint_dir=str(tmp_path / "saved2"))

@@ -20,6 +20,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from ..data.sessions import item_popularity, training_sessions
+from ..embeddings.pooling import check_strategy, pool
 from ..embeddings.store import (EmbeddingSpec, catalog_titles, item_embedding_table, prepare_item_embeddings,
                                 text_embedder)
 from ..errors import SettingError
@@ -51,6 +52,13 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
                 config["prompt_task"] != "genitem" or config["llm_provider"] != "local"):
             raise SettingError("prompt_constrained: True decodes over the catalog's titles with the local model: use "
                              "prompt_task=genitem and llm_provider=local (paid APIs cannot be constrained)")
+        rank_by = config_value(config, "prompt_rank_by", "generate")
+        if rank_by not in ("generate", "likelihood"):
+            raise SettingError(f"prompt_rank_by must be generate or likelihood; got {rank_by!r}")
+        if rank_by == "likelihood" and (config["prompt_task"] != "rank" or config["llm_provider"] != "local"):
+            raise SettingError("prompt_rank_by: likelihood scores the candidates' titles with the local model's "
+                               "probabilities: use prompt_task=rank and llm_provider=local (paid APIs return no "
+                               "probability of a given answer)")
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -62,8 +70,13 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         super().__init__(config, dataset)
         self.check_settings(config)
         self.task = config["prompt_task"]
+        # Rank by likelihood: the candidates' titles scored by the next-item model's probability of writing each
+        # one, so the prompt and the fine-tuning are GenItem's (one adapter serves both); by generation the model
+        # writes the reordered slate, a list of ~20 titles per session
+        self.rank_by_likelihood = self.task == "rank" and config_value(config, "prompt_rank_by", "generate") == "likelihood"
+        self.prompt_task = "genitem" if self.rank_by_likelihood else self.task
         self.k = int(config["prompt_k"])
-        self.samples = int(config["prompt_samples"]) if self.task == "genitem" else 1
+        self.samples = int(config["prompt_samples"]) if self.prompt_task == "genitem" else 1
         self.settings = {"temperature": float(config["llm_temperature"]), "top_p": float(config["llm_top_p"]),
                          "max_new_tokens": int(config["llm_max_new_tokens"])}
         self.show_progress = bool(config["show_progress"])
@@ -80,12 +93,13 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         # generated titles are embedded like the catalog: the same provider options, cache and cost gate
         self.mapper = TitleMapper(self.titles, table.numpy(),
                                   text_embedder(EmbeddingSpec.from_config(config), show_progress=False))
-        self.workdir = Path(config["checkpoint_dir"]) / "llmseqprompt" / config["dataset"] / self.task
+        self.workdir = Path(config["checkpoint_dir"]) / "llmseqprompt" / config["dataset"] / self.prompt_task
         self.finetune, self.dry_run, self.seed = bool(config["prompt_finetune"]), bool(config["llm_dry_run"]), int(config["seed"])
         self.llm = make_prompt_llm(
             config["llm_provider"], self.workdir, model=config["llm_model"], max_train_steps=config["llm_max_train_steps"],
             batch_size=config["llm_batch_size"], lora_rank=config["llm_lora_rank"], learning_rate=config["llm_learning_rate"],
             seed=config["seed"], dry_run=config["llm_dry_run"], base_url=config["openai_base_url"],
+            precision=config_value(config, "llm_precision"), eval_steps=config_value(config, "llm_eval_steps"),
             poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress,
             project=config_value(config, "vertex_project"), location=config_value(config, "vertex_location"),
             api_endpoint=config_value(config, "vertex_api_endpoint"),
@@ -95,21 +109,30 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         self.model_ref = None  # set by fine_tune (the trainer) or read from a checkpoint
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
+    @staticmethod
+    def _llmseqsim_ranker(normed: torch.Tensor, pooling: str):
+        """LLMSeqSim (cosine, ``llmseqsim_pooling``, the session's items excluded): the candidates of genlist and
+        rank. With LLMSeqSim's embedding settings it returns the LLMSeqSim row's own top items."""
+        def ranker(session, k):
+            pooled = pool(normed, torch.as_tensor([session]), torch.tensor([len(session)]), pooling)
+            scores = (torch.nn.functional.normalize(pooled, dim=1) @ normed.T)[0]
+            scores[0] = -torch.inf
+            scores[session] = -torch.inf
+            return scores.topk(k).indices.tolist()
+
+        return ranker
+
     def _builder(self, config, table: torch.Tensor) -> PromptBuilder:
         templates = load_templates(config_value(config, "prompt_templates"))
-        options = {"task": self.task, "titles": self.titles, "k": self.k, "templates": templates,
-                   "slate_size": int(config["prompt_slate_size"]), "seed": int(config["seed"])}
+        self.slate_size = int(config["prompt_slate_size"])
+        options = {"task": self.prompt_task, "titles": self.titles, "k": self.k, "templates": templates,
+                   "slate_size": self.slate_size, "seed": int(config["seed"])}
         normed = torch.nn.functional.normalize(table, dim=1)
-        if self.task in ("genlist", "rank"):
-            def ranker(prompt, k):  # LLMSeqSim: mean pooling, cosine (the paper's default ranker)
-                session = normed[prompt].mean(0, keepdim=True)
-                scores = (torch.nn.functional.normalize(session, dim=1) @ normed.T)[0]
-                scores[0] = -torch.inf
-                scores[prompt] = -torch.inf
-                return scores.topk(k).indices.tolist()
-
-            options["ranker"] = ranker
-        if self.task == "classify":
+        pooling = check_strategy("llmseqsim_pooling", config_value(config, "llmseqsim_pooling", "mean"))
+        self.ranker = self._llmseqsim_ranker(normed, pooling) if self.task in ("genlist", "rank") else None
+        if self.prompt_task in ("genlist", "rank"):
+            options["ranker"] = self.ranker
+        if self.prompt_task == "classify":
             from sklearn.cluster import KMeans
 
             n_classes = min(int(config["prompt_classes"]), self.n_items - 1)
@@ -163,6 +186,22 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         scores[:, 0] = -torch.inf
         return scores
 
+    def _likelihood_ranks(self, prompts: list[list[dict]], sessions: list[list[int]], scores: torch.Tensor) -> torch.Tensor:
+        """Rank by likelihood: LLMSeqSim's top ``prompt_slate_size`` candidates, reordered by the LLM's probability
+        of writing each one's title next, above the backfill."""
+        from tqdm.auto import tqdm
+
+        for b, (messages, prompt) in enumerate(tqdm(list(zip(prompts, sessions)), desc="ranked candidates",
+                                                    disable=not self.show_progress)):
+            candidates = self.ranker(prompt, self.slate_size)
+            logp = self.llm.score_answers(self.model_ref, messages, [self.titles[c] for c in candidates])
+            order = sorted(range(len(candidates)), key=lambda j: -logp[j])
+            self.mapper.stats.recommended.update(candidates)
+            for rank, j in enumerate(order):
+                scores[b, candidates[j]] = len(order) - rank
+        scores[:, 0] = -torch.inf
+        return scores
+
     def evaluation_report(self) -> dict:
         report = self.mapper.stats.report()
         self.last_similarities = np.asarray(self.mapper.stats.similarities, dtype=np.float32)
@@ -179,14 +218,18 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         scores = torch.full((len(seq), self.n_items), -torch.inf)
         if self.backfill == "popularity":
             scores[:] = self.popularity / (self.popularity.max() + 1) - 1  # below any generated item
-        prompts, candidates = [], []
+        prompts, candidates, sessions = [], [], []
         for row, n in zip(seq, lengths):
-            messages, cands = self.builder.example([int(i) for i in row[:n][-self.max_prompt_items:]])
+            session = [int(i) for i in row[:n]]
+            messages, cands = self.builder.example(session[-self.max_prompt_items:])
             prompts.append(messages)
             candidates.append(cands)
+            sessions.append(session)  # whole: the likelihood ranker's candidates come from all of it
         if self.model_ref is None:
             raise RuntimeError("LLMSeqPrompt has no fine-tuned model yet: fit it with its trainer "
                                "(LLMSeqPromptTrainer.fit calls fine_tune) or load a checkpoint that has one")
+        if self.rank_by_likelihood:
+            return self._likelihood_ranks(prompts, sessions, scores).to(interaction[self.ITEM_SEQ].device)
         if self.constrained:
             return self._constrained_scores(prompts, scores).to(interaction[self.ITEM_SEQ].device)
         answers = self.llm.sample(self.model_ref, prompts, self.samples, self.settings, self.show_progress)
