@@ -171,20 +171,21 @@ def _report(args) -> int:
         write_results()
         print("benchmarks/RESULTS.md rebuilt from every experiment file's runs")
         return 0
+    settings = {}
+    for item in args.set or []:
+        key, value = item.split("=", 1)
+        settings[key] = yaml.safe_load(value)
     if args.experiment:
         started = time.perf_counter()
-        print(run_experiment(args.experiment, args.only, args.tables_only, args.threads, args.jobs))
+        print(run_experiment(args.experiment, args.only, args.tables_only, args.threads, args.jobs, settings,
+                             args.dataset, args.data_path, args.out))
         print(f"report of {args.experiment} written in {time.perf_counter() - started:.0f}s")
         return 0
     if not (args.out and (args.tables_only or (args.dataset and args.models))):
         raise SystemExit("report needs --experiment FILE, --dataset, --models and --out, or --out with --tables_only")
-    common = {}
-    for item in args.set or []:
-        key, value = item.split("=", 1)
-        common[key] = yaml.safe_load(value)
     started = time.perf_counter()
     if not args.tables_only:
-        run_plan(args.out, args.dataset, args.models, args.seeds, common, args.threads, args.data_path, args.jobs)
+        run_plan(args.out, args.dataset, args.models, args.seeds, settings, args.threads, args.data_path, args.jobs)
     print(build_report(args.out))
     print(f"report written to {args.out} in {time.perf_counter() - started:.0f}s")
     return 0
@@ -377,11 +378,13 @@ def main(argv=None) -> int:
         formatter_class=ExamplesAndDefaults)
     report.add_argument("--experiment", default=None, help="an experiment file (benchmarks/experiments/*.yaml)")
     report.add_argument("--only", nargs="+", help="with --experiment: run only these labels")
-    report.add_argument("--dataset", default=None, help="dataset name")
+    report.add_argument("--dataset", default=None, help="dataset name (with --experiment: run its plan on this dataset)")
     report.add_argument("--models", nargs="+", default=None, help="Model | Model[key=value,...] | Label=Model[...]")
     report.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds per model")
-    report.add_argument("--out", default=None, help="folder of the run files and tables")
-    report.add_argument("--set", nargs="*", help="key=value applied to every run")
+    report.add_argument("--out", default=None, help="folder of the run files and tables (with --experiment: "
+                        "instead of the file's)")
+    report.add_argument("--set", nargs="*", help="key=value applied to every run (with --experiment: over the "
+                        "file's settings, its rows' included)")
     report.add_argument("--threads", type=int, default=1, help="torch threads per run")
     report.add_argument("--jobs", type=int, default=1, help="runs side by side, each in its own process (2 on 2 cores)")
     report.add_argument("--data_path", default=None, help="folder holding <dataset>/")

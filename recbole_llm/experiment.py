@@ -223,10 +223,11 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
 
 
 def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,
-             threads: int = 1, data_path: str | None = None, jobs: int = 1) -> None:
+             threads: int = 1, data_path: str | None = None, jobs: int = 1, final: dict | None = None) -> None:
     """Run every missing (spec, seed), each in a subprocess, ``jobs`` of them side by side (each with ``threads``
     torch threads: on a 2-core machine two one-thread runs go furthest), showing progress for the whole plan. A
-    run's result does not depend on ``jobs``: each is its own seeded process."""
+    run's result does not depend on ``jobs``: each is its own seeded process. Settings: ``common``, then each
+    spec's own, then ``final`` (a user's command-line ``--set``, the last word)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
@@ -239,7 +240,8 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
     for seed in seeds:
         for spec in specs:
             label, model, overrides = parse_model_spec(spec)
-            plan.append((label, model, seed, {**(common or {}), **overrides}, out_dir / f"{label}__seed{seed}.json"))
+            settings = {**(common or {}), **overrides, **(final or {})}
+            plan.append((label, model, seed, settings, out_dir / f"{label}__seed{seed}.json"))
     todo = []
     for job in plan:
         label, model, seed, settings, target = job
@@ -382,11 +384,21 @@ def _fits_in_one_pass(spec: str, common: dict) -> bool:
 
 
 def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only: bool = False,
-                   threads: int = 1, jobs: int = 1) -> str:
-    """Run an experiment file's missing runs (``only``: these labels), then write its tables."""
+                   threads: int = 1, jobs: int = 1, settings: dict | None = None, dataset: str | None = None,
+                   data_path: str | None = None, out: str | None = None) -> str:
+    """Run an experiment file's missing runs (``only``: these labels), then write its tables. ``settings`` (a
+    command line's ``--set``) apply to every run over the file's own, row settings included; ``dataset``,
+    ``data_path`` and ``out`` run the same plan on other data or into another folder (as a test runs a GPU
+    experiment on tiny data, or a user on their own)."""
     from .report import build_report, write_paper_comparison
 
     spec = load_experiment(path)
+    settings = dict(settings or {})
+    if dataset and dataset != spec["dataset"]:
+        spec = dict(spec, dataset=dataset, build={}, paper=None)  # the file's build and paper table are its data's
+    for key, value in (("data_path", data_path), ("out", out)):
+        if value:
+            spec[key] = str(Path(value).resolve())
     labels = [parse_model_spec(m)[0] for m in spec["models"]]
     unknown = sorted(set(only or ()) - set(labels))
     if unknown:  # a mistyped label would otherwise run nothing and still rewrite the tables
@@ -397,12 +409,12 @@ def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only
 
             build_paper_beauty(spec["build"]["paper_beauty"], spec.get("data_path") or "dataset")
         models = [m for m, label in zip(spec["models"], labels) if not only or label in only]
-        once = [m for m in models if _fits_in_one_pass(m, spec["set"])]
+        once = [m for m in models if _fits_in_one_pass(m, {**spec["set"], **settings})]
         for group, seeds in ((once, spec.get("one_pass_seeds") or spec["seeds"]),
                              ([m for m in models if m not in once], spec["seeds"])):
             if group:
                 run_plan(Path(spec["out"]), spec["dataset"], group, seeds, spec["set"], threads, spec.get("data_path"),
-                         jobs)
+                         jobs, final=settings)
     text = build_report(Path(spec["out"]), bool(spec.get("headline")), spec.get("unclean"))
     if spec.get("paper"):
         text = write_paper_comparison(spec, f"python -m recbole_llm report --experiment {spec['file']}")

@@ -104,15 +104,17 @@ class LocalPromptLLM(PromptLLM):
     def __init__(self, workdir, model: str | None = None, lora_rank: int = 8, learning_rate: float = 2e-4,
                  max_train_steps: int = 100, batch_size: int = 8, max_seq_len: int = 384, seed: int = 0,
                  show_progress: bool = True, cache=None, precision: str | None = "auto", eval_steps: int = 50,
-                 valid_examples: int = 128):
+                 valid_examples: int = 128, device: str = "cpu"):
         super().__init__(workdir, cache)
         from .precision import resolve_precision
+
+        self.device = str(device)
 
         self.path = resolve_local_llm(model)
         self.lora_rank, self.learning_rate = lora_rank, learning_rate
         self.max_train_steps, self.batch_size, self.max_seq_len = int(max_train_steps), int(batch_size), max_seq_len
         self.seed, self.show_progress = seed, show_progress
-        self.precision = resolve_precision(precision, key="llm_precision", allowed=("auto", "fp32", "bf16"))
+        self.precision = resolve_precision(precision, self.device, key="llm_precision", allowed=("auto", "fp32", "bf16"))
         self.eval_steps, self.valid_examples = max(1, int(eval_steps)), int(valid_examples)
         self._loaded: dict[str, tuple] = {}
 
@@ -130,7 +132,7 @@ class LocalPromptLLM(PromptLLM):
     def _autocast(self):
         from .precision import precision_context
 
-        return precision_context(self.precision)
+        return precision_context(self.precision, self.device)
 
     def _encode(self, tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
         """Token ids and labels; only the assistant's answer is learned."""
@@ -141,14 +143,13 @@ class LocalPromptLLM(PromptLLM):
         labels = [-100] * n_prompt + ids[n_prompt:]
         return ids[-self.max_seq_len:], labels[-self.max_seq_len:]
 
-    @staticmethod
-    def _batch(encoded, pad: int):
+    def _batch(self, encoded, pad: int):
         import torch
 
         width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.tensor([[pad] * (width - len(i)) + i for i, _ in encoded])
-        labels = torch.tensor([[-100] * (width - len(l)) + l for _, l in encoded])
-        attention = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i, _ in encoded])
+        input_ids = torch.tensor([[pad] * (width - len(i)) + i for i, _ in encoded], device=self.device)
+        labels = torch.tensor([[-100] * (width - len(l)) + l for _, l in encoded], device=self.device)
+        attention = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i, _ in encoded], device=self.device)
         return input_ids, attention, labels
 
     def training_folder(self, train) -> Path:
@@ -175,7 +176,7 @@ class LocalPromptLLM(PromptLLM):
         folder.mkdir(parents=True, exist_ok=True)
         tokenizer = self._tokenizer()
         torch.manual_seed(self.seed)
-        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).to(self.device)
         model = get_peft_model(model, LoraConfig(r=self.lora_rank, lora_alpha=2 * self.lora_rank,
                                                  target_modules="all-linear", lora_dropout=0.05, task_type="CAUSAL_LM"))
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -183,7 +184,7 @@ class LocalPromptLLM(PromptLLM):
         step = 0
         progress = folder / "progress.pt"
         if progress.exists():
-            state = torch.load(progress, weights_only=True)  # tensors and numbers only: nothing runs from it
+            state = torch.load(progress, weights_only=True, map_location=self.device)  # tensors, numbers: no code
             if state["step"] <= self.max_train_steps:
                 with torch.no_grad():
                     for name, value in state["lora"].items():
@@ -281,7 +282,7 @@ class LocalPromptLLM(PromptLLM):
             import torch
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).to(self.device)
             if ref.startswith("lora:"):
                 from peft import PeftModel
 
@@ -296,7 +297,7 @@ class LocalPromptLLM(PromptLLM):
 
         model, tokenizer = self._model(ref)
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
         torch.manual_seed(self.seed)
         with torch.no_grad(), self._autocast():
             out = model.generate(**inputs, do_sample=True, num_return_sequences=n,
@@ -316,7 +317,7 @@ class LocalPromptLLM(PromptLLM):
         import torch
 
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
         out = model(input_ids=ids, use_cache=True)
         return out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), -1), ids.shape[1]
 
@@ -334,15 +335,16 @@ class LocalPromptLLM(PromptLLM):
         with torch.no_grad(), self._autocast():
             cache, first, n_prompt = self._prompt_state(model, tokenizer, messages)
             scores = first[[e[0] for e in encoded]].clone()
+            device = {"device": first.device}
             if width > 1:
                 cache.batch_repeat_interleave(len(encoded))
                 pad = tokenizer.pad_token_id
-                inputs = torch.tensor([e[:-1] + [pad] * (width - len(e)) for e in encoded])
-                mask = torch.tensor([[1] * (len(e) - 1) + [0] * (width - len(e)) for e in encoded])
-                attention = torch.cat([torch.ones(len(encoded), n_prompt, dtype=mask.dtype), mask], 1)
+                inputs = torch.tensor([e[:-1] + [pad] * (width - len(e)) for e in encoded], **device)
+                mask = torch.tensor([[1] * (len(e) - 1) + [0] * (width - len(e)) for e in encoded], **device)
+                attention = torch.cat([torch.ones(len(encoded), n_prompt, dtype=mask.dtype, **device), mask], 1)
                 logits = model(input_ids=inputs, attention_mask=attention, past_key_values=cache).logits.float()
                 logp = torch.log_softmax(logits, -1)
-                targets = torch.tensor([e[1:] + [0] * (width - len(e)) for e in encoded])
+                targets = torch.tensor([e[1:] + [0] * (width - len(e)) for e in encoded], **device)
                 picked = logp.gather(2, targets.unsqueeze(-1)).squeeze(-1) * mask
                 scores += picked.sum(1)
         return scores.tolist()
@@ -386,14 +388,15 @@ class LocalPromptLLM(PromptLLM):
                 finished.sort(key=lambda f: -f[0])
                 if not survivors or (len(finished) >= k and survivors[0][2] <= finished[k - 1][0]):
                     break
-                index = torch.tensor([b for b, _, _ in survivors])
+                index = torch.tensor([b for b, _, _ in survivors], device=self.device)
                 if len(beams) == 1 and len(survivors) > 1:
                     cache.batch_repeat_interleave(len(survivors))
                 else:
                     cache.batch_select_indices(index)
                 steps = len(beams[0][0]) + 1  # every beam has the same length
-                attention = torch.ones(len(survivors), n_prompt + steps, dtype=torch.long)
-                out = model(input_ids=torch.tensor([[t[-1]] for _, t, _ in survivors]), attention_mask=attention,
+                attention = torch.ones(len(survivors), n_prompt + steps, dtype=torch.long, device=self.device)
+                out = model(input_ids=torch.tensor([[t[-1]] for _, t, _ in survivors], device=self.device),
+                            attention_mask=attention,
                             past_key_values=cache, use_cache=True)
                 cache = out.past_key_values
                 logps = torch.log_softmax(out.logits[:, -1].float(), -1)
