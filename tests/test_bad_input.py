@@ -188,6 +188,44 @@ def test_a_damaged_cache_keeps_its_readable_rows_and_an_empty_one_warns(tmp_path
     assert "empty (0 bytes)" in caplog.text
 
 
+@pytest.mark.parametrize("damage", ["cut to half", "first 100 bytes", "first page", "a page in the middle"])
+@pytest.mark.parametrize("dim", [96, 1536])  # 1536-d rows do not fit a page: their vectors run on overflow pages
+def test_a_damaged_cache_salvages_every_row_whose_pages_survive(tmp_path, caplog, damage, dim):
+    """The damage patterns of #41: SQLite itself reads nothing of a file cut short or with a damaged header,
+    yet the rows sit intact in their leaf pages; each salvaged vector is checked against its CRC."""
+    from recbole_llm.embeddings.cache import EmbeddingCache
+
+    path = tmp_path / "c.sqlite"
+    cache = EmbeddingCache(path)
+    keys = [f"{i:064x}" for i in range(600)]
+    vectors = np.random.default_rng(0).normal(size=(600, dim)).astype(np.float32)
+    cache.put_many(keys, vectors)
+    cache.put_batch_job("job-1", "batch_abc")
+    cache._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    cache.close()
+    data = bytearray(path.read_bytes())
+    if damage == "cut to half":
+        data = data[: len(data) // 2]
+    elif damage == "first 100 bytes":
+        data[:100] = b"\x00" * 100
+    elif damage == "first page":
+        data[:4096] = b"\xff" * 4096
+    else:
+        middle = len(data) // 2 // 4096 * 4096
+        data[middle : middle + 4096] = b"\xff" * 4096
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        salvaged = EmbeddingCache(path)
+    found = salvaged.get_many(keys)
+    # a damaged overflow page leaves the file readable to SQLite: its row fails its CRC and is dropped on read
+    assert "entries salvaged" in caplog.text or "corrupt embedding cache entries" in caplog.text
+    assert all(np.array_equal(found[k], vectors[i]) for i, k in enumerate(keys) if k in found), "only true rows"
+    least = {"cut to half": 0.4, "first 100 bytes": 1.0, "first page": 0.95, "a page in the middle": 0.9}[damage]
+    assert len(found) >= least * len(keys), (damage, len(found))
+    if damage == "first 100 bytes":
+        assert salvaged.batch_job("job-1") == "batch_abc", "a paid batch job's record survives too"
+
+
 def test_an_api_key_on_the_command_line_is_refused_and_never_written(tiny, tmp_path):
     done = _script("--model=LLMSeqSim", "--dataset=tiny", f"--data_path={tiny['path']}", "--openai_api_key=sk-SECRET",
                    cwd=tmp_path)

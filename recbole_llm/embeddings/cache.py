@@ -63,32 +63,23 @@ class EmbeddingCache:
         return db
 
     @staticmethod
-    def _salvage(broken: Path, db: sqlite3.Connection, chunk: int = 64) -> int:
-        """Copy every readable, checksum-valid row of a damaged cache, range by range of rowids (a damaged
-        page loses its own rows, not the file's)."""
-        try:
-            old = sqlite3.connect(f"file:{broken}?mode=ro", uri=True)
-            top = old.execute("SELECT max(rowid) FROM emb").fetchone()[0] or 0
-        except sqlite3.DatabaseError:
-            return 0  # no readable schema at all
-        saved = 0
-        query = "SELECT key, dim, crc, vec FROM emb WHERE rowid >= ? AND rowid < ?"
-        for start in range(0, top + 1, chunk):
-            try:
-                rows = old.execute(query, (start, start + chunk)).fetchall()
-            except sqlite3.DatabaseError:  # a damaged page in this range: row by row
-                rows = []
-                for rowid in range(start, start + chunk):
-                    try:
-                        rows += old.execute(query, (rowid, rowid + 1)).fetchall()
-                    except sqlite3.DatabaseError:
-                        continue
-            rows = [r for r in rows if r[3] is not None and len(r[3]) == 4 * r[1] and zlib.crc32(r[3]) == r[2]]
-            with db:
-                db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", rows)
-            saved += len(rows)
-        old.close()
-        return saved
+    def _salvage(broken: Path, db: sqlite3.Connection) -> int:
+        """Copy every checksum-valid row of a damaged cache (and its Batch API job records), read from its leaf
+        pages directly (``salvage.table_rows``): a damaged page, a cut-off end or a damaged header loses the rows
+        of those pages, not the file's."""
+        from .salvage import table_rows
+
+        vectors, jobs = {}, {}
+        for row in table_rows(broken):
+            if (len(row) == 4 and isinstance(row[0], str) and isinstance(row[1], int) and isinstance(row[2], int)
+                    and isinstance(row[3], bytes) and len(row[3]) == 4 * row[1] and zlib.crc32(row[3]) == row[2]):
+                vectors[row[0]] = tuple(row)
+            elif len(row) == 3 and all(isinstance(v, str) for v in row[:2]) and isinstance(row[2], (int, float)):
+                jobs[row[0]] = tuple(row)
+        with db:
+            db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", list(vectors.values()))
+            db.executemany("INSERT OR REPLACE INTO batch_jobs VALUES (?, ?, ?)", list(jobs.values()))
+        return len(vectors)
 
     @contextlib.contextmanager
     def claim(self):
