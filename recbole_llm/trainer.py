@@ -151,7 +151,14 @@ class ResumableTraining:
                          "Run with the settings it was made with, or delete the file to start again")
 
     def _restore(self) -> dict:
-        state = load_checkpoint(self.resume_file, self.device)
+        try:
+            state = load_checkpoint(self.resume_file, self.device)
+        except SettingError as error:  # cut short or overwritten: there is nothing to go on from
+            raise SettingError(f"resume file {self.resume_file} is damaged ({error}): it cannot be resumed; delete "
+                               "it to start the run again") from None
+        if not isinstance(state, dict) or not {"config", "rng", "progress", "best_valid_result"} <= set(state):
+            raise SettingError(f"resume file {self.resume_file} is not a resume file of this run (fields missing): "
+                               "delete it to start the run again")
         self._check_same_settings(state.get("config"))
         self.resume_checkpoint(self.resume_file)  # model, optimizer, start epoch, early-stopping counters
         self.best_valid_result = state["best_valid_result"]

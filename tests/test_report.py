@@ -154,6 +154,36 @@ def test_interrupted_run_goes_on_from_its_last_epoch_and_matches_an_uninterrupte
     assert resumed["valid"] == pytest.approx(whole["valid"]) and resumed["test"] == pytest.approx(whole["test"])
 
 
+@pytest.mark.parametrize("damage", ["truncated", "another torch file"])
+def test_a_damaged_or_foreign_resume_file_is_one_clear_error_naming_it(tiny, tmp_path, monkeypatch, damage):
+    import torch
+
+    import recbole_llm.experiment as experiment
+    from recbole_llm.errors import SettingError
+    from recbole_llm.trainer import ResumableTraining
+
+    overrides = {k: v for k, v in tiny["config"].items() if k not in ("data_path", "checkpoint_dir")}
+    overrides.update(epochs=3, stopping_step=10, checkpoint_dir=str(tmp_path / "saved"))
+    out = tmp_path / "SASRec__seed1.json"
+    save = ResumableTraining._save
+
+    def save_then_stop(self, epoch):
+        save(self, epoch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResumableTraining, "_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_single("SASRec", "tiny", 1, out, overrides, data_path=str(tiny["path"]))
+    monkeypatch.setattr(ResumableTraining, "_save", save)
+    resume = out.with_suffix(".resume.pth")
+    if damage == "truncated":
+        resume.write_bytes(resume.read_bytes()[: resume.stat().st_size // 2])
+    else:
+        torch.save({"state_dict": {}}, resume)
+    with pytest.raises(SettingError, match="resume file .*SASRec__seed1.resume.pth.*delete it to start the run again"):
+        experiment.run_single("SASRec", "tiny", 1, out, overrides, data_path=str(tiny["path"]))
+
+
 def test_ndcg_per_session_matches_the_rank_formula():
     values = ndcg_per_session(np.array([1, 3, 20, 21, -1]), k=20)
     assert np.allclose(values, [1.0, 0.5, 1 / np.log2(21), 0.0, 0.0])
