@@ -487,3 +487,14 @@ def test_rank_by_likelihood_reorders_llmseqsims_candidates_by_the_llms_probabili
     with pytest.raises(ValueError, match="prompt_rank_by"):
         build("LLMSeqPrompt", tiny, llm_provider="openai", prompt_task="rank", prompt_rank_by="likelihood",
               llm_dry_run=True, checkpoint_dir=str(tmp_path / "saved2"))
+
+
+def test_gradient_checkpointing_changes_memory_not_the_adapter(tmp_path, tiny_llm):
+    import torch
+    from safetensors.torch import load_file
+
+    train, valid = _examples(8), _examples(2)
+    refs = [_local_llm(tmp_path / str(on), tiny_llm, max_train_steps=2, batch_size=2, eval_steps=2,
+                       gradient_checkpointing=on).fine_tune(train, valid) for on in (True, False)]
+    a, b = (load_file(Path(ref[5:]) / "adapter_model.safetensors") for ref in refs)
+    assert all(torch.equal(a[k], b[k]) for k in a)

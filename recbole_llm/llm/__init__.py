@@ -10,7 +10,8 @@ def make_prompt_llm(provider: str, workdir, **options) -> PromptLLM:
         from .local import LocalPromptLLM
 
         keys = ("model", "lora_rank", "learning_rate", "max_train_steps", "batch_size", "max_seq_len", "seed",
-                "show_progress", "cache", "precision", "eval_steps", "device")
+                "show_progress", "cache", "precision", "eval_steps", "device",
+                "gradient_checkpointing")
         return LocalPromptLLM(workdir, **{k: v for k, v in options.items() if k in keys and v is not None})
     if provider == "openai":
         from .openai_ft import OpenAIPromptLLM

@@ -104,7 +104,7 @@ class LocalPromptLLM(PromptLLM):
     def __init__(self, workdir, model: str | None = None, lora_rank: int = 8, learning_rate: float = 2e-4,
                  max_train_steps: int = 100, batch_size: int = 8, max_seq_len: int = 384, seed: int = 0,
                  show_progress: bool = True, cache=None, precision: str | None = "auto", eval_steps: int = 50,
-                 valid_examples: int = 128, device: str = "cpu"):
+                 valid_examples: int = 128, device: str = "cpu", gradient_checkpointing: bool = True):
         super().__init__(workdir, cache)
         from .precision import resolve_precision
 
@@ -116,6 +116,9 @@ class LocalPromptLLM(PromptLLM):
         self.seed, self.show_progress = seed, show_progress
         self.precision = resolve_precision(precision, self.device, key="llm_precision", allowed=("auto", "fp32", "bf16"))
         self.eval_steps, self.valid_examples = max(1, int(eval_steps)), int(valid_examples)
+        # recompute each layer's activations in the backward pass instead of keeping them: a 135M model's batch
+        # of 8 Beauty prompts peaks at ~6.5 GB without, ~1.5 GB with, for ~1/3 more compute; same gradients
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self._loaded: dict[str, tuple] = {}
 
     def base_model(self) -> str:
@@ -179,6 +182,8 @@ class LocalPromptLLM(PromptLLM):
         model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).to(self.device)
         model = get_peft_model(model, LoraConfig(r=self.lora_rank, lora_alpha=2 * self.lora_rank,
                                                  target_modules="all-linear", lora_dropout=0.05, task_type="CAUSAL_LM"))
+        if self.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         optimizer = torch.optim.AdamW(list(trainable.values()), lr=self.learning_rate)
         step = 0

@@ -101,6 +101,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             seed=config["seed"], dry_run=config["llm_dry_run"], base_url=config["openai_base_url"],
             precision=config_value(config, "llm_precision"), eval_steps=config_value(config, "llm_eval_steps"),
             device=config["device"],
+            gradient_checkpointing=config_value(config, "llm_gradient_checkpointing", True),
             poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress,
             project=config_value(config, "vertex_project"), location=config_value(config, "vertex_location"),
             api_endpoint=config_value(config, "vertex_api_endpoint"),
