@@ -52,9 +52,13 @@ def refused_secrets(argv) -> bool:
     return run_command(lambda: refuse_secret_arguments(list(argv))) != 0
 
 
-def search(args, files, algo: str = "bayes", trial_epochs: int | None = None) -> int:
-    """A search on the temporal folds with the flags of ``add_search_options`` (and a check only with ``--check``)."""
+def search(args, files, algo: str = "bayes", trial_epochs: int | None = None, backend: str = "hyperopt",
+           settings: dict | None = None) -> int:
+    """A search on the temporal folds with the flags of ``add_search_options`` (and a check only with ``--check``).
+    ``backend: ray`` runs the trials on Ray Tune (``recbole_llm.ray_tuning``); ``settings`` are every trial's
+    ``--key=value`` settings, which Ray's workers cannot read from this command line."""
     from recbole_llm.checks import prepare_dataset
+    from recbole_llm.errors import SettingError
     from recbole_llm.presets import config_files
     from recbole_llm.tuning import tune
 
@@ -62,10 +66,23 @@ def search(args, files, algo: str = "bayes", trial_epochs: int | None = None) ->
     base = {"preset": args.preset} if args.preset != "paper" else {}
     if trial_epochs is not None:
         base["epochs"] = trial_epochs
+    if backend == "ray" and algo != "bayes":
+        raise SettingError(f"--backend ray searches with TPE (Ray's HyperOptSearch after --warmup random trials); "
+                           f"--algo {algo} is the hyperopt backend's")
     prepare_dataset(args.model, args.dataset, chosen, base or None)
     if args.check:
-        print(f"ok: tuning {args.model} on {args.dataset} ({algo}, {args.max_evals} trials, folds {args.folds}); "
-              "nothing was run")
+        print(f"ok: tuning {args.model} on {args.dataset} ({algo} on {backend}, {args.max_evals} trials, folds "
+              f"{args.folds}); nothing was run")
+        return 0
+    if backend == "ray":
+        from recbole_llm.ray_tuning import tune_on_ray
+
+        best = tune_on_ray(args.model, args.dataset, max_evals=args.max_evals,
+                           folds=[int(f) for f in args.folds.split(",")], params_file=args.params_file,
+                           config_file_list=chosen, base_config={**(settings or {}), **base}, warmup=args.warmup,
+                           output_dir=args.output_dir, ray_address=args.ray_address,
+                           cpus_per_trial=args.cpus_per_trial)
+        print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
         return 0
     best = tune(args.model, args.dataset, max_evals=args.max_evals, folds=[int(f) for f in args.folds.split(",")],
                 params_file=args.params_file, config_file_list=chosen, base_config=base, warmup=args.warmup,
@@ -137,6 +154,7 @@ of every trial. A rerun with the same --output_dir resumes the study (Ctrl-C rer
 examples:
   python -m recbole_llm tune --model=PaperSASRec --dataset=beauty --max_evals=30
   python -m recbole_llm tune --model=LLM2SASRec --dataset=ml-100k --algo=random --max_evals=6 --folds=1 --trial_epochs=2
+  python -m recbole_llm tune --model=PaperSASRec --dataset=beauty --max_evals=30 --backend ray   # trials side by side
 """
 
 
@@ -154,6 +172,13 @@ def tune_main(argv=None, prog: str = "python -m recbole_llm tune") -> int:
                         help="TPE after --warmup random trials, random search, or every grid point")
     parser.add_argument("--trial_epochs", type=int, default=None, help="epochs per trial and fold (default: the "
                         "model's own, with early stopping)")
+    parser.add_argument("--backend", choices=["hyperopt", "ray"], default="hyperopt",
+                        help="hyperopt: trials one after another in this process; ray: trials side by side as Ray "
+                             "Tune tasks (a local Ray on this machine's cores, or --ray_address), pruned by ASHA")
+    parser.add_argument("--ray_address", default=None, help="with --backend ray: join this Ray cluster "
+                        "(e.g. <head>:6379) instead of starting a local one")
+    parser.add_argument("--cpus_per_trial", type=int, default=1, help="with --backend ray: CPUs (torch threads) "
+                        "of each trial")
     add_search_options(parser)
     add_common_options(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -165,6 +190,22 @@ def tune_main(argv=None, prog: str = "python -m recbole_llm tune") -> int:
 
     def work() -> int:
         recbole_llm.get_model(args.model)
-        return search(args, files, args.algo, args.trial_epochs)
+        return search(args, files, args.algo, args.trial_epochs, args.backend,
+                      _settings(settings) if args.backend == "ray" else None)
 
     return run_command(work, debug=args.debug)
+
+
+def _settings(words: list[str]) -> dict:
+    """``--key=value`` words as settings, each value read as a YAML literal (never evaluated)."""
+    import yaml
+
+    from recbole_llm.errors import SettingError
+
+    settings = {}
+    for word in words:
+        if not (word.startswith("--") and "=" in word):
+            raise SettingError(f"{word!r}: a trial setting is written --key=value")
+        key, value = word[2:].split("=", 1)
+        settings[key] = yaml.safe_load(value)
+    return settings

@@ -1,0 +1,70 @@
+"""Tuning on Ray Tune (``tune --backend ray``): trials as Ray tasks of one CPU, TPE after random warm-up, ASHA on
+the per-epoch validation score, never the test split; failed trials recorded, the experiment resumable."""
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("pyarrow")  # Ray Tune's result storage
+
+
+@pytest.fixture
+def local_ray():
+    yield
+    ray.shutdown()
+
+
+def test_ray_tune_runs_trials_on_the_folds_records_failures_and_resumes(tiny, tmp_path, local_ray, capsys):
+    from recbole_llm.ray_tuning import tune_on_ray
+
+    space = tmp_path / "space.hyper"
+    space.write_text("learning_rate choice [0.001,0.01]\ninner_size choice [32,-32]\n")
+    base = {**tiny["config"], "epochs": 2, "stopping_step": 5}
+    from recbole_llm.presets import config_files
+
+    first = [{"learning_rate": 0.01, "inner_size": 32}, {"learning_rate": 0.01, "inner_size": -32}]
+    kwargs = dict(max_evals=3, folds=[1, 2], params_file=space, base_config=base, warmup=3,
+                  config_file_list=config_files(None, "PaperSASRec", "tiny", "paper"),
+                  output_dir=tmp_path / "tuning", seed=3, points_to_evaluate=first)
+    result = tune_on_ray("PaperSASRec", "tiny", **kwargs)
+    rows = pd.read_csv(tmp_path / "tuning" / "PaperSASRec-tiny.csv")
+    assert len(rows) == 3 and set(rows["status"].str[:6]) <= {"ok", "failed"}
+    failed = rows[rows["status"].str.startswith("failed")]
+    assert len(failed) >= 1 and (failed["inner_size"] == -32).all(), "a failing trial is recorded, not fatal"
+    assert "inner_size=-32: a whole number" in failed["status"].iloc[0], "the cause, not Ray's traceback"
+    assert (rows[rows["status"] == "ok"]["inner_size"] == 32).all()
+    ok = rows[rows["status"] == "ok"]
+    assert ok["score"].between(0, 1).all() and (ok["folds_run"] <= 2).all()
+    assert result["best_score"] == pytest.approx(ok[ok["folds_run"] == 2]["score"].max())
+    assert "# rerun: python run_recbole_llm.py --model=PaperSASRec" in (tmp_path / "tuning" / "PaperSASRec-tiny.yaml").read_text()
+    ray.shutdown()
+    again = tune_on_ray("PaperSASRec", "tiny", **kwargs)
+    assert "resuming the Ray Tune experiment" in capsys.readouterr().out, "the experiment folder is Ray's, resumed"
+    seconds = pd.read_csv(tmp_path / "tuning" / "PaperSASRec-tiny.csv")["seconds"].fillna(-1).tolist()
+    assert seconds == rows["seconds"].fillna(-1).tolist(), \
+        "a finished experiment resumes without running its trials again"
+    assert again["best_score"] == result["best_score"]
+
+
+def test_fold_trial_reports_the_running_mean_over_folds_and_never_tests(tiny, monkeypatch):
+    from ray.air import session
+
+    from recbole_llm.presets import config_files
+    from recbole_llm.ray_tuning import fold_trial
+    from recbole_llm.trainer import Trainer
+
+    reports = []
+    monkeypatch.setattr(session, "report", lambda metrics: reports.append(metrics))
+    monkeypatch.setattr(Trainer, "evaluate", _no_test(Trainer.evaluate))
+    fold_trial({"learning_rate": 0.01}, model="PaperSASRec", dataset="tiny", folds=(1, 2),
+               config_file_list=config_files(None, "PaperSASRec", "tiny", "paper"), base_config={**tiny["config"], "epochs": 2, "stopping_step": 5})
+    assert [r["fold"] for r in reports] == [1, 1, 2, 2], "one report per validated epoch"
+    first_fold_best = max(r["mean_valid_score"] for r in reports[:2])
+    assert reports[1]["mean_valid_score"] == first_fold_best
+    assert reports[3]["folds_done"] == 1 and min(r["mean_valid_score"] for r in reports) >= 0
+
+
+def _no_test(evaluate):
+    def checked(self, eval_data, *args, **kwargs):
+        assert "test" not in str(getattr(eval_data, "phase", "")), "tuning evaluated the test split"
+        return evaluate(self, eval_data, *args, **kwargs)
+    return checked
