@@ -24,6 +24,8 @@ NOT_RUN = {
     "embed --dataset beauty": "embeds 12,101 titles (tests/test_entry.py and tests/test_bad_input.py run the command)",
     "--help": "prints the help (tests/test_entry.py)",
     "--config_files=ensemble.yaml": "the ensemble.yaml shown above it names checkpoints of the user's own runs",
+    "beauty_llm_gpu.yaml": "needs a CUDA GPU and the user's model folder (tests/test_gpu_experiment.py runs the file "
+                           "on tiny data on CPU)",
 }
 SECONDS = 120  # a README command that takes longer here is a README that lies about "minutes"
 
