@@ -92,10 +92,11 @@ def shuffled_prompts(model, seed: int = 0):
         del model.full_sort_predict
 
 
-def has_session_ranks(run: dict) -> bool:
-    """Whether a loaded run kept per-session target ranks (runs saved before ranks were kept, and models scored
-    only by LLM calls, have none)."""
-    return run["sessions"] is not None and "rank_cut1" in run["sessions"]
+def has_session_analysis(run: dict) -> bool:
+    """Whether a loaded run kept the per-session analysis (target ranks with the full and the cut prompts, the
+    popularity of the prompt's last item). Runs saved before it was kept have none; models scored only by LLM calls
+    keep only ``rank_cut1``, the ranks of their one scoring pass (enough for a paired bootstrap)."""
+    return run["sessions"] is not None and "last_item_popularity" in run["sessions"]
 
 
 def hits_per_session(ranks: np.ndarray, k: int = 20) -> np.ndarray:

@@ -173,7 +173,9 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
     progress = trainer.setup_resume(out.with_suffix(".resume.pth"), train_data, started)
     _, valid_result = trainer.fit(train_data, run.valid_data, saved=True, show_progress=False)
     t = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    expensive = getattr(trainer.model, "expensive_scoring", False)
+    with _target_ranks(trainer) if expensive else contextlib.nullcontext([]) as ranks:
+        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_seconds = time.perf_counter() - t
     shuffled_result = None
     if config["report_order_test"]:  # the order test: the same model on the same sessions, prompts shuffled
@@ -191,6 +193,8 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
     if hasattr(model, "ITEM_SEQ") and not getattr(model, "expensive_scoring", False):
         analysis = session_analysis(model, test_data, train_data._dataset,
                                     mask_prompts=bool(config["exclude_session_items"]))
+    elif ranks:  # one scoring pass only: the target's rank as that pass ranked it, for the paired bootstrap
+        analysis = {"rank_cut1": np.concatenate(ranks)}
     details = model.evaluation_arrays() if hasattr(model, "evaluation_arrays") else {}
     if details:
         analysis = {**(analysis or {}), **details}
@@ -220,6 +224,35 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
     tmp.replace(out)  # the JSON last: its presence means the run is complete
     trainer.finish()
     return result
+
+
+@contextlib.contextmanager
+def _target_ranks(trainer):
+    """While the trainer evaluates: each evaluated session's 1-based rank of its target, from the scores the metrics
+    see (item 0, history and prompt masks applied), so a model too costly to score twice still gets per-session
+    ranks (``rank_cut1``). Within the top k the rank is the position RecBole's metrics read (the same ``topk``,
+    ties ordered as there); beyond it, one more than the items scored above the target."""
+    import torch
+
+    ranks: list[np.ndarray] = []
+    scored = trainer._full_sort_batch_eval
+    k = max(trainer.config["topk"]) if isinstance(trainer.config["topk"], list) else int(trainer.config["topk"])
+
+    def recording(batched_data):
+        interaction, scores, positive_u, positive_i = scored(batched_data)
+        rows, target = scores[positive_u], positive_i.unsqueeze(1)
+        top = torch.topk(rows, min(k, rows.shape[1]), dim=-1).indices
+        found = top == target
+        beyond = (rows > rows.gather(1, target)).sum(1) + 1
+        rank = torch.where(found.any(1), found.float().argmax(1) + 1, beyond.clamp_min(top.shape[1] + 1))
+        ranks.append(rank.cpu().numpy())
+        return interaction, scores, positive_u, positive_i
+
+    trainer._full_sort_batch_eval = recording
+    try:
+        yield ranks
+    finally:
+        del trainer._full_sort_batch_eval
 
 
 def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,

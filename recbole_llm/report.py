@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import CUT_POSITIONS, has_session_ranks, hits_per_session, ndcg_per_session
+from .analysis import CUT_POSITIONS, has_session_analysis, hits_per_session, ndcg_per_session
 from .errors import MissingFileError
 
 METRICS = [
@@ -218,7 +218,7 @@ def write_plots(runs: list[dict], out_dir: Path, k: int = 20) -> list[Path]:
     matplotlib.use("Agg")
 
     paths = write_hallucination_plots(runs, out_dir)
-    with_sessions = [r for r in runs if has_session_ranks(r)]
+    with_sessions = [r for r in runs if has_session_analysis(r)]
     if not with_sessions:
         return paths
     labels = sorted({r["label"] for r in with_sessions})

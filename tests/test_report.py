@@ -1,4 +1,5 @@
 """The reproduction report: resumable plan, tables and plots."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,13 @@ def test_report_runs_plan_once_and_writes_outputs(tiny, tmp_path, tiny_llm):
         assert (out / png).stat().st_size > 1000
     hallucination = (out / "llmseqprompt_hallucination.md").read_text()
     assert "| prompt | 1 |" in hallucination and "hallucination rate" in hallucination, "a table, not a bar chart"
+    from recbole_llm.analysis import ndcg_per_session
+
+    for label in ("prompt", "SKNN"):  # an LLM-scored model keeps the ranks of its one scoring pass, as the others
+        ranks = np.load(out / f"{label}__seed1.npz")["rank_cut1"]
+        run = json.loads((out / f"{label}__seed1.json").read_text())
+        assert len(ranks) == run["test_sessions"]
+        assert ndcg_per_session(ranks).mean() == pytest.approx(run["test"]["ndcg@20"], abs=1e-4), label
 
 
 def test_plots_split_models_into_panels_of_distinct_hues_with_labelled_seed_spread(tmp_path, monkeypatch):
