@@ -17,6 +17,10 @@ TABLE_LEAF = 0x0D
 WAL_HEADER, WAL_FRAME_HEADER = 32, 24
 
 
+class _Unreadable(Exception):
+    """A cell that does not parse: skipped by ``table_rows``, never seen outside this module."""
+
+
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     value = 0
     for i in range(9):
@@ -26,7 +30,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         value = (value << 7) | (byte & 0x7F)
         if byte < 0x80:
             return value, pos + i + 1
-    raise ValueError("bad varint")
+    raise _Unreadable("bad varint")
 
 
 def _value(buf: bytes, pos: int, serial: int):
@@ -36,7 +40,7 @@ def _value(buf: bytes, pos: int, serial: int):
     if serial in sizes:
         n = sizes[serial]
         if pos + n > len(buf):
-            raise ValueError("record cut short")
+            raise _Unreadable("record cut short")
         return int.from_bytes(buf[pos : pos + n], "big", signed=True), n
     if serial == 7:
         return struct.unpack(">d", buf[pos : pos + 8])[0], 8
@@ -45,10 +49,10 @@ def _value(buf: bytes, pos: int, serial: int):
     if serial >= 12:
         n = (serial - 12) // 2
         if pos + n > len(buf):
-            raise ValueError("record cut short")
+            raise _Unreadable("record cut short")
         raw = bytes(buf[pos : pos + n])
         return (raw if serial % 2 == 0 else raw.decode("utf-8")), n
-    raise ValueError(f"reserved serial type {serial}")
+    raise _Unreadable(f"reserved serial type {serial}")
 
 
 def _geometry(data: bytes) -> tuple[int, int]:
@@ -92,11 +96,11 @@ def _payload(page: bytes, pos: int, usable: int, pages: dict[int, bytes]) -> byt
         seen.add(following)
         overflow = pages.get(following)
         if overflow is None:
-            raise ValueError("overflow page lost")
+            raise _Unreadable("overflow page lost")
         payload += overflow[4:usable]
         following = int.from_bytes(overflow[:4], "big")
     if len(payload) < size:
-        raise ValueError("payload cut short")
+        raise _Unreadable("payload cut short")
     return bytes(payload[:size])
 
 
@@ -133,5 +137,5 @@ def table_rows(path: Path) -> Iterator[list]:
                 continue
             try:
                 yield _record(_payload(page, pointer, usable, pages))
-            except (IndexError, ValueError, UnicodeDecodeError, struct.error):
+            except (IndexError, _Unreadable, UnicodeDecodeError, struct.error):
                 continue
