@@ -12,12 +12,14 @@ import struct
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import RecboleLLMError
+
 HEADER = b"SQLite format 3\x00"
 TABLE_LEAF = 0x0D
 WAL_HEADER, WAL_FRAME_HEADER = 32, 24
 
 
-class _Unreadable(Exception):
+class _Unreadable(RecboleLLMError):
     """A cell that does not parse: skipped by ``table_rows``, never seen outside this module."""
 
 
