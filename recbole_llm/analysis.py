@@ -53,8 +53,7 @@ def session_analysis(model, test_data, dataset, k: int = 20, mask_prompts: bool 
                     elif mask_prompts:
                         scores.scatter_(1, cut_seq[ok], -torch.inf)
                     scores[:, 0] = -torch.inf
-                    target_score = scores.gather(1, target[ok].unsqueeze(1))
-                    rank[ok] = (scores >= target_score).sum(1)  # ties count against the target
+                    rank[ok] = target_ranks(scores, target[ok])
                 ranks[p].append(rank.cpu().numpy())
     out = {f"rank_cut{p}": np.concatenate(r) for p, r in ranks.items()}
     out["last_item_popularity"] = np.concatenate(last_pop)
@@ -90,6 +89,13 @@ def shuffled_prompts(model, seed: int = 0):
         yield model
     finally:
         del model.full_sort_predict
+
+
+def target_ranks(scores, targets):
+    """Each row's 1-based rank of its target item; an item scored equal to the target counts above it, so a rank
+    never depends on how ties happen to be ordered (the one convention of every run's per-session ranks)."""
+    targets = targets.to(scores.device).reshape(-1, 1)
+    return (scores >= scores.gather(1, targets)).sum(1)
 
 
 def has_session_analysis(run: dict) -> bool:

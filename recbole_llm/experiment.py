@@ -230,22 +230,15 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
 def _target_ranks(trainer):
     """While the trainer evaluates: each evaluated session's 1-based rank of its target, from the scores the metrics
     see (item 0, history and prompt masks applied), so a model too costly to score twice still gets per-session
-    ranks (``rank_cut1``). Within the top k the rank is the position RecBole's metrics read (the same ``topk``,
-    ties ordered as there); beyond it, one more than the items scored above the target."""
-    import torch
+    ranks (``rank_cut1``), by the convention of ``session_analysis`` (``analysis.target_ranks``)."""
+    from .analysis import target_ranks
 
     ranks: list[np.ndarray] = []
     scored = trainer._full_sort_batch_eval
-    k = max(trainer.config["topk"]) if isinstance(trainer.config["topk"], list) else int(trainer.config["topk"])
 
     def recording(batched_data):
         interaction, scores, positive_u, positive_i = scored(batched_data)
-        rows, target = scores[positive_u], positive_i.unsqueeze(1)
-        top = torch.topk(rows, min(k, rows.shape[1]), dim=-1).indices
-        found = top == target
-        beyond = (rows > rows.gather(1, target)).sum(1) + 1
-        rank = torch.where(found.any(1), found.float().argmax(1) + 1, beyond.clamp_min(top.shape[1] + 1))
-        ranks.append(rank.cpu().numpy())
+        ranks.append(target_ranks(scores[positive_u.to(scores.device)], positive_i).cpu().numpy())
         return interaction, scores, positive_u, positive_i
 
     trainer._full_sort_batch_eval = recording
