@@ -119,6 +119,19 @@ class ExamplesAndDefaults(argparse.RawDescriptionHelpFormatter, argparse.Argumen
     """Help that keeps the examples' lines and shows every option's default."""
 
 
+def _set_values(items) -> dict:
+    """``--set key=value ...``: each value read as a YAML literal (never evaluated); one clear error otherwise."""
+    from .errors import SettingError
+
+    settings = {}
+    for item in items or []:
+        if "=" not in item or item.startswith("="):
+            raise SettingError(f"--set {item!r}: write key=value, e.g. --set learning_rate=0.001")
+        key, value = item.split("=", 1)
+        settings[key.lstrip("-")] = yaml.safe_load(value)
+    return settings
+
+
 def _llm_states(args) -> int:
     """Fill the shared LLM state store with every prompt a fixed-token LLMSRec run on this data reads (items,
     training rows, validation, test and the order test's shuffled test prompts), this process's shard only:
@@ -134,9 +147,7 @@ def _llm_states(args) -> int:
     started = time.perf_counter()
     shard = parse_shard(args.shard)
     overrides = {"llm_state_shard": [shard[0] + 1, shard[1]], "show_progress": False}
-    for item in args.set or []:
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+    overrides.update(_set_values(args.set))
     if args.data_path:
         overrides["data_path"] = args.data_path
     run = load_data(args.model, args.dataset, config_dict=overrides)  # the prepare stage fills the item states
@@ -171,10 +182,7 @@ def _report(args) -> int:
         write_results()
         print("benchmarks/RESULTS.md rebuilt from every experiment file's runs")
         return 0
-    settings = {}
-    for item in args.set or []:
-        key, value = item.split("=", 1)
-        settings[key] = yaml.safe_load(value)
+    settings = _set_values(args.set)
     if args.experiment:
         started = time.perf_counter()
         print(run_experiment(args.experiment, args.only, args.tables_only, args.threads, args.jobs, settings,

@@ -420,6 +420,9 @@ def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only
 
     spec = load_experiment(path)
     settings = dict(settings or {})
+    if (settings or (dataset and dataset != spec["dataset"])) and not out and not tables_only:
+        raise SettingError(f"{spec['file']}: --set or --dataset change the file's runs: give --out, a folder of their "
+                           f"own (else the committed runs in {spec['out']} would be set aside as stale)")
     if dataset and dataset != spec["dataset"]:
         spec = dict(spec, dataset=dataset, build={}, paper=None)  # the file's build and paper table are its data's
     for key, value in (("data_path", data_path), ("out", out)):

@@ -4,7 +4,8 @@ Each trial is a Ray task with ``cpus_per_trial`` CPUs (one torch thread per CPU)
 temporal folds in turn and reports, after every validated epoch, the mean validation score (``valid_metric``) of the
 folds so far, its current fold counting with its best epoch yet: the test sessions are never evaluated. The search
 is TPE (Ray's HyperOptSearch over the model's RecBole ``.hyper`` space) after ``warmup`` random trials, and ASHA
-stops trials that trail at the same number of epochs. The experiment folder (``<output_dir>/ray/<model>-<dataset>``)
+stops trials that trail at the same number of epochs of the first fold. Only a trial that ran every fold counts for
+the best configuration. The experiment folder (``<output_dir>/ray/<model>-<dataset>``)
 is Ray's: a rerun of the same command resumes it (finished trials are kept, unfinished ones run again), and a failing
 trial is recorded as failed while the search goes on. The results land where ``tune`` puts them: the CSV of trials
 and the best configuration's yaml with the command that reruns it.
@@ -43,6 +44,7 @@ def fold_trial(params: dict, *, model: str, dataset: str, folds: tuple[int, ...]
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line: a Ray worker's is Ray's
     finished: list[float] = []
     started = time.perf_counter()
+    first_fold_epochs = 0
     for fold in folds:
         run = pipeline.build(model, dataset, config_file_list, {**base_config, **params, "temporal_fold": fold},
                              preset=False, logger=False)
@@ -50,15 +52,22 @@ def fold_trial(params: dict, *, model: str, dataset: str, folds: tuple[int, ...]
         best = [None]
 
         def report(epoch, score, fold=fold):
+            nonlocal first_fold_epochs
             score = float(score)
             if best[0] is None or (score > best[0] if bigger else score < best[0]):
                 best[0] = score
+            if not finished:
+                first_fold_epochs += 1
             session.report({METRIC: statistics.mean(finished + [best[0]]), "fold": fold, "folds_done": len(finished),
+                            "first_fold_epochs": first_fold_epochs, "complete": False,
                             "seconds": round(time.perf_counter() - started, 1)})
 
         score, _ = run.trainer.fit(run.train_data, run.valid_data, verbose=False, saved=False, show_progress=False,
                                    callback_fn=report)
         finished.append(float(score))
+    session.report({METRIC: statistics.mean(finished), "fold": folds[-1], "folds_done": len(finished),
+                    "first_fold_epochs": first_fold_epochs, "complete": True,
+                    "seconds": round(time.perf_counter() - started, 1)})
 
 
 def tune_on_ray(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3), params_file=None,
@@ -103,7 +112,9 @@ def tune_on_ray(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3
     else:
         search = HyperOptSearch(space, metric=METRIC, mode=mode, n_initial_points=warmup, random_state_seed=seed,
                                 points_to_evaluate=points_to_evaluate)
-        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=grace_epochs)
+        # ASHA decides on the first fold's epochs only: later folds' running means are not comparable with a
+        # trial still in its first fold, and a trial that passed the rungs of fold 1 runs its other folds through
+        scheduler = ASHAScheduler(time_attr="first_fold_epochs", grace_period=grace_epochs, max_t=10**6)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=max_evals, metric=METRIC,
@@ -139,9 +150,9 @@ def _write_results(results, model: str, dataset: str, folds, base_config: dict, 
             rows.append({**params, "score": None, "folds_run": 0, "pruned": False, "seconds": None,
                          "status": f"failed: {cause[0].strip()}"[:300]})
             continue
-        done = int(metrics.get("folds_done", 0)) + 1
-        rows.append({**params, "score": metrics.get(METRIC), "folds_run": done, "pruned": done < len(folds),
-                     "seconds": metrics.get("seconds"), "status": "ok"})
+        complete = bool(metrics.get("complete"))
+        rows.append({**params, "score": metrics.get(METRIC), "folds_run": int(metrics.get("folds_done", 0)) +
+                     (0 if complete else 1), "pruned": not complete, "seconds": metrics.get("seconds"), "status": "ok"})
     csv_path = output_dir / f"{model}-{dataset}.csv"
     table = pd.DataFrame(rows)
     table.to_csv(csv_path, index=False)

@@ -226,6 +226,41 @@ def test_a_damaged_cache_salvages_every_row_whose_pages_survive(tmp_path, caplog
         assert salvaged.batch_job("job-1") == "batch_abc", "a paid batch job's record survives too"
 
 
+def test_a_cache_killed_before_its_checkpoint_salvages_the_committed_rows_of_its_wal(tmp_path, caplog):
+    """A process killed before SQLite folded the WAL into the file leaves the newest rows only in the WAL: with the
+    file itself lost, the salvage takes the WAL's committed frames, not a transaction that never committed."""
+    import shutil
+    import zlib
+
+    from recbole_llm.embeddings.cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    cache._db.execute("PRAGMA wal_autocheckpoint=0")
+    cache._db.execute("PRAGMA cache_size=1")  # the open transaction's pages spill into the WAL, uncommitted
+    keys = [f"{i:064x}" for i in range(300)]
+    vectors = np.random.default_rng(1).normal(size=(300, 64)).astype(np.float32)
+    cache.put_many(keys[:100], vectors[:100])
+    cache._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the first 100 in the file, then 200 more in the WAL only
+    cache.put_many(keys[100:], vectors[100:])
+    wrong = np.zeros(64, dtype=np.float32).tobytes()
+    cache._db.execute("BEGIN")
+    cache._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, 64, ?, ?)",
+                          [(k, zlib.crc32(wrong), wrong) for k in keys[:200]])
+    copy = tmp_path / "killed"
+    copy.mkdir()
+    shutil.copy(tmp_path / "c.sqlite-wal", copy / "c.sqlite-wal")  # what a kill -9 leaves, the file itself lost
+    (copy / "c.sqlite").write_bytes(b"")
+    cache._db.rollback()
+    cache.close()
+    with caplog.at_level("WARNING"):
+        found = EmbeddingCache(copy / "c.sqlite").get_many(keys)
+    assert "entries salvaged" in caplog.text
+    assert set(keys[100:]) <= set(found), "every row committed to the WAL (its pages may hold a few older ones)"
+    assert len(found) < 300, "the rows only the lost file held are lost"
+    assert all(np.array_equal(found[k], vectors[i]) for i, k in enumerate(keys) if k in found), \
+        "no row of the transaction that never committed"
+
+
 def test_an_api_key_on_the_command_line_is_refused_and_never_written(tiny, tmp_path):
     done = _script("--model=LLMSeqSim", "--dataset=tiny", f"--data_path={tiny['path']}", "--openai_api_key=sk-SECRET",
                    cwd=tmp_path)

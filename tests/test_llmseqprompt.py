@@ -430,6 +430,14 @@ def test_lora_fine_tuning_resumes_to_the_same_adapter_and_writes_a_validation_cu
     assert sorted(p.name for p in folder.glob("adapter-*")) == ["adapter-2", "adapter-4"]
     again = _local_llm(tmp_path / "b", tiny_llm, max_train_steps=2, batch_size=2, eval_steps=2)
     assert again.fine_tune(train, valid) == f"lora:{folder / 'adapter-2'}", "a smaller budget reuses its snapshot"
+    import shutil
+
+    shutil.rmtree(folder / "adapter-4")  # the resume point is the budget itself: nothing to train, the adapter saved
+    assert _local_llm(tmp_path / "b", tiny_llm, max_train_steps=4, batch_size=2, eval_steps=2).fine_tune(
+        train, valid) == ref_resumed
+    c = load_file(folder / "adapter-4" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert [json.loads(line)["step"] for line in (folder / "curve.jsonl").read_text().splitlines()] == [2, 4]
 
 
 def test_answer_scores_with_the_shared_prompt_cache_equal_a_plain_forward_pass(tmp_path, tiny_llm):
@@ -461,8 +469,10 @@ def test_constrained_search_with_beams_for_every_title_is_the_exact_ranking(tmp_
     scores = llm.score_answers(ref, messages, TITLES[1:])
     exact = [i + 1 for i in sorted(range(len(scores)), key=lambda j: -scores[j])]
     assert llm.constrained_generate(ref, messages, len(TITLES) - 1, TITLES) == exact
-    two = llm.constrained_generate(ref, messages, 2, TITLES)
-    assert len(two) == 2 == len(set(two)) and set(two) <= set(exact), "2 beams: 2 distinct catalog items"
+    for k in range(1, len(TITLES)):  # stopping once no open beam can beat the k-th title changes nothing
+        early = llm.constrained_generate(ref, messages, k, TITLES)
+        assert early == llm.constrained_generate(ref, messages, k, TITLES, stop_early=False)
+        assert len(early) == k == len(set(early)), "k beams: k distinct catalog items"
 
 
 def test_rank_by_likelihood_reorders_llmseqsims_candidates_by_the_llms_probabilities(tiny, tmp_path, tiny_llm):
@@ -493,8 +503,17 @@ def test_gradient_checkpointing_changes_memory_not_the_adapter(tmp_path, tiny_ll
     import torch
     from safetensors.torch import load_file
 
-    train, valid = _examples(8), _examples(2)
-    refs = [_local_llm(tmp_path / str(on), tiny_llm, max_train_steps=2, batch_size=2, eval_steps=2,
-                       gradient_checkpointing=on).fine_tune(train, valid) for on in (True, False)]
+    from transformers import PreTrainedModel
+
+    calls = []
+    enable = PreTrainedModel.gradient_checkpointing_enable
+    PreTrainedModel.gradient_checkpointing_enable = lambda self, *a, **k: calls.append(1) or enable(self, *a, **k)
+    try:
+        train, valid = _examples(8), _examples(2)
+        refs = [_local_llm(tmp_path / str(on), tiny_llm, max_train_steps=2, batch_size=2, eval_steps=2,
+                           gradient_checkpointing=on).fine_tune(train, valid) for on in (True, False)]
+    finally:
+        PreTrainedModel.gradient_checkpointing_enable = enable
+    assert calls == [1], "checkpointing on in the first run only"
     a, b = (load_file(Path(ref[5:]) / "adapter_model.safetensors") for ref in refs)
     assert all(torch.equal(a[k], b[k]) for k in a)

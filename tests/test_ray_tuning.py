@@ -33,7 +33,8 @@ def test_ray_tune_runs_trials_on_the_folds_records_failures_and_resumes(tiny, tm
     assert "inner_size=-32: a whole number" in failed["status"].iloc[0], "the cause, not Ray's traceback"
     assert (rows[rows["status"] == "ok"]["inner_size"] == 32).all()
     ok = rows[rows["status"] == "ok"]
-    assert ok["score"].between(0, 1).all() and (ok["folds_run"] <= 2).all()
+    assert ok["score"].between(0, 1).all() and set(ok["folds_run"]) <= {1, 2}
+    assert (ok[~ok["pruned"]]["folds_run"] == 2).all(), "a trial counts as complete only after every fold"
     assert result["best_score"] == pytest.approx(ok[ok["folds_run"] == 2]["score"].max())
     assert "# rerun: python run_recbole_llm.py --model=PaperSASRec" in (tmp_path / "tuning" / "PaperSASRec-tiny.yaml").read_text()
     ray.shutdown()
@@ -52,19 +53,23 @@ def test_fold_trial_reports_the_running_mean_over_folds_and_never_tests(tiny, mo
     from recbole_llm.ray_tuning import fold_trial
     from recbole_llm.trainer import Trainer
 
-    reports = []
+    from recbole_llm import pipeline
+
+    reports, runs, evaluated = [], [], []
     monkeypatch.setattr(session, "report", lambda metrics: reports.append(metrics))
-    monkeypatch.setattr(Trainer, "evaluate", _no_test(Trainer.evaluate))
+    build = pipeline.build
+    monkeypatch.setattr(pipeline, "build", lambda *a, **k: runs.append(build(*a, **k)) or runs[-1])
+    evaluate = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate",
+                        lambda self, data, *a, **k: evaluated.append(data) or evaluate(self, data, *a, **k))
     fold_trial({"learning_rate": 0.01}, model="PaperSASRec", dataset="tiny", folds=(1, 2),
-               config_file_list=config_files(None, "PaperSASRec", "tiny", "paper"), base_config={**tiny["config"], "epochs": 2, "stopping_step": 5})
-    assert [r["fold"] for r in reports] == [1, 1, 2, 2], "one report per validated epoch"
-    first_fold_best = max(r["mean_valid_score"] for r in reports[:2])
-    assert reports[1]["mean_valid_score"] == first_fold_best
+               config_file_list=config_files(None, "PaperSASRec", "tiny", "paper"),
+               base_config={**tiny["config"], "epochs": 2, "stopping_step": 5})
+    assert [r["fold"] for r in reports] == [1, 1, 2, 2, 2], "one report per validated epoch, then the final one"
+    assert [r["complete"] for r in reports] == [False] * 4 + [True]
+    assert [r["first_fold_epochs"] for r in reports] == [1, 2, 2, 2, 2], "ASHA's clock stops after fold 1"
+    assert reports[1]["mean_valid_score"] == max(r["mean_valid_score"] for r in reports[:2])
     assert reports[3]["folds_done"] == 1 and min(r["mean_valid_score"] for r in reports) >= 0
-
-
-def _no_test(evaluate):
-    def checked(self, eval_data, *args, **kwargs):
-        assert "test" not in str(getattr(eval_data, "phase", "")), "tuning evaluated the test split"
-        return evaluate(self, eval_data, *args, **kwargs)
-    return checked
+    valid = {id(run.valid_data) for run in runs}
+    assert evaluated and all(id(data) in valid for data in evaluated), "only the folds' validation was evaluated"
+    assert not any(data is run.test_data for run in runs for data in evaluated)

@@ -284,6 +284,11 @@ def test_an_experiment_file_rebuilds_the_paper_comparison_from_finished_runs(tmp
     (root / "results" / "main" / "results.csv").exists()
     with pytest.raises(ValueError, match=r"--only names no run of this file: \['SASrec'\]; its labels are \['Pop', "):
         run_experiment(experiment, only=["SASRec", "SASrec"])
+    for override in ({"settings": {"epochs": 1}}, {"dataset": "ml-100k"}):  # the committed runs stay where they are
+        with pytest.raises(ValueError, match="give --out"):
+            run_experiment(experiment, **override)
+    assert sorted(p.name for p in (root / "results" / "main").glob("*.json")) == \
+        ["Pop__seed1.json", "SASRec__seed1.json", "SASRec__seed2.json"]
     experiment.write_text(yaml.safe_dump({"dataset": "tiny", "models": ["Pop"], "out": "x", "seed": [1]}))
     with pytest.raises(ValueError, match=r"unknown keys \['seed'\]"):
         load_experiment(experiment)

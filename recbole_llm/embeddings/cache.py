@@ -34,9 +34,12 @@ class EmbeddingCache:
         self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        if self.path.exists() and self.path.stat().st_size == 0:
-            logger.warning("embedding cache %s is empty (0 bytes): every text will be embedded again", self.path)
+        wal = self.path.with_name(self.path.name + "-wal")
         try:
+            if self.path.exists() and self.path.stat().st_size == 0:
+                if wal.exists() and wal.stat().st_size > 32:  # SQLite would start afresh over the WAL's rows
+                    raise sqlite3.DatabaseError("the file is empty but its WAL holds rows")
+                logger.warning("embedding cache %s is empty (0 bytes): every text will be embedded again", self.path)
             db = self._connect(self.path)
             db.execute("SELECT count(*) FROM emb").fetchone()
             db.execute("SELECT key, dim, crc, vec FROM emb").fetchall()  # every page readable

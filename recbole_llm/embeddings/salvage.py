@@ -68,17 +68,24 @@ def _geometry(data: bytes) -> tuple[int, int]:
 
 
 def _pages(path: Path, size: int) -> dict[int, bytes]:
-    """Page number -> bytes: the file's whole pages, then the WAL's frames over them (newer versions last)."""
+    """Page number -> bytes: the file's whole pages, then the WAL's committed frames over them. A WAL is reused
+    from its start after a checkpoint, so only frames carrying the header's salts belong to its current generation,
+    and frames after the last commit frame (a non-zero database size) belong to a transaction never committed."""
     data = path.read_bytes()
     pages = {n + 1: data[n * size : (n + 1) * size] for n in range(len(data) // size)}
     wal = path.with_name(path.name + "-wal")
-    if wal.exists():
-        log = wal.read_bytes()
-        frame = WAL_FRAME_HEADER + size
-        for start in range(WAL_HEADER, len(log) - frame + 1, frame):
-            number = int.from_bytes(log[start : start + 4], "big")
-            if number:
-                pages[number] = log[start + WAL_FRAME_HEADER : start + frame]
+    log = wal.read_bytes() if wal.exists() else b""
+    if len(log) < WAL_HEADER:
+        return pages
+    salts, frame, pending = log[16:24], WAL_FRAME_HEADER + size, {}
+    for start in range(WAL_HEADER, len(log) - frame + 1, frame):
+        if log[start + 8 : start + 16] != salts:
+            break  # an older generation's frames from here on
+        number = int.from_bytes(log[start : start + 4], "big")
+        pending[number] = log[start + WAL_FRAME_HEADER : start + frame]
+        if int.from_bytes(log[start + 4 : start + 8], "big"):  # a commit frame: its transaction is whole
+            pages.update(pending)
+            pending = {}
     return pages
 
 
@@ -126,6 +133,12 @@ def table_rows(path: Path) -> Iterator[list]:
     with open(path, "rb") as f:
         head = f.read(100)
     size, usable = _geometry(head)
+    wal = path.with_name(path.name + "-wal")
+    if head[:16] != HEADER and wal.exists():  # the file's header is lost: the WAL's states the page size too
+        with open(wal, "rb") as f:
+            stated = int.from_bytes(f.read(12)[8:12], "big")
+        if 512 <= stated <= 65536 and stated & (stated - 1) == 0:
+            size = usable = stated
     pages = _pages(path, size)
     for number, page in pages.items():
         offset = 100 if number == 1 else 0

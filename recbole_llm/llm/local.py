@@ -116,8 +116,8 @@ class LocalPromptLLM(PromptLLM):
         self.seed, self.show_progress = seed, show_progress
         self.precision = resolve_precision(precision, self.device, key="llm_precision", allowed=("auto", "fp32", "bf16"))
         self.eval_steps, self.valid_examples = max(1, int(eval_steps)), int(valid_examples)
-        # recompute each layer's activations in the backward pass instead of keeping them: a 135M model's batch
-        # of 8 Beauty prompts peaks at ~6.5 GB without, ~1.5 GB with, for ~1/3 more compute; same gradients
+        # recompute each layer's activations in the backward pass instead of keeping them: the same gradients for
+        # about a third more compute and GBs less memory (benchmarks/llm_prompt_cost.py measures both)
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self._loaded: dict[str, tuple] = {}
 
@@ -186,7 +186,7 @@ class LocalPromptLLM(PromptLLM):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         optimizer = torch.optim.AdamW(list(trainable.values()), lr=self.learning_rate)
-        step = 0
+        step, keep_progress = 0, True
         progress = folder / "progress.pt"
         if progress.exists():
             state = torch.load(progress, weights_only=True, map_location=self.device)  # tensors, numbers: no code
@@ -197,13 +197,20 @@ class LocalPromptLLM(PromptLLM):
                 optimizer.load_state_dict(state["optimizer"])
                 step = int(state["step"])
                 logger.info("resuming LoRA fine-tuning at step %d of %d (%s)", step, self.max_train_steps, folder)
-            else:  # a longer run went past this budget without a snapshot at it: train this budget afresh
+            else:  # a longer run went past this budget without a snapshot at it: train this budget afresh,
+                # leaving that run's resume point and curve as they are
+                keep_progress = False
                 logger.info("no adapter at step %d in %s: training it from step 0", self.max_train_steps, folder)
+        if step and (folder / "curve.jsonl").exists():  # points past the resume point are computed again
+            lines = (folder / "curve.jsonl").read_text().splitlines()
+            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+            (folder / "curve.jsonl").write_text("".join(line + "\n" for line in kept))
         encoded = [self._encode(tokenizer, ex) for ex in train]
         held_out = [self._encode(tokenizer, ex) for ex in valid[: self.valid_examples]]
         order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(self.seed)).tolist()
         pad = tokenizer.pad_token_id
         losses: list[float] = []
+        last = float("nan")
         bar = tqdm(range(step, self.max_train_steps), desc="LoRA fine-tuning", disable=not self.show_progress,
                    initial=step, total=self.max_train_steps)
         for step in bar:
@@ -217,13 +224,17 @@ class LocalPromptLLM(PromptLLM):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            last = float(loss.detach())
+            losses.append(last)
+            bar.set_postfix(loss=f"{last:.3f}")
             done = step + 1
             if done % self.eval_steps == 0 or done == self.max_train_steps:
-                self._checkpoint(model, optimizer, trainable, folder, done, losses, held_out, pad)
+                if keep_progress:
+                    self._checkpoint(model, optimizer, trainable, folder, done, losses, held_out, pad)
+                elif not (folder / f"adapter-{done}" / "adapter_config.json").exists():
+                    self._save_adapter(model, folder / f"adapter-{done}")
                 losses = []
-        self.last_loss = float(loss.detach()) if self.max_train_steps else float("nan")
+        self.last_loss = last
         if not (adapter / "adapter_config.json").exists():  # a budget of 0 steps, or one reached by a resume
             self._save_adapter(model, adapter)
         return f"lora:{adapter}"
@@ -297,6 +308,10 @@ class LocalPromptLLM(PromptLLM):
             self._loaded[ref] = (model, self._tokenizer())
         return self._loaded[ref]
 
+    def sample(self, model, prompts, n, settings, show_progress=True):
+        """As every provider's, with the precision in the answer cache's key: a bf16 answer never serves fp32."""
+        return super().sample(model, prompts, n, {**settings, "precision": self.precision}, show_progress)
+
     def _generate(self, ref, messages, n, settings):
         import torch
 
@@ -354,7 +369,8 @@ class LocalPromptLLM(PromptLLM):
                 scores += picked.sum(1)
         return scores.tolist()
 
-    def constrained_generate(self, ref: str, messages: list[dict], k: int, titles: list[str]) -> list[int]:
+    def constrained_generate(self, ref: str, messages: list[dict], k: int, titles: list[str],
+                             stop_early: bool = True) -> list[int]:
         """The k most probable catalog titles for the prompt (log P of the whole title, end of turn included),
         by beam search over the title trie with k beams, as item ids, most probable first. Hallucination is
         impossible by construction. The search stops as soon as k titles are finished and no open beam can beat
@@ -391,7 +407,7 @@ class LocalPromptLLM(PromptLLM):
                     else:
                         survivors.append((b, tokens, score))
                 finished.sort(key=lambda f: -f[0])
-                if not survivors or (len(finished) >= k and survivors[0][2] <= finished[k - 1][0]):
+                if not survivors or (stop_early and len(finished) >= k and survivors[0][2] <= finished[k - 1][0]):
                     break
                 index = torch.tensor([b for b, _, _ in survivors], device=self.device)
                 if len(beams) == 1 and len(survivors) > 1:
