@@ -173,8 +173,10 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
     progress = trainer.setup_resume(out.with_suffix(".resume.pth"), train_data, started)
     _, valid_result = trainer.fit(train_data, run.valid_data, saved=True, show_progress=False)
     t = time.perf_counter()
-    expensive = getattr(trainer.model, "expensive_scoring", False)
-    with _target_ranks(trainer) if expensive else contextlib.nullcontext([]) as ranks:
+    # a model scored only by LLM calls is scored once, and a general one (Pop) has no prompt to cut: both keep the
+    # ranks of this pass, so every row can be paired in a bootstrap
+    one_pass_ranks = getattr(trainer.model, "expensive_scoring", False) or not hasattr(trainer.model, "ITEM_SEQ")
+    with _target_ranks(trainer) if one_pass_ranks else contextlib.nullcontext([]) as ranks:
         test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     eval_seconds = time.perf_counter() - t
     shuffled_result = None

@@ -40,7 +40,7 @@ def test_report_runs_plan_once_and_writes_outputs(tiny, tmp_path, tiny_llm):
     assert "| prompt | 1 |" in hallucination and "hallucination rate" in hallucination, "a table, not a bar chart"
     from recbole_llm.analysis import ndcg_per_session
 
-    for label in ("prompt", "SKNN"):  # an LLM-scored model keeps the ranks of its one scoring pass, as the others
+    for label in ("prompt", "SKNN", "Pop"):  # LLM-scored and general models keep the ranks of their one pass
         ranks = np.load(out / f"{label}__seed1.npz")["rank_cut1"]
         run = json.loads((out / f"{label}__seed1.json").read_text())
         assert len(ranks) == run["test_sessions"]
