@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 from .errors import SettingError
 
@@ -120,16 +119,10 @@ class ExamplesAndDefaults(argparse.RawDescriptionHelpFormatter, argparse.Argumen
 
 
 def _set_values(items) -> dict:
-    """``--set key=value ...``: each value read as a YAML literal (never evaluated); one clear error otherwise."""
-    from .errors import SettingError
+    """``--set key=value ...`` as settings (``cli.setting_values``)."""
+    from .cli import setting_values
 
-    settings = {}
-    for item in items or []:
-        if "=" not in item or item.startswith("="):
-            raise SettingError(f"--set {item!r}: write key=value, e.g. --set learning_rate=0.001")
-        key, value = item.split("=", 1)
-        settings[key.lstrip("-")] = yaml.safe_load(value)
-    return settings
+    return setting_values(items, "--set learning_rate=0.001")
 
 
 def _llm_states(args) -> int:

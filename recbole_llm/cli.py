@@ -196,16 +196,27 @@ def tune_main(argv=None, prog: str = "python -m recbole_llm tune") -> int:
     return run_command(work, debug=args.debug)
 
 
-def _settings(words: list[str]) -> dict:
-    """``--key=value`` words as settings, each value read as a YAML literal (never evaluated)."""
+def setting_values(items, example: str) -> dict:
+    """``key=value`` items (``--key=value`` too) as settings, each value read as a YAML literal (never evaluated);
+    an item without a key and ``=`` is one clear error showing ``example``."""
     import yaml
 
     from recbole_llm.errors import SettingError
 
     settings = {}
-    for word in words:
-        if not (word.startswith("--") and "=" in word):
-            raise SettingError(f"{word!r}: a trial setting is written --key=value")
-        key, value = word[2:].split("=", 1)
-        settings[key] = yaml.safe_load(value)
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.lstrip("-"):
+            raise SettingError(f"{item!r}: write key=value, e.g. {example}")
+        settings[key.lstrip("-")] = yaml.safe_load(value)
     return settings
+
+
+def _settings(words: list[str]) -> dict:
+    """A Ray search's trial settings: the ``--key=value`` words left on the tune command line."""
+    from recbole_llm.errors import SettingError
+
+    for word in words:
+        if not word.startswith("--"):
+            raise SettingError(f"{word!r}: a trial setting is written --key=value")
+    return setting_values(words, "--learning_rate=0.001")

@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
-from .tuning import _plain, search_space_file
+from .tuning import _plain, search_space_file, write_best
 
 logger = logging.getLogger(__name__)
 METRIC = "mean_valid_score"
@@ -154,20 +153,9 @@ def _write_results(results, model: str, dataset: str, folds, base_config: dict, 
         rows.append({**params, "score": metrics.get(METRIC), "folds_run": int(metrics.get("folds_done", 0)) +
                      (0 if complete else 1), "pruned": not complete, "seconds": metrics.get("seconds"), "status": "ok"})
     csv_path = output_dir / f"{model}-{dataset}.csv"
-    table = pd.DataFrame(rows)
-    table.to_csv(csv_path, index=False)
+    pd.DataFrame(rows).to_csv(csv_path, index=False)
     complete = [r for r in rows if r["status"] == "ok" and r["score"] is not None and not r["pruned"]]
     if not complete:
         raise RuntimeError(f"no tuning trial ran every fold; see {csv_path}")
-    best_row = (max if mode == "max" else min)(complete, key=lambda r: r["score"])
-    reserved = {"score", "folds_run", "pruned", "seconds", "status"}
-    best = {k: v for k, v in best_row.items() if k not in reserved}
-    best_config = {**base_config, **best}
-    best_config.pop("temporal_fold", None)
-    target = output_dir / f"{model}-{dataset}.yaml"
-    header = (f"# best of {len(rows)} Ray Tune trials, mean validation {best_row['score']:.4f} over folds "
-              f"{list(folds)}\n# rerun: python run_recbole_llm.py --model={model} --dataset={dataset} "
-              f"--config_files={target}\n")
-    target.write_text(header + yaml.safe_dump(best_config, sort_keys=True))
-    print(table.sort_values("score", ascending=mode == "min", na_position="last").to_string(index=False))
-    return {"best_params": best, "best_score": best_row["score"], "config_file": str(target), "trials": rows}
+    return write_best(rows, complete, mode == "max", model=model, dataset=dataset, folds=folds,
+                      base_config=base_config, output_dir=output_dir, trials="Ray Tune trials")

@@ -24,6 +24,7 @@ from .errors import MissingFileError
 from .registry import PROPERTIES_DIR
 
 logger = logging.getLogger(__name__)
+TRIAL_FIELDS = ("score", "folds_run", "pruned", "seconds", "status")  # a trial row's columns beside its settings
 
 
 def search_space_file(model: str) -> Path:
@@ -110,8 +111,7 @@ class TuningInterrupted(KeyboardInterrupt):
 
 
 def _trial_line(row: dict) -> str:
-    reserved = ("score", "folds_run", "pruned", "seconds", "status")
-    params = ", ".join(f"{k}={v}" for k, v in row.items() if k not in reserved)
+    params = ", ".join(f"{k}={v}" for k, v in row.items() if k not in TRIAL_FIELDS)
     if row.get("status", "ok") != "ok":
         return f"{params}: {row['status']}"
     score = row.get("score")
@@ -221,23 +221,26 @@ def tune(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3), para
     finished = [r for r in objective.rows if r.get("status", "ok") == "ok" and r.get("score") is not None]
     if not finished:
         raise RuntimeError(f"every tuning trial failed; see {csv_path}")
-    pick = max if objective.bigger else min
-    best_row = pick(finished, key=lambda r: r["score"])
-    reserved = {"score", "folds_run", "pruned", "seconds", "status"}
-    best = {k: _plain(v) for k, v in best_row.items() if k not in reserved}
-    tuner.best_score = best_row["score"]
-    best_config = {**(base_config or {}), **best}
-    best_config.pop("temporal_fold", None)
-    target = output_dir / f"{model}-{dataset}.yaml"
-    header = (f"# best of {len(objective.rows)} trials, mean validation {objective.rows and tuner.best_score:.4f} "
-              f"over folds {list(folds)}\n# rerun: python run_recbole_llm.py --model={model} --dataset={dataset} "
-              f"--config_files={target}\n")
-    target.write_text(header + yaml.safe_dump(best_config, sort_keys=True))
+    return write_best(objective.rows, finished, objective.bigger, model=model, dataset=dataset, folds=folds,
+                      base_config=base_config, output_dir=output_dir)
+
+
+def write_best(rows: list[dict], candidates: list[dict], bigger: bool, *, model: str, dataset: str, folds,
+               base_config: dict | None, output_dir: Path, trials: str = "trials") -> dict:
+    """The best of ``candidates`` (rows that may win) as ``<output_dir>/<model>-<dataset>.yaml``, a config file
+    whose header says how to rerun it, and every trial of ``rows`` printed best first; the search's result."""
     import pandas as pd
 
-    table = pd.DataFrame(objective.rows).sort_values("score", ascending=not objective.bigger, na_position="last")
-    print(table.to_string(index=False))
-    return {"best_params": best, "best_score": tuner.best_score, "config_file": str(target), "trials": objective.rows}
+    best_row = (max if bigger else min)(candidates, key=lambda r: r["score"])
+    best = {k: _plain(v) for k, v in best_row.items() if k not in TRIAL_FIELDS}
+    best_config = {**(base_config or {}), **best}
+    best_config.pop("temporal_fold", None)
+    target = Path(output_dir) / f"{model}-{dataset}.yaml"
+    header = (f"# best of {len(rows)} {trials}, mean validation {best_row['score']:.4f} over folds {list(folds)}\n"
+              f"# rerun: python run_recbole_llm.py --model={model} --dataset={dataset} --config_files={target}\n")
+    target.write_text(header + yaml.safe_dump(best_config, sort_keys=True))
+    print(pd.DataFrame(rows).sort_values("score", ascending=not bigger, na_position="last").to_string(index=False))
+    return {"best_params": best, "best_score": best_row["score"], "config_file": str(target), "trials": rows}
 
 
 def _plain(value):

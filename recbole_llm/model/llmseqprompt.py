@@ -183,8 +183,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             items = self.llm.constrained_generate(self.model_ref, messages, self.beams, self.titles)
             self.mapper.stats.generated += len(items)
             self.mapper.stats.recommended.update(items)
-            for rank, item in enumerate(items):
-                scores[b, item] = len(items) - rank
+            _place_above_backfill(scores[b], items)
         scores[:, 0] = -torch.inf
         return scores
 
@@ -197,10 +196,9 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
                                                     disable=not self.show_progress)):
             candidates = self.ranker(prompt, self.slate_size)
             logp = self.llm.score_answers(self.model_ref, messages, [self.titles[c] for c in candidates])
-            order = sorted(range(len(candidates)), key=lambda j: -logp[j])
             self.mapper.stats.recommended.update(candidates)
-            for rank, j in enumerate(order):
-                scores[b, candidates[j]] = len(order) - rank
+            _place_above_backfill(scores[b], [candidates[j] for j in sorted(range(len(candidates)),
+                                                                             key=lambda j: -logp[j])])
         scores[:, 0] = -torch.inf
         return scores
 
@@ -249,6 +247,12 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
                 scores[b, item] = count - first[item] / (len(items) + 1)  # frequency, then first appearance
         scores[:, 0] = -torch.inf
         return scores.to(interaction[self.ITEM_SEQ].device)
+
+
+def _place_above_backfill(row: torch.Tensor, ranked: list[int]) -> None:
+    """Scores ``len(ranked)`` .. 1 for the ranked items, best first: above the popularity backfill (all below 0)."""
+    for rank, item in enumerate(ranked):
+        row[item] = len(ranked) - rank
 
 
 class LLMSeqPromptTrainer(FitOnceTrainer):
