@@ -117,7 +117,7 @@ class LocalPromptLLM(PromptLLM):
         self.precision = resolve_precision(precision, self.device, key="llm_precision", allowed=("auto", "fp32", "bf16"))
         self.eval_steps, self.valid_examples = max(1, int(eval_steps)), int(valid_examples)
         # recompute each layer's activations in the backward pass instead of keeping them: the same gradients for
-        # about a third more compute and GBs less memory (benchmarks/llm_prompt_cost.py measures both)
+        # more compute and less memory (benchmarks/llm_prompt_cost.py measures both)
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self._loaded: dict[str, tuple] = {}
 
