@@ -460,6 +460,26 @@ def test_answer_scores_with_the_shared_prompt_cache_equal_a_plain_forward_pass(t
         assert score == pytest.approx(expected, abs=1e-4)
 
 
+def test_answer_scores_are_cached_so_a_reordering_costs_no_llm_pass(tmp_path, tiny_llm):
+    from recbole_llm.llm.cache import AnswerCache
+
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+    llm = _local_llm(tmp_path, tiny_llm, cache=cache)
+    ref = llm.base_model()
+    messages = _examples(1)[0][:2]
+    answers = ["Red Lipstick", "Gold Nail Polish", "Mint"]
+    first = llm.score_answers(ref, messages, answers)
+
+    def no_pass(*args):
+        raise AssertionError("a cached score was computed again")
+
+    again = _local_llm(tmp_path, tiny_llm, cache=AnswerCache(tmp_path / "answers.sqlite"))
+    again._score_answers = no_pass
+    assert again.score_answers(ref, messages, answers) == first, "exact floats back from the cache"
+    with pytest.raises(AssertionError, match="computed again"):
+        again.score_answers(ref, messages, answers[:2])  # another candidate list is another question
+
+
 def test_constrained_search_with_beams_for_every_title_is_the_exact_ranking(tmp_path, tiny_llm):
     """With as many beams as titles the beam search is exhaustive: it must return every catalog item in the
     order of the probabilities the scorer gives their titles (and stop early only when that is safe)."""
@@ -494,6 +514,24 @@ def test_rank_by_likelihood_reorders_llmseqsims_candidates_by_the_llms_probabili
         expected = [candidates[j] for j in sorted(range(4), key=lambda j: -logp[j])]
         assert row.topk(4).indices.tolist() == expected
         assert torch.isfinite(row[1:]).all()
+    # the LLMSeqSim prior: a huge weight gives LLMSeqSim's own order back, a moderate one adds its cosine to log P
+    for prior in (1e6, 3.0):
+        _, _, _, fused = build(
+            "LLMSeqPrompt", tiny, llm_provider="local", llm_model=str(tiny_llm), prompt_task="rank",
+            prompt_rank_by="likelihood", prompt_finetune=False, prompt_slate_size=4, max_test_sessions=3,
+            llm_precision="fp32", prompt_rank_prior=prior, checkpoint_dir=str(tmp_path / "saved"))
+        fused_scores = fused.full_sort_predict(interaction)
+        for row, items, n in zip(fused_scores, seq, lengths):
+            session = items[:n].tolist()
+            candidates = fused.ranker(session, 4)
+            messages, _ = fused.builder.example(session[-fused.max_prompt_items:])
+            logp = fused.llm.score_answers(fused.model_ref, messages, [fused.titles[c] for c in candidates])
+            similarity = fused.similarities(session)
+            value = [lp + prior * float(similarity[c]) for lp, c in zip(logp, candidates)]
+            expected = [candidates[j] for j in sorted(range(4), key=lambda j: -value[j])]
+            assert row.topk(4).indices.tolist() == expected
+            if prior > 1e3:
+                assert expected == candidates
     with pytest.raises(ValueError, match="prompt_rank_by"):
         build("LLMSeqPrompt", tiny, llm_provider="openai", prompt_task="rank", prompt_rank_by="likelihood",
               llm_dry_run=True, checkpoint_dir=str(tmp_path / "saved2"))

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..errors import MissingFileError
 from ..settings import default_cache_dir
 from .base import PromptLLM
+from .cache import answer_key
 
 logger = logging.getLogger(__name__)
 SMOLLM2 = "SmolLM2-135M-Instruct"
@@ -344,10 +345,20 @@ class LocalPromptLLM(PromptLLM):
     def score_answers(self, ref: str, messages: list[dict], answers: list[str]) -> list[float]:
         """log P(answer + end of turn | prompt) of each answer, summed over its tokens: the probability that the
         model writes exactly that answer (the Rank task scores LLMSeqSim's candidates' titles this way)."""
-        import torch
-
         if not answers:
             return []
+        # cached like sampled answers: reordering the same candidates another way (prompt_rank_prior) costs no LLM pass
+        key = answer_key(ref, messages, {"score_answers": list(answers), "precision": self.precision})
+        cached = self.cache.get(key)
+        if cached is not None and len(cached) == len(answers):
+            return [float(v) for v in cached]
+        scores = self._score_answers(ref, messages, answers)
+        self.cache.put(key, scores)
+        return scores
+
+    def _score_answers(self, ref: str, messages: list[dict], answers: list[str]) -> list[float]:
+        import torch
+
         model, tokenizer = self._model(ref)
         end_id = self._end_id(tokenizer)
         encoded = [tokenizer(a, add_special_tokens=False)["input_ids"] + [end_id] for a in answers]

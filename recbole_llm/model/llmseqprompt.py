@@ -74,6 +74,9 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         # one, so the prompt and the fine-tuning are GenItem's (one adapter serves both); by generation the model
         # writes the reordered slate, a list of ~20 titles per session
         self.rank_by_likelihood = self.task == "rank" and config_value(config, "prompt_rank_by", "generate") == "likelihood"
+        # log P(title) + prior x LLMSeqSim's cosine: the retrieval score kept as a prior beside the LLM's (0: the
+        # paper's Rank, the LLM's order alone). A weight is chosen on the validation sessions, never on test.
+        self.rank_prior = float(config_value(config, "prompt_rank_prior", 0.0))
         self.prompt_task = "genitem" if self.rank_by_likelihood else self.task
         self.k = int(config["prompt_k"])
         self.samples = int(config["prompt_samples"]) if self.prompt_task == "genitem" else 1
@@ -112,17 +115,24 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     @staticmethod
-    def _llmseqsim_ranker(normed: torch.Tensor, pooling: str):
-        """LLMSeqSim (cosine, ``llmseqsim_pooling``, the session's items excluded): the candidates of genlist and
-        rank. With LLMSeqSim's embedding settings it returns the LLMSeqSim row's own top items."""
-        def ranker(session, k):
+    def _llmseqsim_scores(normed: torch.Tensor, pooling: str):
+        """LLMSeqSim's cosine similarity of every item to the session (``llmseqsim_pooling``), the session's items
+        and the padding at -inf."""
+        def similarities(session):
             pooled = pool(normed, torch.as_tensor([session]), torch.tensor([len(session)]), pooling)
             scores = (torch.nn.functional.normalize(pooled, dim=1) @ normed.T)[0]
             scores[0] = -torch.inf
             scores[session] = -torch.inf
-            return scores.topk(k).indices.tolist()
+            return scores
 
-        return ranker
+        return similarities
+
+    @classmethod
+    def _llmseqsim_ranker(cls, normed: torch.Tensor, pooling: str):
+        """LLMSeqSim's top k: the candidates of genlist and rank. With LLMSeqSim's embedding settings it returns
+        the LLMSeqSim row's own top items."""
+        similarities = cls._llmseqsim_scores(normed, pooling)
+        return lambda session, k: similarities(session).topk(k).indices.tolist()
 
     def _builder(self, config, table: torch.Tensor) -> PromptBuilder:
         templates = load_templates(config_value(config, "prompt_templates"))
@@ -132,6 +142,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         normed = torch.nn.functional.normalize(table, dim=1)
         pooling = check_strategy("llmseqsim_pooling", config_value(config, "llmseqsim_pooling", "mean"))
         self.ranker = self._llmseqsim_ranker(normed, pooling) if self.task in ("genlist", "rank") else None
+        self.similarities = self._llmseqsim_scores(normed, pooling)
         if self.prompt_task in ("genlist", "rank"):
             options["ranker"] = self.ranker
         if self.prompt_task == "classify":
@@ -189,16 +200,19 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
 
     def _likelihood_ranks(self, prompts: list[list[dict]], sessions: list[list[int]], scores: torch.Tensor) -> torch.Tensor:
         """Rank by likelihood: LLMSeqSim's top ``prompt_slate_size`` candidates, reordered by the LLM's probability
-        of writing each one's title next, above the backfill."""
+        of writing each one's title next (plus ``prompt_rank_prior`` x their LLMSeqSim similarity), above the
+        backfill."""
         from tqdm.auto import tqdm
 
         for b, (messages, prompt) in enumerate(tqdm(list(zip(prompts, sessions)), desc="ranked candidates",
                                                     disable=not self.show_progress)):
-            candidates = self.ranker(prompt, self.slate_size)
+            similarity = self.similarities(prompt)
+            candidates = similarity.topk(self.slate_size).indices.tolist()
             logp = self.llm.score_answers(self.model_ref, messages, [self.titles[c] for c in candidates])
+            fused = [lp + self.rank_prior * float(similarity[c]) for lp, c in zip(logp, candidates)]
             self.mapper.stats.recommended.update(candidates)
             _place_above_backfill(scores[b], [candidates[j] for j in sorted(range(len(candidates)),
-                                                                             key=lambda j: -logp[j])])
+                                                                             key=lambda j: -fused[j])])
         scores[:, 0] = -torch.inf
         return scores
 
