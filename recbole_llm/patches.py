@@ -186,7 +186,7 @@ def _numpy_rows() -> tuple[Patch, ...]:
 
 
 def _recbole_rows() -> tuple[Patch, ...]:
-    from . import metrics, prepare, registry
+    from . import metrics, paper_dataset, prepare, registry
     from .data import protocol
 
     trainer, collector = "recbole.trainer.trainer:Trainer", "recbole.evaluator.collector:Collector"
@@ -238,10 +238,10 @@ def _recbole_rows() -> tuple[Patch, ...]:
         *[Patch(f"{module}:data_preparation", prepare.prepare_after_split,
                 "the prepare stage (embedding files, LLM states) between the split and the model, in every flow")
           for module in ("recbole.data.utils", "recbole.data", "recbole.quick_start.quick_start")],
-        Patch("recbole.data.dataset.dataset:Dataset.build", protocol.build_with_session_split,
-              "the paper's temporal SESSION split and train_mode"),
-        Patch("recbole.data.dataset.sequential_dataset:SequentialDataset.build", protocol.build_with_session_split,
-              "the paper's temporal SESSION split and train_mode"),
+        *[Patch(f"{module}:create_dataset", paper_dataset.create_dataset_route,
+                "RecBole picks dataset classes only among its own: our models and the SESSION split / train_mode "
+                "get ours (paper_dataset.py), every other run RecBole's")
+          for module in ("recbole.data.utils", "recbole.data", "recbole.quick_start.quick_start")],
         Patch(f"{trainer}.evaluate", protocol.evaluate_with_prompt_mask,
               "the paper masks the prompt's items at evaluation (exclude_session_items)"),
         Patch(f"{trainer}._full_sort_batch_eval", protocol.batch_eval_with_prompt_mask, "see Trainer.evaluate"),

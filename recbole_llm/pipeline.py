@@ -50,7 +50,7 @@ def load_data(model, dataset, config_file_list=None, config_dict=None, *, preset
     init_seed(config["seed"], config["reproducibility"])
     if logger:
         init_logger(config)
-    full = create_dataset(config)
+    full = create_dataset(config)  # through paper_dataset.create_dataset_route: our class for our models
     # RecBole's split into loaders, then the prepare stage on the training part: the files that cost (embeddings,
     # LLM states, indexes) are made here, before any model is built (RecBole's own flows reach the same stage through
     # the patched data_preparation)

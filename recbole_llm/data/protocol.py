@@ -373,7 +373,7 @@ def collect_metric_popularity(original):
     return data_collect
 
 
-def _with_train_mode(dataset, datasets: list) -> list:
+def with_train_mode(dataset, datasets: list) -> list:
     """``train_mode: all_positions``: the training split as one row per session window
     (see recbole_llm/data/windows.py); ``prefixes`` (default): RecBole's rows."""
     from recbole.data.dataset import SequentialDataset
@@ -403,20 +403,3 @@ def _with_train_mode(dataset, datasets: list) -> list:
         dataset.logger.info(f"train_mode all_positions: {before:,} prefix rows -> {len(datasets[0].inter_feat):,} "
                             f"window rows ({'cloze' if cloze else 'causal'}{copied})")
     return datasets
-
-
-def build_with_session_split(original):
-    """``Dataset.build`` (and ``SequentialDataset.build``) learn the SESSION split mode and ``train_mode``."""
-
-    @functools.wraps(original)
-    def build(self):
-        split = self.config["eval_args"]["split"]
-        if isinstance(split, dict) and SPLIT_KEY in split:
-            if self.config["eval_args"]["order"] != "TO":
-                raise SettingError("The SESSION split needs eval_args.order: TO.")
-            datasets = session_split(self)
-        else:
-            datasets = original(self)
-        return _with_train_mode(self, datasets)
-
-    return build

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..embeddings.store import item_embedding_table, prepare_item_embeddings
+from ..embeddings.store import prepare_item_embeddings
 from ..errors import SettingError
 from ..registry import register_model
 from ..settings import config_value
@@ -30,7 +30,7 @@ SCALES = ("std", "none", "unit")
 
 def llm_item_table(config, dataset, rows: int, dim: int, reference_std: float) -> torch.Tensor:
     """The LLM table for item ids 0..rows-1, scaled and optionally permuted."""
-    table = item_embedding_table(config, dataset, dim)[:rows].clone()
+    table = dataset.item_embeddings(config, dim)[:rows]
     scale = config["embedding_scale"]
     if scale == "unit":
         table[1:] = torch.nn.functional.normalize(table[1:], dim=1)

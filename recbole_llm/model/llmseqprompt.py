@@ -21,8 +21,7 @@ from recbole.utils import InputType
 
 from ..data.sessions import item_popularity, training_sessions
 from ..embeddings.pooling import check_strategy, pool
-from ..embeddings.store import (EmbeddingSpec, catalog_titles, item_embedding_table, prepare_item_embeddings,
-                                text_embedder)
+from ..embeddings.store import EmbeddingSpec, prepare_item_embeddings, text_embedder
 from ..errors import SettingError
 from ..llm import make_prompt_llm
 from ..llm.cache import AnswerCache
@@ -85,8 +84,8 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         self.show_progress = bool(config["show_progress"])
         self.constrained = bool(config["prompt_constrained"])
         self.beams = int(config["prompt_beams"])
-        self.titles = catalog_titles(config, dataset)
-        table = item_embedding_table(config, dataset)
+        self.titles = dataset.item_texts(config)
+        table = dataset.item_embeddings(config)
         self.register_buffer("item_table", table)
         self.register_buffer("popularity", item_popularity(dataset, self.n_items))
         self.backfill = config["prompt_backfill"]

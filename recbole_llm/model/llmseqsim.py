@@ -85,7 +85,7 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
         self.pooling = config["llmseqsim_pooling"]
         self.similarity = config["llmseqsim_similarity"]
         self.exclude_session_items = bool(config["exclude_session_items"])
-        self.register_buffer("item_table", item_embedding_table(config, dataset))
+        self.register_buffer("item_table", dataset.item_embeddings(config))
         kind = self.index_kind(config, self.n_items)
         self.candidates = int(config_value(config, "llmseqsim_ann_candidates", 200))
         self.index = None

@@ -184,7 +184,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self.max_prompt_items = int(config["llmsrec_max_prompt_items"])
         self.show_progress = bool(config["show_progress"])
         self.state_batch_size = int(config["llmsrec_state_batch_size"])
-        self.titles = catalog_titles(config, dataset)
+        self.titles = dataset.item_texts(config)
         self.teacher = self._teacher(config, dataset)
         self.precision = state_precision(config)
         self.tokenizer, llm, path = load_frozen_llm(config["llm_model"], self.precision)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..data.windows import TARGETS
-from ..embeddings.store import item_embedding_table, prepare_item_embeddings
+from ..embeddings.store import prepare_item_embeddings
 from ..errors import SettingError
 from ..registry import register_model
 from ..settings import config_value
@@ -66,7 +66,7 @@ def whitened_principal_components(config, dataset, rows: int, size: int, std: fl
     """The prepared PCA table (``embedding_reduction: pca`` to ``size``) with each component scaled to standard
     deviation ``std`` over the catalog: PCA coordinates are centred and uncorrelated, so this whitens them, as
     AlphaFuse's ``standardization``. Row 0 (padding) is zero."""
-    table = item_embedding_table(config, dataset, size)[:rows].clone()
+    table = dataset.item_embeddings(config, size)[:rows]
     items = table[1:]
     table[1:] = (items - items.mean(0)) / items.std(0).clamp_min(1e-12) * std
     table[0] = 0.0
@@ -145,7 +145,7 @@ class DualViewMixin(LLMInitMixin):
     def _add_llm_view(self, config, dataset) -> None:
         size = int(config[self.table_size_key])
         self._load_llm_item_table(config, dataset, size)  # the ID view
-        llm = item_embedding_table(full_llm_config(config), dataset)[: self.n_items].clone()
+        llm = dataset.item_embeddings(full_llm_config(config))[: self.n_items]
         llm[0] = 0.0
         self.register_buffer("llm_table", llm)
         hidden = int(config_value(config, "llmesr_adapter_hidden") or llm.shape[1] // 2)

@@ -30,7 +30,7 @@ from recbole.utils import InputType
 
 from ..data.sessions import training_sessions
 from ..embeddings.pooling import check_strategy, pool, position_weights
-from ..embeddings.store import item_embedding_table, prepare_item_embeddings
+from ..embeddings.store import prepare_item_embeddings
 from ..registry import register_model
 from ..settings import config_choice
 from ..trainer import FitOnceTrainer
@@ -272,7 +272,7 @@ class SKNNEmb(SessionKNNBase):
         self.prompt_pooling = check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
         self.train_pooling = check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
         self.candidates = config_choice(config, "sknn_emb_candidates", ("shared_item", "all"), "shared_item")
-        self.register_buffer("item_table", item_embedding_table(config, dataset))
+        self.register_buffer("item_table", dataset.item_embeddings(config))
         self.register_buffer("session_table", self.pool_sessions())
         self._prompt_embeddings = None
 
