@@ -81,7 +81,7 @@ def search(args, files, algo: str = "bayes", trial_epochs: int | None = None, ba
                            folds=[int(f) for f in args.folds.split(",")], params_file=args.params_file,
                            config_file_list=chosen, base_config={**(settings or {}), **base}, warmup=args.warmup,
                            output_dir=args.output_dir, ray_address=args.ray_address,
-                           cpus_per_trial=args.cpus_per_trial)
+                           cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent)
         print(f"best {best['best_score']:.4f} with {best['best_params']} -> {best['config_file']}")
         return 0
     best = tune(args.model, args.dataset, max_evals=args.max_evals, folds=[int(f) for f in args.folds.split(",")],
@@ -179,6 +179,8 @@ def tune_main(argv=None, prog: str = "python -m recbole_llm tune") -> int:
                         "(e.g. <head>:6379) instead of starting a local one")
     parser.add_argument("--cpus_per_trial", type=int, default=1, help="with --backend ray: CPUs (torch threads) "
                         "of each trial")
+    parser.add_argument("--max_concurrent", type=int, default=None, help="with --backend ray: at most this many "
+                        "trials side by side (default: as many as the cluster's CPUs hold)")
     add_search_options(parser)
     add_common_options(parser)
     argv = list(sys.argv[1:] if argv is None else argv)

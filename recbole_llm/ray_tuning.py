@@ -72,9 +72,10 @@ def fold_trial(params: dict, *, model: str, dataset: str, folds: tuple[int, ...]
 def tune_on_ray(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3), params_file=None,
                 config_file_list=None, base_config: dict | None = None, warmup: int = 5, output_dir="tuning",
                 ray_address: str | None = None, cpus_per_trial: int = 1, grace_epochs: int = 2, seed: int = 0,
-                points_to_evaluate: list[dict] | None = None) -> dict:
+                points_to_evaluate: list[dict] | None = None, max_concurrent: int | None = None) -> dict:
     """Tune ``model`` on ``dataset`` with Ray Tune; writes ``<output_dir>/<model>-<dataset>.csv`` and ``.yaml`` as
     ``tune`` does. ``points_to_evaluate``: configurations tried first (e.g. the published one), before the warm-up.
+    ``max_concurrent``: at most this many trials side by side (default: as many as the cluster's CPUs hold).
     Returns the best parameters and score."""
     import ray
     from ray import air, tune
@@ -117,7 +118,7 @@ def tune_on_ray(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=max_evals, metric=METRIC,
-                                        mode=mode),
+                                        mode=mode, max_concurrent_trials=max_concurrent),
             run_config=air.RunConfig(name=folder.name, storage_path=str(folder.parent), verbose=1,
                                      failure_config=air.FailureConfig(max_failures=0)))
     results = tuner.fit()

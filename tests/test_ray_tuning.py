@@ -73,3 +73,27 @@ def test_fold_trial_reports_the_running_mean_over_folds_and_never_tests(tiny, mo
     valid = {id(run.valid_data) for run in runs}
     assert evaluated and all(id(data) in valid for data in evaluated), "only the folds' validation was evaluated"
     assert not any(data is run.test_data for run in runs for data in evaluated)
+
+
+def test_ray_on_ml100k_trials_side_by_side_give_what_one_gives(tmp_path, local_ray, embedding_cache):
+    """ml-100k (RecBole's own copy) with a tiny budget: two trials of the same configuration and seed, run side by
+    side on the local Ray's two CPUs, score exactly alike, and exactly as the same trial run alone."""
+    from recbole_llm.presets import config_files
+    from recbole_llm.ray_tuning import tune_on_ray
+
+    space = tmp_path / "space.hyper"
+    space.write_text("learning_rate choice [0.001,0.002]\n")
+    point = {"learning_rate": 0.002}
+    base = {"epochs": 1, "stopping_step": 2, "hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1,
+            "MAX_ITEM_LIST_LENGTH": 10, "train_batch_size": 1024, "metrics": ["NDCG", "Hit"], "show_progress": False,
+            "state": "ERROR", "embedding_cache_path": str(embedding_cache)}
+    kwargs = dict(folds=[1], params_file=space, base_config=base, warmup=3, seed=0,
+                  config_file_list=config_files(None, "PaperSASRec", "ml-100k", "paper"))
+    tune_on_ray("PaperSASRec", "ml-100k", max_evals=2, output_dir=tmp_path / "pair", max_concurrent=2,
+                points_to_evaluate=[point, point], **kwargs)
+    pair = pd.read_csv(tmp_path / "pair" / "PaperSASRec-ml-100k.csv")
+    assert (pair["status"] == "ok").all() and len(pair) == 2
+    tune_on_ray("PaperSASRec", "ml-100k", max_evals=1, output_dir=tmp_path / "alone", max_concurrent=1,
+                points_to_evaluate=[point], **kwargs)
+    alone = pd.read_csv(tmp_path / "alone" / "PaperSASRec-ml-100k.csv")
+    assert pair["score"].tolist() == [alone["score"].iloc[0]] * 2
