@@ -40,9 +40,11 @@ class _PaperProtocol:
 
     def item_embeddings(self, config, dim: int | None = None) -> torch.Tensor:
         """The (item_num, d) item table ``config`` asks for (``dim`` forces the reduced size), from the file the
-        prepare stage made: read on the first call; every model built on this data gets its own copy of it."""
+        prepare stage made: read on the first call; every model built on this data gets its own copy of it (so a
+        model may change its rows; the data set holds one more copy of each table it served, for its lifetime)."""
         spec = EmbeddingSpec.from_config(config, dim)
-        key = ("embeddings", str(embedding_file(config, spec)[0]), json.dumps(spec.recipe(), sort_keys=True, default=str))
+        key = ("embeddings", str(embedding_file(config, spec)[0]), dim,
+               json.dumps(spec.recipe(), sort_keys=True, default=str))
         if key not in self._item_tables:
             self._item_tables[key] = item_embedding_table(config, self, dim)
         return self._item_tables[key].clone()  # a model may scale or zero its rows in place
@@ -56,23 +58,29 @@ class _PaperProtocol:
         return list(self._item_tables[key])
 
 
-def _classes():
-    from recbole.data.dataset import Dataset, SequentialDataset
+_CLASSES: dict[str, type] = {}
 
-    global PaperDataset, PaperSequentialDataset
-    if PaperDataset is None:
-        PaperDataset = type("PaperDataset", (_PaperProtocol, Dataset), {
+
+def _classes() -> tuple[type, type]:
+    """(PaperDataset, PaperSequentialDataset), made on first use: importing recbole_llm must not import RecBole's
+    data stack. Reached by name too (module ``__getattr__``), so a pickled dataset loads in a fresh process."""
+    if not _CLASSES:
+        from recbole.data.dataset import Dataset, SequentialDataset
+
+        _CLASSES["PaperDataset"] = type("PaperDataset", (_PaperProtocol, Dataset), {
             "__doc__": "RecBole's Dataset with the paper's SESSION split, train_mode and the prepared item tables.",
-            "__module__": __name__})
-        PaperSequentialDataset = type("PaperSequentialDataset", (_PaperProtocol, SequentialDataset), {
+            "__module__": __name__, "__qualname__": "PaperDataset"})
+        _CLASSES["PaperSequentialDataset"] = type("PaperSequentialDataset", (_PaperProtocol, SequentialDataset), {
             "__doc__": "RecBole's SequentialDataset with the paper's SESSION split, train_mode and the prepared "
                        "item tables.",
-            "__module__": __name__})
-    return PaperDataset, PaperSequentialDataset
+            "__module__": __name__, "__qualname__": "PaperSequentialDataset"})
+    return _CLASSES["PaperDataset"], _CLASSES["PaperSequentialDataset"]
 
 
-PaperDataset = None  # made on first use: importing recbole_llm must not import RecBole's data stack
-PaperSequentialDataset = None
+def __getattr__(name: str):
+    if name in ("PaperDataset", "PaperSequentialDataset"):
+        return dict(zip(("PaperDataset", "PaperSequentialDataset"), _classes()))[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def uses_session_split(config) -> bool:
@@ -100,19 +108,38 @@ def dataset_class(config):
     return sequential if kind == ModelType.SEQUENTIAL else general
 
 
+def _saved(config, cls):
+    """The dataset RecBole's ``save`` wrote for this class (``dataset_save_path`` or its default file), if it exists
+    and was built with the same data settings (RecBole's own test), else None."""
+    import pickle
+
+    from recbole.utils.argument_list import dataset_arguments
+
+    file = config["dataset_save_path"] or os.path.join(config["checkpoint_dir"],
+                                                       f"{config['dataset']}-{cls.__name__}.pth")
+    if not os.path.exists(file):
+        return None
+    with open(file, "rb") as handle:
+        dataset = pickle.load(handle)
+    if not isinstance(dataset, cls):
+        return None  # saved by RecBole's own class (or another of ours): it knows nothing of this run's protocol
+    if any(config[arg] != dataset.config[arg] for arg in dataset_arguments + ["seed", "repeatable"]):
+        return None
+    return dataset
+
+
 def create_dataset_route(original):
     """RecBole's ``create_dataset`` with our class where ``dataset_class`` picks one (the patch table's row: RecBole
-    chooses dataset classes only among its own)."""
+    chooses dataset classes only among its own). A saved dataset is reused only if it is of that class."""
     def create_dataset(config):
         cls = dataset_class(config)
         if cls is None:
             return original(config)
-        saved = config["dataset_save_path"]
-        if saved and os.path.exists(saved):
-            return original(config)  # RecBole reads its pickle back (the class it was saved with)
-        dataset = cls(config)
-        if config["save_dataset"]:
-            dataset.save()
+        dataset = _saved(config, cls)
+        if dataset is None:
+            dataset = cls(config)
+            if config["save_dataset"]:
+                dataset.save()
         return dataset
 
     create_dataset.__doc__ = original.__doc__

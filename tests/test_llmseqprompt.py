@@ -396,8 +396,10 @@ def test_constrained_decoding_stays_in_the_title_trie_and_returns_k_distinct_ite
 
 
 def _local_llm(tmp_path, tiny_llm, **options):
+    from recbole_llm.llm.cache import AnswerCache
     from recbole_llm.llm.local import LocalPromptLLM
 
+    options.setdefault("cache", AnswerCache(tmp_path / "answers.sqlite"))  # never the user's own cache
     return LocalPromptLLM(tmp_path, model=str(tiny_llm), precision="fp32", show_progress=False, **options)
 
 
@@ -478,6 +480,24 @@ def test_answer_scores_are_cached_so_a_reordering_costs_no_llm_pass(tmp_path, ti
     assert again.score_answers(ref, messages, answers) == first, "exact floats back from the cache"
     with pytest.raises(AssertionError, match="computed again"):
         again.score_answers(ref, messages, answers[:2])  # another candidate list is another question
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    moved = tmp_path / "moved-llm"  # the same weights in another folder: still cached
+    shutil.copytree(tiny_llm, moved)
+    elsewhere = _local_llm(tmp_path, moved, cache=AnswerCache(tmp_path / "answers.sqlite"))
+    elsewhere._score_answers = no_pass
+    assert elsewhere.score_answers(elsewhere.base_model(), messages, answers) == first
+    model = AutoModelForCausalLM.from_pretrained(moved)  # other weights in that folder: another model
+    with torch.no_grad():
+        model.lm_head.weight.add_(0.5)
+    model.save_pretrained(moved)
+    changed = _local_llm(tmp_path, moved, cache=AnswerCache(tmp_path / "answers.sqlite"))
+    changed._score_answers = no_pass
+    with pytest.raises(AssertionError, match="computed again"):
+        changed.score_answers(changed.base_model(), messages, answers)
 
 
 def test_constrained_search_with_beams_for_every_title_is_the_exact_ranking(tmp_path, tiny_llm):

@@ -47,3 +47,39 @@ def test_the_item_table_is_read_once_per_data_set_and_each_model_gets_its_own_co
     texts = train._dataset.item_texts(config)
     texts[1] = "changed"
     assert train._dataset.item_texts(config)[1] != "changed"
+
+
+def test_a_saved_dataset_of_ours_loads_back_and_one_of_recboles_class_is_not_reused(tiny, tmp_path):
+    import pickle
+    import subprocess
+    import sys
+
+    from recbole.data import create_dataset
+    from recbole.data.dataset import SequentialDataset
+
+    from recbole_llm.paper_dataset import PaperSequentialDataset
+
+    config = make_config("LLMSeqSim", tiny, save_dataset=True)
+    saved = create_dataset(config)
+    file = tmp_path / "saved" / f"tiny-{PaperSequentialDataset.__name__}.pth"
+    assert file.exists() and type(create_dataset(config)) is PaperSequentialDataset
+    done = subprocess.run([sys.executable, "-c", f"import pickle, recbole_llm; d = pickle.load(open({str(file)!r}, 'rb'));"
+                           " print(type(d).__name__, len(d.inter_feat))"], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["PaperSequentialDataset", str(len(saved.inter_feat))], done.stderr[-800:]
+    foreign = tmp_path / "foreign.pth"  # RecBole's own class, as an older run would have saved it
+    plain = SequentialDataset.__new__(SequentialDataset)
+    plain.__dict__.update(saved.__dict__)
+    foreign.write_bytes(pickle.dumps(plain))
+    again = create_dataset(make_config("LLMSeqSim", tiny, dataset_save_path=str(foreign)))
+    assert type(again) is PaperSequentialDataset, "a pickle of RecBole's class is not this run's data set"
+
+
+def test_the_item_table_cache_knows_the_width_asked_for(tiny):
+    import pytest
+
+    from recbole_llm.embeddings.store import EmbeddingMismatchError
+
+    config, _, (train, _, _), model = build("LLMSeqSim", tiny, embedding_reduction="none", embedding_normalize=False)
+    width = train._dataset.item_embeddings(config).shape[1]
+    with pytest.raises(EmbeddingMismatchError):
+        train._dataset.item_embeddings(config, width - 1)

@@ -347,14 +347,32 @@ class LocalPromptLLM(PromptLLM):
         model writes exactly that answer (the Rank task scores LLMSeqSim's candidates' titles this way)."""
         if not answers:
             return []
-        # cached like sampled answers: reordering the same candidates another way (prompt_rank_prior) costs no LLM pass
-        key = answer_key(ref, messages, {"score_answers": list(answers), "precision": self.precision})
+        # cached like sampled answers: reordering the same candidates another way (prompt_rank_prior) costs no LLM pass;
+        # keyed by the weights' content, not their folder (a retrained adapter in the same folder is another model)
+        key = answer_key(self._weights_digest(ref), messages,
+                         {"score_answers": list(answers), "precision": self.precision})
         cached = self.cache.get(key)
         if cached is not None and len(cached) == len(answers):
             return [float(v) for v in cached]
         scores = self._score_answers(ref, messages, answers)
         self.cache.put(key, scores)
         return scores
+
+    def _weights_digest(self, ref: str) -> str:
+        """sha256 of the weight files behind ``ref`` (the base model's, plus the adapter's), once per process."""
+        digests = self.__dict__.setdefault("_digests", {})
+        if ref not in digests:
+            folders = [Path(self.path)] + ([Path(ref[len("lora:"):])] if ref.startswith("lora:") else [])
+            digest = hashlib.sha256()
+            for folder in folders:
+                files = [folder] if folder.is_file() else sorted(
+                    f for f in folder.rglob("*") if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+                for file in files:
+                    with open(file, "rb") as handle:
+                        for block in iter(lambda: handle.read(1 << 24), b""):
+                            digest.update(block)
+            digests[ref] = f"{ref.split(':', 1)[0]}:{digest.hexdigest()}"
+        return digests[ref]
 
     def _score_answers(self, ref: str, messages: list[dict], answers: list[str]) -> list[float]:
         import torch

@@ -208,7 +208,8 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             similarity = self.similarities(prompt)
             candidates = similarity.topk(self.slate_size).indices.tolist()
             logp = self.llm.score_answers(self.model_ref, messages, [self.titles[c] for c in candidates])
-            fused = [lp + self.rank_prior * float(similarity[c]) for lp, c in zip(logp, candidates)]
+            fused = logp if not self.rank_prior else [lp + self.rank_prior * float(similarity[c])
+                                                      for lp, c in zip(logp, candidates)]  # 0 x -inf is NaN
             self.mapper.stats.recommended.update(candidates)
             _place_above_backfill(scores[b], [candidates[j] for j in sorted(range(len(candidates)),
                                                                              key=lambda j: -fused[j])])
