@@ -225,6 +225,24 @@ def test_paper_preset_holds_out_random_training_sessions_for_early_stopping(tiny
     assert len(set(p_train.dataset.inter_feat["user_id"].numpy())) == 48
 
 
+def test_a_fine_tuned_llm_never_sees_its_validation_sessions(tiny):
+    """LLMSeqPrompt chooses its settings (prompt_rank_prior) on the validation holdout: fine-tuned, it is a trained
+    model and the holdout stays out of its training sessions; with the base model it is fitted in one pass."""
+    from recbole.data import create_dataset
+
+    from recbole_llm.registry import fits_in_one_pass
+
+    from conftest import make_config
+
+    for finetune in (True, False):
+        config = make_config("LLMSeqPrompt", tiny, llm_provider="openai", llm_dry_run=True, prompt_finetune=finetune,
+                             **HOLDOUT)
+        assert fits_in_one_pass(config) is not finetune
+        train, valid, _ = create_dataset(config).build()
+        seen = set(train.inter_feat["user_id"].numpy()) & set(valid.inter_feat["user_id"].numpy())
+        assert bool(seen) is not finetune
+
+
 def test_no_validation_sessions_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match="session_valid_holdout"):
         build("SASRec", tiny, **{**HOLDOUT, "session_valid_holdout": 0})

@@ -46,6 +46,12 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
     other_parameter_name = ["model_ref"]  # the fine-tuned model (adapter folder, job's model name) travels with the checkpoint
 
     @classmethod
+    def fits_in_one_pass(cls, config) -> bool:
+        """Only with the base model: a fine-tuned LLM learns from the training sessions, so the validation holdout,
+        where its settings (``prompt_rank_prior``, ...) are chosen, stays out of them as for every trained model."""
+        return not bool(config["prompt_finetune"])
+
+    @classmethod
     def check_settings(cls, config) -> None:
         if bool(config["prompt_constrained"]) and (
                 config["prompt_task"] != "genitem" or config["llm_provider"] != "local"):
