@@ -111,7 +111,8 @@ def tune_on_ray(model: str, dataset: str, *, max_evals: int = 20, folds=(1, 2, 3
         tuner = tune.Tuner.restore(str(folder), trainable, resume_unfinished=True, resume_errored=False)
     else:
         search = HyperOptSearch(space, metric=METRIC, mode=mode, n_initial_points=warmup, random_state_seed=seed,
-                                points_to_evaluate=points_to_evaluate)
+                                points_to_evaluate=[dict(p) for p in points_to_evaluate or []] or None)
+        # (copies: Ray's hyperopt searcher rewrites a point's categories as indices in place)
         # ASHA decides on the first fold's epochs only: later folds' running means are not comparable with a
         # trial still in its first fold, and a trial that passed the rungs of fold 1 runs its other folds through
         scheduler = ASHAScheduler(time_attr="first_fold_epochs", grace_period=grace_epochs, max_t=10**6)
