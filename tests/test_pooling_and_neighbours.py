@@ -290,3 +290,24 @@ def test_seq_hybrid_loads_its_partner_from_a_checkpoint(tiny, tmp_path):
     assert model.needs_training is False
     with pytest.raises(FileNotFoundError, match="hybrid_checkpoint .*missing.pth does not exist"):
         build("LLMSeqSimSeqHybrid", tiny, hybrid_sequential_model="SASRec", hybrid_checkpoint=str(tmp_path / "missing.pth"))
+
+
+def test_sknn_emb_all_candidates_through_an_approximate_session_index(tiny, caplog):
+    """sknn_emb_candidates: all over a faiss index of the training sessions: on a catalog this small HNSW finds the
+    exact neighbours, so the scores are the exact search's; its recall@20 against exact search is logged."""
+    import logging
+
+    pytest.importorskip("faiss")
+    options = dict(sknn_emb_candidates="all", sknn_k=5, sknn_similarity="cosine")
+    _, _, (_, _, test), exact = build("SKNNEmb", tiny, sknn_emb_index="exact", **options)
+    _, _, _, approximate = build("SKNNEmb", tiny, sknn_emb_index="hnsw", **options)
+    assert exact.index_kind == "exact" and approximate.index_kind == "hnsw"
+    batch = next(iter(test))[0]
+    with caplog.at_level(logging.INFO, logger="recbole_llm.model.sknn"):
+        scores = approximate.full_sort_predict(batch)
+    assert torch.allclose(scores, exact.full_sort_predict(batch), atol=1e-5)
+    assert "recall@20 against exact search" in caplog.text and ": 1.000" in caplog.text
+    _, _, _, auto = build("SKNNEmb", tiny, **options)
+    assert auto.index_kind == "exact", "auto: exact below sknn_emb_ann_min_sessions"
+    with pytest.raises(ValueError, match="sknn_emb_index"):
+        build("SKNNEmb", tiny, sknn_emb_index="annoy", **options)

@@ -22,6 +22,9 @@ popularity``), instead of filling the list as arbitrary zero-score ties.
 """
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -29,10 +32,12 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from ..data.sessions import training_sessions
+from ..embeddings.index import KINDS, ItemIndex, recall_at_k
 from ..embeddings.pooling import check_strategy, pool, position_weights
 from ..embeddings.store import prepare_item_embeddings
+from ..errors import SettingError
 from ..registry import register_model
-from ..settings import config_choice
+from ..settings import config_choice, config_value
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 
@@ -262,6 +267,18 @@ class SKNNEmb(SessionKNNBase):
         check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
         check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
         config_choice(config, "sknn_emb_candidates", ("shared_item", "all"), "shared_item")
+        cls.session_index_kind(config, 0)
+
+    @staticmethod
+    def session_index_kind(config, n_sessions: int) -> str:
+        """``sknn_emb_candidates: all`` searches every training session: exactly, or through a faiss index
+        (``sknn_emb_index``: auto = HNSW above ``sknn_emb_ann_min_sessions`` sessions)."""
+        kind = config_value(config, "sknn_emb_index", "auto")
+        if kind == "auto":
+            return "hnsw" if n_sessions > int(config_value(config, "sknn_emb_ann_min_sessions", 200000)) else "exact"
+        if kind not in KINDS:
+            raise SettingError(f"sknn_emb_index must be auto or one of {', '.join(KINDS)}; got {kind!r}")
+        return kind
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -275,6 +292,28 @@ class SKNNEmb(SessionKNNBase):
         self.register_buffer("item_table", dataset.item_embeddings(config))
         self.register_buffer("session_table", self.pool_sessions())
         self._prompt_embeddings = None
+        self.index_kind = self.session_index_kind(config, len(self.sessions))
+        self.index_params = {"hnsw_m": int(config_value(config, "ann_hnsw_m", 32)),
+                             "ef_construction": int(config_value(config, "ann_ef_construction", 80)),
+                             "ef_search": int(config_value(config, "ann_ef_search", 128)),
+                             "nprobe": int(config_value(config, "ann_nprobe", 32))}
+        self._session_index = None  # built at the first search: sessions are this data's, nothing to cache on disk
+
+    def session_index(self) -> ItemIndex:
+        """The training sessions' embeddings as a searchable index (row i + 1 = session i), its recall@20 against
+        exact search logged when it is approximate."""
+        if self._session_index is None:
+            vectors = torch.cat([torch.zeros(1, self.session_table.shape[1]), self.session_table.float().cpu()])
+            started = time.perf_counter()
+            self._session_index = ItemIndex.build(vectors, self.similarity, self.index_kind, **self.index_params)
+            if self.index_kind != "exact":
+                sample = torch.randperm(len(self.sessions), generator=torch.Generator().manual_seed(0))[:1000] + 1
+                recall = recall_at_k(self._session_index, vectors[sample], min(20, len(self.sessions)))
+                logging.getLogger(__name__).info(
+                    "SKNN-Emb: %s index of %d training sessions built in %.0f s; recall@20 against exact search on "
+                    "%d sessions: %.3f", self.index_kind, len(self.sessions), time.perf_counter() - started,
+                    len(sample), recall)
+        return self._session_index
 
     def pool_sessions(self) -> torch.Tensor:
         """(n_sessions, d) embeddings of the whole training sessions (repeated items included, as the original)."""
@@ -291,13 +330,20 @@ class SKNNEmb(SessionKNNBase):
         if self.similarity == "cosine":
             prompt = torch.nn.functional.normalize(prompt, dim=1)
         if self.candidates == "all":  # our earlier variant: the k most similar of all training sessions
-            sessions = self.session_table
-            if self.similarity == "cosine":
-                sessions = torch.nn.functional.normalize(sessions, dim=1)
-            values, index = (prompt @ sessions.T).topk(min(self.k, len(sessions)), dim=1)
+            k = min(self.k, len(self.sessions))
+            if self.index_kind == "exact":
+                sessions = self.session_table
+                if self.similarity == "cosine":
+                    sessions = torch.nn.functional.normalize(sessions, dim=1)
+                values, index = (prompt @ sessions.T).topk(k, dim=1)
+            else:
+                values, ids = self.session_index().search(prompt.float().cpu(), k)
+                index = ids - 1  # row 0 of the index is padding; -1: faiss found fewer than k
             rows = np.repeat(np.arange(len(values)), values.shape[1])
-            return sp.csr_matrix((values.cpu().numpy().ravel(), (rows, index.cpu().numpy().ravel())),
-                                 shape=(len(values), len(self.sessions)))
+            values, index = values.cpu().numpy().ravel(), index.cpu().numpy().ravel()
+            found = index >= 0
+            return sp.csr_matrix((values[found], (rows[found], index[found])),
+                                 shape=(len(prompt), len(self.sessions)))
         self._prompt_embeddings = prompt.cpu()
         try:
             return super().neighbours(interaction)
