@@ -80,8 +80,8 @@ def write_tables(runs: list[dict], out_dir: Path, headline: bool = False, unclea
             for r in runs]
     frame = pd.DataFrame(rows)
     frame.to_csv(out_dir / "results.csv", index=False)
-    labels = sorted({r["label"] for r in runs},
-                    key=lambda m: -np.mean([r["test"]["ndcg@20"] for r in runs if r["label"] == m]))
+    labels = sorted({r["label"] for r in runs},  # ties by name: the same table from the same runs, every time
+                    key=lambda m: (-np.mean([r["test"]["ndcg@20"] for r in runs if r["label"] == m]), m))
     header = ["model", "seeds", "test sessions"] + [m.replace("catalogcoverage", "coverage").replace(
         "intralistdiversity", "ILD") for m in METRICS]
     header += ["s/epoch", "eval s/session", "provenance"]
