@@ -103,13 +103,15 @@ def main() -> None:
     settings = {"data_path": str(args.data_path), "epochs": 1, "train_batch_size": args.batch,
                 "eval_batch_size": 64, "hidden_size": args.hidden, "inner_size": args.hidden, "n_layers": 2,
                 "n_heads": 2, "train_mode": "all_positions", "max_test_sessions": args.eval_sessions,
-                "metrics": ["NDCG", "Hit"], "valid_metric": "NDCG@20", "show_progress": False,
+                "metrics": ["NDCG", "Hit"], "valid_metric": "NDCG@20", "show_progress": True,
                 "memory_budget_gb": args.budget_gb, "save_dataset": False, "worker": 0}
     row = {"command": "python -m benchmarks.scale_sasrec " + shlex.join(sys.argv[1:]), "items": args.items,
            "interactions": args.interactions, "generate_s": round(generated_s, 1), "budget_gb": args.budget_gb}
 
     started = time.perf_counter()
+    print(f"loading {name} ({args.interactions:,} interactions)...", flush=True)
     run = pipeline.load_data("PaperSASRec", name, None, {**settings, "softmax_negatives": args.negatives})
+    print(f"loaded in {time.perf_counter() - started:.0f} s, peak {peak_gib():.2f} GiB; training one epoch", flush=True)
     row["load_s"] = round(time.perf_counter() - started, 1)
     row["peak_gib_after_load"] = round(peak_gib(), 2)
     # the full softmax on the same data: the check the prepare stage runs before any model is built
@@ -124,7 +126,7 @@ def main() -> None:
     row["train_rows"] = len(run.train_data._dataset.inter_feat)
     row["parameters"] = sum(p.numel() for p in run.model.parameters())
     started = time.perf_counter()
-    best_valid, _ = run.trainer.fit(run.train_data, run.valid_data, saved=False, show_progress=False)
+    best_valid, _ = run.trainer.fit(run.train_data, run.valid_data, saved=False, show_progress=True)  # a bar per epoch
     row["epoch_and_validation_s"] = round(time.perf_counter() - started, 1)
     row["valid_ndcg@20"] = float(best_valid) if best_valid is not None else None
     row["peak_gib"] = round(peak_gib(), 2)
