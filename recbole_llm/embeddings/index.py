@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import MissingFileError, SettingError
+from ..settings import config_value
 
 logger = logging.getLogger(__name__)
 KINDS = ("exact", "hnsw", "ivf")
@@ -130,6 +131,25 @@ class ItemIndex:
             raise MissingFileError(f"{path}: the {kind} index is not built yet; the prepare stage builds it before the "
                                    "model (recbole_llm.prepare.prepare)")
         return cls(vectors, similarity, kind, _faiss().read_index(str(path)), ef_search, nprobe)
+
+
+def chosen_kind(config, key: str, min_key: str, rows: int, default: str = "auto") -> str:
+    """The index a setting ``key`` asks for over ``rows`` vectors: ``auto`` is HNSW above ``min_key`` rows (200,000
+    unset), exact below; or one of ``KINDS``."""
+    kind = config_value(config, key, default)
+    if kind == "auto":
+        return "hnsw" if rows > int(config_value(config, min_key, 200000)) else "exact"
+    if kind not in KINDS:
+        raise SettingError(f"{key} must be auto or one of {', '.join(KINDS)}; got {kind!r}")
+    return kind
+
+
+def index_params(config) -> dict:
+    """The faiss settings (``ann_*``) every approximate index here is built and searched with."""
+    return {"hnsw_m": int(config_value(config, "ann_hnsw_m", 32)),
+            "ef_construction": int(config_value(config, "ann_ef_construction", 80)),
+            "ef_search": int(config_value(config, "ann_ef_search", 128)),
+            "nprobe": int(config_value(config, "ann_nprobe", 32))}
 
 
 def recall_at_k(index: ItemIndex, queries: torch.Tensor, k: int = 20) -> float:

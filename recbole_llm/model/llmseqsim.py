@@ -9,7 +9,7 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from ..embeddings.index import KINDS, ItemIndex, build_and_save, index_file
+from ..embeddings.index import ItemIndex, build_and_save, chosen_kind, index_file, index_params
 from ..embeddings.pooling import check_strategy, pool
 from ..embeddings.store import EmbeddingSpec, embedding_file, item_embedding_table, prepare_item_embeddings
 from ..errors import SettingError
@@ -47,19 +47,9 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
 
     @classmethod
     def index_kind(cls, config, n_items: int) -> str:
-        kind = config_value(config, "llmseqsim_index", "exact")
-        if kind == "auto":
-            return "hnsw" if n_items > int(config_value(config, "llmseqsim_ann_min_items", 200000)) else "exact"
-        if kind not in KINDS:
-            raise SettingError(f"llmseqsim_index must be auto or one of {', '.join(KINDS)}; got {kind!r}")
-        return kind
+        return chosen_kind(config, "llmseqsim_index", "llmseqsim_ann_min_items", n_items, default="exact")
 
-    @staticmethod
-    def index_params(config) -> dict:
-        return {"hnsw_m": int(config_value(config, "ann_hnsw_m", 32)),
-                "ef_construction": int(config_value(config, "ann_ef_construction", 80)),
-                "ef_search": int(config_value(config, "ann_ef_search", 128)),
-                "nprobe": int(config_value(config, "ann_nprobe", 32))}
+    index_params = staticmethod(index_params)
 
     @classmethod
     def index_path(cls, config, kind: str, n_items: int):

@@ -32,12 +32,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from ..data.sessions import training_sessions
-from ..embeddings.index import KINDS, ItemIndex, recall_at_k
+from ..embeddings.index import ItemIndex, chosen_kind, index_params, recall_at_k
 from ..embeddings.pooling import check_strategy, pool, position_weights
 from ..embeddings.store import prepare_item_embeddings
-from ..errors import SettingError
 from ..registry import register_model
-from ..settings import config_choice, config_value
+from ..settings import config_choice
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 
@@ -273,12 +272,7 @@ class SKNNEmb(SessionKNNBase):
     def session_index_kind(config, n_sessions: int) -> str:
         """``sknn_emb_candidates: all`` searches every training session: exactly, or through a faiss index
         (``sknn_emb_index``: auto = HNSW above ``sknn_emb_ann_min_sessions`` sessions)."""
-        kind = config_value(config, "sknn_emb_index", "auto")
-        if kind == "auto":
-            return "hnsw" if n_sessions > int(config_value(config, "sknn_emb_ann_min_sessions", 200000)) else "exact"
-        if kind not in KINDS:
-            raise SettingError(f"sknn_emb_index must be auto or one of {', '.join(KINDS)}; got {kind!r}")
-        return kind
+        return chosen_kind(config, "sknn_emb_index", "sknn_emb_ann_min_sessions", n_sessions)
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -293,10 +287,7 @@ class SKNNEmb(SessionKNNBase):
         self.register_buffer("session_table", self.pool_sessions())
         self._prompt_embeddings = None
         self.index_kind = self.session_index_kind(config, len(self.sessions))
-        self.index_params = {"hnsw_m": int(config_value(config, "ann_hnsw_m", 32)),
-                             "ef_construction": int(config_value(config, "ann_ef_construction", 80)),
-                             "ef_search": int(config_value(config, "ann_ef_search", 128)),
-                             "nprobe": int(config_value(config, "ann_nprobe", 32))}
+        self.index_params = index_params(config)
         self._session_index = None  # built at the first search: sessions are this data's, nothing to cache on disk
 
     def session_index(self) -> ItemIndex:
