@@ -58,6 +58,7 @@ def main() -> None:
     import ray
 
     import recbole_llm  # noqa: F401
+    from recbole_llm.experiment import provenance
     from recbole_llm.presets import config_files
     from recbole_llm.ray_tuning import tune_on_ray
 
@@ -66,7 +67,7 @@ def main() -> None:
     base = {"epochs": args.epochs, "stopping_step": args.epochs + 1, "show_progress": False, "state": "ERROR"}
     report = {"command": "python -m benchmarks.ray_throughput " + shlex.join(sys.argv[1:]), "model": args.model,
               "dataset": args.dataset, "trials": args.trials, "epochs": args.epochs, "folds": folds,
-              "points": points, "runs": []}
+              "points": points, "runs": [], "provenance": provenance(1)}
     scores = {}
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as folder:

@@ -98,6 +98,7 @@ def main() -> None:
     import recbole_llm  # noqa: F401  (registers our models)
     from recbole_llm import pipeline
     from recbole_llm.errors import SettingError
+    from recbole_llm.experiment import provenance
     from recbole_llm.prepare import check_catalog_memory
 
     settings = {"data_path": str(args.data_path), "epochs": 1, "train_batch_size": args.batch,
@@ -106,7 +107,8 @@ def main() -> None:
                 "metrics": ["NDCG", "Hit"], "valid_metric": "NDCG@20", "show_progress": True,
                 "memory_budget_gb": args.budget_gb, "save_dataset": False, "worker": 0}
     row = {"command": "python -m benchmarks.scale_sasrec " + shlex.join(sys.argv[1:]), "items": args.items,
-           "interactions": args.interactions, "generate_s": round(generated_s, 1), "budget_gb": args.budget_gb}
+           "interactions": args.interactions, "generate_s": round(generated_s, 1), "budget_gb": args.budget_gb,
+           "provenance": provenance(1)}
 
     started = time.perf_counter()
     print(f"loading {name} ({args.interactions:,} interactions)...", flush=True)
