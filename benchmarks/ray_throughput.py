@@ -4,7 +4,7 @@ local Ray of this machine's cores, at most 1 and then at most 2 trials side by s
 whether every trial's validation score is identical in both (the same seed, the same result, however many run side
 by side).
 
-    python -m benchmarks.ray_throughput --model PaperSASRec --dataset ml-100k --trials 8 --epochs 2 --folds 1 \\
+    python -m benchmarks.ray_throughput --model PaperSASRec --dataset ml-100k --trials 12 --epochs 2 --folds 1 \\
         --out benchmarks/results/profile/ray_throughput.json
 
 Run it on an otherwise idle machine: the 2-worker run needs both cores.
@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="PaperSASRec")
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--folds", default="1")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
