@@ -16,6 +16,7 @@ import os
 import torch
 
 from .data.protocol import SPLIT_KEY, session_split, with_train_mode
+from .data.windows import prefix_rows
 from .embeddings.store import EmbeddingSpec, catalog_titles, embedding_file, item_embedding_table
 from .errors import SettingError
 from .registry import registered_models
@@ -58,6 +59,12 @@ class _PaperProtocol:
         return list(self._item_tables[key])
 
 
+def _data_augmentation(self, keep=None):
+    """RecBole's prefix rows, built by ``data/windows.py:prefix_rows`` (the same rows, vectorised; only those
+    ``keep`` selects where the split passes it)."""
+    prefix_rows(self, keep)
+
+
 _CLASSES: dict[str, type] = {}
 
 
@@ -73,7 +80,8 @@ def _classes() -> tuple[type, type]:
         _CLASSES["PaperSequentialDataset"] = type("PaperSequentialDataset", (_PaperProtocol, SequentialDataset), {
             "__doc__": "RecBole's SequentialDataset with the paper's SESSION split, train_mode and the prepared "
                        "item tables.",
-            "__module__": __name__, "__qualname__": "PaperSequentialDataset"})
+            "__module__": __name__, "__qualname__": "PaperSequentialDataset",
+            "data_augmentation": _data_augmentation})
     return _CLASSES["PaperDataset"], _CLASSES["PaperSequentialDataset"]
 
 

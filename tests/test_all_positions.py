@@ -176,3 +176,44 @@ def test_the_step_budget_trainer_trains_that_many_batches(tiny, monkeypatch):
     calls.clear()
     StepBudgetTrainer(config, model)._train_epoch(train, 1)
     assert len(calls) == len(train), "unset: every batch"
+
+
+def _same_interactions(a, b) -> None:
+    assert sorted(a.columns) == sorted(b.columns)
+    for field in a.columns:
+        assert torch.equal(a[field], b[field]), field
+
+
+@pytest.mark.parametrize("window", [3, 20])
+def test_vectorised_prefix_rows_are_recboles_rows(tiny, window):
+    """Our data_augmentation builds RecBole's own prefix rows (every field, in its order), long sessions cut."""
+    from recbole.data.dataset import SequentialDataset
+
+    config, dataset, _, _ = build("PaperSASRec", tiny, MAX_ITEM_LIST_LENGTH=window)
+    fresh = type(dataset)(config)
+    ours, recboles = fresh.copy(fresh.inter_feat), fresh.copy(fresh.inter_feat)
+    for part in (ours, recboles):
+        part._change_feat_format()
+    ours.data_augmentation()
+    SequentialDataset.data_augmentation(recboles)
+    assert (recboles.inter_feat["item_length"] == 3).any() or window > 3, "some session is longer than the window"
+    _same_interactions(ours.inter_feat, recboles.inter_feat)
+
+
+@pytest.mark.parametrize("model_name,extra", [("PaperSASRec", {}), ("PaperGRU4Rec", {"max_test_sessions": 5}),
+                                              ("LLM2BERT4Rec", {"bert_mask_last_copies": 1,
+                                                                "bert_random_mask_copies": 2})])
+def test_all_positions_builds_only_the_rows_it_keeps_with_the_same_splits(tiny, monkeypatch, model_name, extra):
+    """Under all_positions the split builds only window end rows and evaluated sessions' last rows, and every split
+    is what building all of RecBole's prefix rows and selecting from them gave."""
+    from recbole_llm.data import protocol
+
+    settings = {"MAX_ITEM_LIST_LENGTH": 3, "train_mode": "all_positions", **extra}
+    _, dataset, pruned, _ = build(model_name, tiny, **settings)
+    assert dataset.window_rows_only
+    monkeypatch.setattr(protocol, "window_rows_width", lambda dataset: None)  # every prefix row, then selected
+    _, dataset, full, _ = build(model_name, tiny, **settings)
+    assert not getattr(dataset, "window_rows_only", False)
+    for ours, reference in zip(pruned, full):
+        _same_interactions(ours._dataset.inter_feat, reference._dataset.inter_feat)
+    assert pruned[0]._dataset.train_item_counter == full[0]._dataset.train_item_counter

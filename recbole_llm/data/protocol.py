@@ -54,6 +54,7 @@ import torch
 
 from ..errors import SettingError
 from ..settings import config_value
+from .windows import keep_window_rows
 
 SPLIT_KEY = "SESSION"
 N_FOLD_BINS = 4
@@ -291,7 +292,18 @@ def session_split(dataset) -> list:
     for part, rows in enumerate((train_idx, valid_idx, test_idx)):
         member[part, np.unique(all_uids[rows])] = True
     if isinstance(dataset, SequentialDataset):
-        dataset.data_augmentation()  # sorts by (user, time), stable: one row per prefix -> next item
+        # RecBole's augmentation (sorts by (user, time), stable: one row per prefix -> next item); under
+        # all_positions only the rows with_train_mode and the evaluation keep
+        window = window_rows_width(dataset)
+        if window:
+            uids_before = dataset.inter_feat[dataset.uid_field].numpy()
+            targets = member[0, uids_before] & np.r_[False, uids_before[1:] == uids_before[:-1]]
+            prefix_item_counter = Counter(dataset.inter_feat[dataset.iid_field].numpy()[targets])
+            prefix_rows_count = int(targets.sum())
+            dataset.window_rows_only = True  # to_all_positions: these are the windows already
+            dataset.data_augmentation(keep=keep_window_rows(member[0], member[1] | member[2], window))
+        else:
+            dataset.data_augmentation()
     uids = dataset.inter_feat[dataset.uid_field].numpy()
     train_rows = np.flatnonzero(member[0, uids])
     evaluated = [np.flatnonzero(member[p, uids]) for p in (1, 2)]
@@ -306,6 +318,8 @@ def session_split(dataset) -> list:
     dataset._drop_unused_col()
     splits = [dataset.copy(dataset.inter_feat[torch.as_tensor(rows)]) for rows in [train_rows, *evaluated]]
     splits[0].item_counter_all = item_counter_all
+    if isinstance(dataset, SequentialDataset) and window:
+        splits[0].prefix_item_counter, splits[0].prefix_rows_count = prefix_item_counter, prefix_rows_count
     splits[0].all_sessions = _sessions_of(all_uids, all_iids)  # analysis only (hybrid_popularity_source: all)
     for split, matrix in zip(splits[1:], prompts):
         split.session_prompt_items = matrix
@@ -373,6 +387,20 @@ def collect_metric_popularity(original):
     return data_collect
 
 
+def window_rows_width(dataset) -> int | None:
+    """The window width when the training split becomes window rows (``train_mode: all_positions`` for a model
+    that reads them), else None."""
+    from recbole.data.dataset import SequentialDataset
+
+    from ..registry import get_model
+
+    if (config_value(dataset.config, "train_mode", "prefixes") != "all_positions"
+            or not isinstance(dataset, SequentialDataset)
+            or not getattr(get_model(dataset.config["model"]), "reads_window_rows", False)):
+        return None
+    return int(dataset.config["MAX_ITEM_LIST_LENGTH"])
+
+
 def with_train_mode(dataset, datasets: list) -> list:
     """``train_mode: all_positions``: the training split as one row per session window
     (see recbole_llm/data/windows.py); ``prefixes`` (default): RecBole's rows."""
@@ -397,7 +425,7 @@ def with_train_mode(dataset, datasets: list) -> list:
                          "train_mode: all_positions for a cloze model (BERT4Rec, LLM2BERT4Rec): set train_mode: "
                          "all_positions, or remove them")
     if mode == "all_positions" and isinstance(dataset, SequentialDataset):
-        before = len(datasets[0].inter_feat)
+        before = getattr(datasets[0], "prefix_rows_count", len(datasets[0].inter_feat))
         datasets[0] = to_all_positions(datasets[0], cloze=cloze, copies=copies)
         copied = f", {copies[0]} mask-last + {copies[1]} random-mask copies of each" if copies else ""
         dataset.logger.info(f"train_mode all_positions: {before:,} prefix rows -> {len(datasets[0].inter_feat):,} "
