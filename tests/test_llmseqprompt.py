@@ -552,6 +552,27 @@ def test_rank_by_likelihood_reorders_llmseqsims_candidates_by_the_llms_probabili
             assert row.topk(4).indices.tolist() == expected
             if prior > 1e3:
                 assert expected == candidates
+    # per token: log P over the title's tokens and the end of turn, so a long title is not ranked down for its length
+    _, _, _, mean = build(
+        "LLMSeqPrompt", tiny, llm_provider="local", llm_model=str(tiny_llm), prompt_task="rank",
+        prompt_rank_by="likelihood", prompt_finetune=False, prompt_slate_size=4, max_test_sessions=3,
+        llm_precision="fp32", prompt_rank_score="mean", checkpoint_dir=str(tmp_path / "saved"))
+    tokenizer = mean.llm._tokenizer()
+    mean_scores = mean.full_sort_predict(interaction)
+    for row, items, n in zip(mean_scores, seq, lengths):
+        session = items[:n].tolist()
+        candidates = mean.ranker(session, 4)
+        messages, _ = mean.builder.example(session[-mean.max_prompt_items:])
+        answers = [mean.titles[c] for c in candidates]
+        logp = mean.llm.score_answers(mean.model_ref, messages, answers)
+        counts = [len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers]
+        assert mean.llm.answer_token_counts(answers) == counts
+        expected = [candidates[j] for j in sorted(range(4), key=lambda j: -logp[j] / counts[j])]
+        assert row.topk(4).indices.tolist() == expected
+    assert len(set(len(t) for t in mean.titles[1:])) > 1, "titles of different lengths"
+    with pytest.raises(ValueError, match="prompt_rank_score"):
+        build("LLMSeqPrompt", tiny, llm_provider="local", llm_model=str(tiny_llm), prompt_task="rank",
+              prompt_rank_by="likelihood", prompt_rank_score="max", checkpoint_dir=str(tmp_path / "saved3"))
     with pytest.raises(ValueError, match="prompt_rank_by"):
         build("LLMSeqPrompt", tiny, llm_provider="openai", prompt_task="rank", prompt_rank_by="likelihood",
               llm_dry_run=True, checkpoint_dir=str(tmp_path / "saved2"))

@@ -358,6 +358,12 @@ class LocalPromptLLM(PromptLLM):
         self.cache.put(key, scores)
         return scores
 
+    def answer_token_counts(self, answers: list[str]) -> list[int]:
+        """The number of tokens ``score_answers`` sums over for each answer (its tokens and the end of turn)."""
+        tokenizer = self.__dict__.get("_counting_tokenizer") or self.__dict__.setdefault("_counting_tokenizer",
+                                                                                          self._tokenizer())
+        return [len(tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers]
+
     def _weights_digest(self, ref: str) -> str:
         """sha256 of the weight files behind ``ref`` (the base model's, plus the adapter's), once per process."""
         digests = self.__dict__.setdefault("_digests", {})

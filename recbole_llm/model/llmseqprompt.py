@@ -60,6 +60,10 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         rank_by = config_value(config, "prompt_rank_by", "generate")
         if rank_by not in ("generate", "likelihood"):
             raise SettingError(f"prompt_rank_by must be generate or likelihood; got {rank_by!r}")
+        rank_score = config_value(config, "prompt_rank_score", "sum")
+        if rank_score not in ("sum", "mean"):
+            raise SettingError(f"prompt_rank_score must be sum (log P of the whole title) or mean (per token); got "
+                               f"{rank_score!r}")
         if rank_by == "likelihood" and (config["prompt_task"] != "rank" or config["llm_provider"] != "local"):
             raise SettingError("prompt_rank_by: likelihood scores the candidates' titles with the local model's "
                                "probabilities: use prompt_task=rank and llm_provider=local (paid APIs return no "
@@ -82,6 +86,9 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         # log P(title) + prior x LLMSeqSim's cosine: the retrieval score kept as a prior beside the LLM's (0: the
         # paper's Rank, the LLM's order alone). A weight is chosen on the validation sessions, never on test.
         self.rank_prior = float(config_value(config, "prompt_rank_prior", 0.0))
+        # sum: log P of the whole title (the paper's likelihood); mean: per token, so that a long title is not
+        # ranked down for its length alone
+        self.rank_score = config_value(config, "prompt_rank_score", "sum")
         self.prompt_task = "genitem" if self.rank_by_likelihood else self.task
         self.k = int(config["prompt_k"])
         self.samples = int(config["prompt_samples"]) if self.prompt_task == "genitem" else 1
@@ -205,15 +212,18 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
 
     def _likelihood_ranks(self, prompts: list[list[dict]], sessions: list[list[int]], scores: torch.Tensor) -> torch.Tensor:
         """Rank by likelihood: LLMSeqSim's top ``prompt_slate_size`` candidates, reordered by the LLM's probability
-        of writing each one's title next (plus ``prompt_rank_prior`` x their LLMSeqSim similarity), above the
-        backfill."""
+        of writing each one's title next (per token with ``prompt_rank_score: mean``; plus ``prompt_rank_prior`` x
+        their LLMSeqSim similarity), above the backfill."""
         from tqdm.auto import tqdm
 
         for b, (messages, prompt) in enumerate(tqdm(list(zip(prompts, sessions)), desc="ranked candidates",
                                                     disable=not self.show_progress)):
             similarity = self.similarities(prompt)
             candidates = similarity.topk(self.slate_size).indices.tolist()
-            logp = self.llm.score_answers(self.model_ref, messages, [self.titles[c] for c in candidates])
+            answers = [self.titles[c] for c in candidates]
+            logp = self.llm.score_answers(self.model_ref, messages, answers)
+            if self.rank_score == "mean":
+                logp = [lp / n for lp, n in zip(logp, self.llm.answer_token_counts(answers))]
             fused = logp if not self.rank_prior else [lp + self.rank_prior * float(similarity[c])
                                                       for lp, c in zip(logp, candidates)]  # 0 x -inf is NaN
             self.mapper.stats.recommended.update(candidates)
