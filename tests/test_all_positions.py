@@ -181,19 +181,20 @@ def test_the_step_budget_trainer_trains_that_many_batches(tiny, monkeypatch):
 def _same_interactions(a, b) -> None:
     assert sorted(a.columns) == sorted(b.columns)
     for field in a.columns:
-        assert torch.equal(a[field], b[field]), field
+        assert a[field].dtype == b[field].dtype and torch.equal(a[field], b[field]), field
 
 
 @pytest.mark.parametrize("window", [3, 20])
 def test_vectorised_prefix_rows_are_recboles_rows(tiny, window):
     """Our data_augmentation builds RecBole's own prefix rows (every field, in its order), long sessions cut."""
-    from recbole.data.dataset import SequentialDataset
+    from recbole.data.dataset import Dataset, SequentialDataset
 
     config, dataset, _, _ = build("PaperSASRec", tiny, MAX_ITEM_LIST_LENGTH=window)
     fresh = type(dataset)(config)
     ours, recboles = fresh.copy(fresh.inter_feat), fresh.copy(fresh.inter_feat)
     for part in (ours, recboles):
-        part._change_feat_format()
+        Dataset._change_feat_format(part)  # the rows as loaded (SequentialDataset's would augment them already)
+    assert "item_id_list" not in ours.inter_feat.columns
     ours.data_augmentation()
     SequentialDataset.data_augmentation(recboles)
     assert (recboles.inter_feat["item_length"] == 3).any() or window > 3, "some session is longer than the window"
@@ -210,10 +211,12 @@ def test_all_positions_builds_only_the_rows_it_keeps_with_the_same_splits(tiny, 
 
     settings = {"MAX_ITEM_LIST_LENGTH": 3, "train_mode": "all_positions", **extra}
     _, dataset, pruned, _ = build(model_name, tiny, **settings)
-    assert dataset.window_rows_only
+    assert pruned[0]._dataset.window_rows_only and not hasattr(pruned[1]._dataset, "window_rows_only")
+    dataset.config["valid_neg_sample_args"] = {"distribution": "popularity", "sample_num": 10}
+    assert protocol.window_rows_width(dataset) is None, "a popularity sampler counts every prefix row"
     monkeypatch.setattr(protocol, "window_rows_width", lambda dataset: None)  # every prefix row, then selected
     _, dataset, full, _ = build(model_name, tiny, **settings)
-    assert not getattr(dataset, "window_rows_only", False)
+    assert not getattr(full[0]._dataset, "window_rows_only", False)
     for ours, reference in zip(pruned, full):
         _same_interactions(ours._dataset.inter_feat, reference._dataset.inter_feat)
     assert pruned[0]._dataset.train_item_counter == full[0]._dataset.train_item_counter

@@ -300,7 +300,6 @@ def session_split(dataset) -> list:
             targets = member[0, uids_before] & np.r_[False, uids_before[1:] == uids_before[:-1]]
             prefix_item_counter = Counter(dataset.inter_feat[dataset.iid_field].numpy()[targets])
             prefix_rows_count = int(targets.sum())
-            dataset.window_rows_only = True  # to_all_positions: these are the windows already
             dataset.data_augmentation(keep=keep_window_rows(member[0], member[1] | member[2], window))
         else:
             dataset.data_augmentation()
@@ -320,6 +319,7 @@ def session_split(dataset) -> list:
     splits[0].item_counter_all = item_counter_all
     if isinstance(dataset, SequentialDataset) and window:
         splits[0].prefix_item_counter, splits[0].prefix_rows_count = prefix_item_counter, prefix_rows_count
+        splits[0].window_rows_only = True  # to_all_positions: these are the windows already
     splits[0].all_sessions = _sessions_of(all_uids, all_iids)  # analysis only (hybrid_popularity_source: all)
     for split, matrix in zip(splits[1:], prompts):
         split.session_prompt_items = matrix
@@ -389,7 +389,7 @@ def collect_metric_popularity(original):
 
 def window_rows_width(dataset) -> int | None:
     """The window width when the training split becomes window rows (``train_mode: all_positions`` for a model
-    that reads them), else None."""
+    that reads them) and no popularity sampler reads the built dataset's rows, else None."""
     from recbole.data.dataset import SequentialDataset
 
     from ..registry import get_model
@@ -397,6 +397,10 @@ def window_rows_width(dataset) -> int | None:
     if (config_value(dataset.config, "train_mode", "prefixes") != "all_positions"
             or not isinstance(dataset, SequentialDataset)
             or not getattr(get_model(dataset.config["model"]), "reads_window_rows", False)):
+        return None
+    # RecBole's popularity samplers count the items of the whole built dataset's rows: keep every prefix row for them
+    if any((dataset.config[f"{phase}_neg_sample_args"] or {}).get("distribution") == "popularity"
+           for phase in ("train", "valid", "test")):
         return None
     return int(dataset.config["MAX_ITEM_LIST_LENGTH"])
 
