@@ -12,6 +12,9 @@ softmax is checked on the same data by the check the prepare stage runs before a
     python -m benchmarks.scale_sasrec --items 1000000 --interactions 10000000 \\
         --out benchmarks/results/profile/scale_sasrec.json
 
+``--learner lazy_adam`` trains the epoch with Adam on the touched item rows only (``recbole_llm/lazy_adam.py``);
+``--compare_steps K`` first times K steps of both on the same batches.
+
 Peak memory is the process's maximum resident set (``ru_maxrss``), data generation included (run with
 ``--generate_only`` first to leave it out: the files are reused).
 """
@@ -65,6 +68,38 @@ def write_synthetic(folder: Path, name: str, items: int, interactions: int, clus
     return target
 
 
+def compare_learners(model, train_data, steps: int, lr: float) -> dict:
+    """Median ms per training step of Adam and LazyAdam on the same ``steps`` batches (after one warm-up step), in
+    the passes adam, lazy_adam, lazy_adam, adam, each on a fresh copy of the model; and their ratio."""
+    import copy
+    import statistics
+
+    import torch
+
+    from recbole_llm.lazy_adam import LazyAdam, item_row_parameters
+
+    batches = []
+    for batch in train_data:
+        batches.append(batch)
+        if len(batches) > steps:
+            break
+    times = {"adam": [], "lazy_adam": []}
+    for learner in ("adam", "lazy_adam", "lazy_adam", "adam"):
+        net = copy.deepcopy(model).train()
+        optimizer = (torch.optim.Adam(net.parameters(), lr=lr) if learner == "adam"
+                     else LazyAdam(net.parameters(), item_row_parameters(net), lr=lr))
+        for number, batch in enumerate(batches):
+            started = time.perf_counter()
+            optimizer.zero_grad()
+            net.calculate_loss(batch).backward()
+            optimizer.step()
+            if number:  # the first step allocates the optimizer's state
+                times[learner].append(1000 * (time.perf_counter() - started))
+        del net, optimizer
+    medians = {learner: round(statistics.median(values), 1) for learner, values in times.items()}
+    return {**medians, "lazy_over_adam": round(medians["lazy_adam"] / medians["adam"], 3)}
+
+
 def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
 
@@ -80,6 +115,10 @@ def main() -> None:
     parser.add_argument("--eval_sessions", type=int, default=1000)
     parser.add_argument("--budget_gb", type=float, default=8.0)
     parser.add_argument("--data_path", type=Path, default=Path("dataset"))
+    parser.add_argument("--learner", default="adam", help="the epoch's optimizer: adam or lazy_adam")
+    parser.add_argument("--compare_steps", type=int, default=0,
+                        help="before the epoch, time this many steps with adam and with lazy_adam on the same "
+                             "batches (passes adam, lazy_adam, lazy_adam, adam, each on a fresh copy of the model)")
     parser.add_argument("--generate_only", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -105,7 +144,7 @@ def main() -> None:
                 "eval_batch_size": 64, "hidden_size": args.hidden, "inner_size": args.hidden, "n_layers": 2,
                 "n_heads": 2, "train_mode": "all_positions", "max_test_sessions": args.eval_sessions,
                 "metrics": ["NDCG", "Hit"], "valid_metric": "NDCG@20", "show_progress": True,
-                "memory_budget_gb": args.budget_gb, "save_dataset": False, "worker": 0}
+                "memory_budget_gb": args.budget_gb, "save_dataset": False, "worker": 0, "learner": args.learner}
     row = {"command": "python -m benchmarks.scale_sasrec " + shlex.join(sys.argv[1:]), "items": args.items,
            "interactions": args.interactions, "generate_s": round(generated_s, 1), "budget_gb": args.budget_gb,
            "provenance": provenance(1)}
@@ -127,6 +166,9 @@ def main() -> None:
     run = pipeline.build_model(run)
     row["train_rows"] = len(run.train_data._dataset.inter_feat)
     row["parameters"] = sum(p.numel() for p in run.model.parameters())
+    if args.compare_steps:
+        row["step_ms"] = compare_learners(run.model, run.train_data, args.compare_steps, run.config["learning_rate"])
+        print(f"ms per step: {row['step_ms']}", flush=True)
     started = time.perf_counter()
     best_valid, _ = run.trainer.fit(run.train_data, run.valid_data, saved=False, show_progress=True)  # a bar per epoch
     row["epoch_and_validation_s"] = round(time.perf_counter() - started, 1)

@@ -41,6 +41,14 @@ def check_run_settings(config: Config, folder: Path) -> None:
         if not cpu_has_native_bf16():
             raise SettingError("enable_amp=True trains in bf16 (CPU autocast), but this CPU has no AVX-512 BF16 "
                              "(see /proc/cpuinfo): bf16 would be emulated, slower than fp32. Set enable_amp=False")
+    if str(config["learner"] or "").lower() == "lazy_adam":
+        from .lazy_adam import CatalogTrainer
+        from .registry import get_trainer
+
+        if not issubclass(get_trainer(config["MODEL_TYPE"], config["model"]), CatalogTrainer):
+            raise SettingError(f"learner: lazy_adam updates the touched item rows of PaperSASRec, PaperGRU4Rec, "
+                               f"PaperBERT4Rec and their subclasses; {config['model']}'s trainer would silently use "
+                               "Adam instead: use learner: adam, or the Paper model")
     renamed = {key: RENAMED_SETTINGS[key] for key in config.external_config_dict if key in RENAMED_SETTINGS}
     if renamed:
         raise SettingError("settings renamed to carry their model's prefix: " + "; ".join(

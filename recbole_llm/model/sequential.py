@@ -10,7 +10,9 @@ computes. The options, each documented in its own module:
 - ``train_mode: all_positions`` (all three; ``position_losses.py``): every position of a window row supervised;
 - ``softmax_negatives`` / ``softmax_sampler`` / ``softmax_loss`` (all three; ``sampled_softmax.py``);
 - ``pack_sequences`` (SASRec, BERT4Rec; ``packed_encoder.py``): the encoder on real items only;
-- ``bert_layers`` / ``bert_padding`` (``bert_layers.py``) and ``bert_predict_mask`` (``cloze_predict.py``).
+- ``bert_layers`` / ``bert_padding`` (``bert_layers.py``) and ``bert_predict_mask`` (``cloze_predict.py``);
+- ``learner: lazy_adam`` (all three, through their trainer; ``recbole_llm/lazy_adam.py``): Adam on the touched item
+  rows only, for large catalogs with the sampled softmax.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
 from ..data.windows import MASK_LAST, TARGETS, WINDOW_ROWS
 from ..errors import SettingError
+from ..lazy_adam import CatalogTrainer
 from ..registry import register_model
 from . import bert_layers, cloze_predict, output_head, packed_encoder, position_losses
 from .sampled_softmax import CatalogSampler
@@ -28,6 +31,7 @@ class CausalCatalogModel:
     ``forward`` returns the state that is scored against the tied item table."""
 
     reads_window_rows = True  # train_mode: all_positions (recbole_llm/data/windows.py)
+    trainer_class = CatalogTrainer  # RecBole's Trainer, plus learner: lazy_adam (recbole_llm/lazy_adam.py)
 
     def _init_catalog(self, config, dataset) -> None:
         output_head.add_head(self, config)
@@ -79,6 +83,7 @@ class PaperBERT4Rec(BERT4Rec):
     sampled softmax and packing on request."""
 
     reads_window_rows = True
+    trainer_class = CatalogTrainer
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -1,0 +1,82 @@
+"""``learner: lazy_adam``: Adam where every item row is touched, the untouched rows left alone, through RecBole's
+Trainer for the Paper models and refused where a trainer would silently use Adam."""
+import copy
+import math
+
+import pytest
+import torch
+from conftest import build
+
+from recbole_llm.lazy_adam import CatalogTrainer, LazyAdam
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self, n_items=6):
+        super().__init__()
+        self.n_items = n_items
+        self.table = torch.nn.Embedding(n_items, 3)
+        self.bias = torch.nn.Parameter(torch.zeros(n_items))
+        self.dense = torch.nn.Linear(3, 3)
+
+    def loss(self, items):
+        return (self.dense(self.table(items)).pow(2).sum(-1) + self.bias[items]).sum()
+
+
+def _steps(model, optimizer, batches):
+    for items in batches:
+        optimizer.zero_grad()
+        model.loss(torch.as_tensor(items)).backward()
+        optimizer.step()
+
+
+def test_where_every_row_is_touched_it_is_adam():
+    torch.manual_seed(0)
+    ours = _Toy()
+    theirs = copy.deepcopy(ours)
+    lazy = LazyAdam(ours.parameters(), [ours.table.weight, ours.bias], lr=0.05, weight_decay=0.01)
+    adam = torch.optim.Adam(theirs.parameters(), lr=0.05, weight_decay=0.01)
+    batches = [list(range(6))] * 5
+    _steps(ours, lazy, batches)
+    _steps(theirs, adam, batches)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_untouched_rows_keep_weights_and_moments_and_grads_stay_zero():
+    torch.manual_seed(0)
+    model = _Toy()
+    before = model.table.weight.detach().clone()
+    lazy = LazyAdam(model.parameters(), [model.table.weight, model.bias], lr=0.05)
+    _steps(model, lazy, [[1, 2], [2, 3]])
+    weight = model.table.weight.detach()
+    assert torch.equal(weight[[0, 4, 5]], before[[0, 4, 5]]) and not torch.equal(weight[[1, 2, 3]], before[[1, 2, 3]])
+    state = lazy.state[model.table.weight]
+    assert torch.equal(state["exp_avg"][[0, 4, 5]], torch.zeros(3, 3)) and state["exp_avg"][1].abs().sum() > 0
+    assert torch.equal(model.table.weight.grad, torch.zeros_like(weight)), "step zeroes the rows it read"
+    # a backward without a step: the next zero_grad clears the whole gradient
+    lazy.zero_grad()
+    model.loss(torch.tensor([4])).backward()
+    lazy.zero_grad()
+    model.loss(torch.tensor([5])).backward()
+    assert model.table.weight.grad[4].abs().sum() == 0 and model.table.weight.grad[5].abs().sum() > 0
+
+
+def test_paper_models_train_with_it_through_recboles_trainer(tiny):
+    from recbole_llm.registry import get_trainer
+
+    config, _, (train, _, _), net = build("PaperSASRec", tiny, learner="lazy_adam", softmax_negatives=5,
+                                          train_mode="all_positions", output_bias=True, epochs=3)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    assert isinstance(trainer, CatalogTrainer) and isinstance(trainer.optimizer, LazyAdam)
+    rows = {id(p) for p in (net.item_embedding.weight, net.item_bias)}
+    assert trainer.optimizer._rows == rows
+    losses = [float(trainer._train_epoch(train, epoch)) for epoch in range(3)]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0], losses
+    adam_config, _, _, adam_net = build("PaperSASRec", tiny, softmax_negatives=5)
+    assert isinstance(get_trainer(adam_config["MODEL_TYPE"], "PaperSASRec")(adam_config, adam_net).optimizer,
+                      torch.optim.Adam), "every other learner is RecBole's own"
+
+
+def test_refused_where_the_trainer_would_use_adam(tiny):
+    with pytest.raises(ValueError, match="learner: lazy_adam"):
+        build("SASRec", tiny, learner="lazy_adam")
