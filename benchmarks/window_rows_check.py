@@ -1,6 +1,6 @@
 """The all_positions data path builds only the rows it keeps (``recbole_llm/data/windows.py:prefix_rows``): on the
-real data, every split it gives must equal the splits built from every RecBole prefix row and then selected (the
-path before). Compares train / valid / test interactions field by field (dtype and values) and the training
+real data, every split it gives must equal the splits built the way before, by RecBole's own augmentation (every
+prefix row, its per-row loop) and then selected. Compares train / valid / test interactions field by field (dtype and values) and the training
 popularity counter, per model, under the ``paper`` preset.
 
     python -m benchmarks.window_rows_check --dataset beauty --models PaperSASRec LLM2BERT4Rec \\
@@ -38,7 +38,10 @@ def main() -> None:
 
     import recbole_llm  # noqa: F401
     from recbole_llm.data import protocol
+    from recbole.data.dataset import SequentialDataset
+
     from recbole_llm.experiment import provenance
+    from recbole_llm.paper_dataset import PaperSequentialDataset as sequential
 
     torch.set_num_threads(1)
     report = {"command": "python -m benchmarks.window_rows_check " + shlex.join(
@@ -46,12 +49,15 @@ def main() -> None:
         + (["--out", str(args.out)] if args.out else [])), "models": {}, "provenance": provenance(1)}
     for model in args.models:
         kept, kept_s = splits(model, args.dataset, args.data_path)
-        original = protocol.window_rows_width
-        protocol.window_rows_width = lambda dataset: None  # every prefix row, then selected
+        # the path before: RecBole's own augmentation (its per-row loop, every prefix row), then to_all_positions
+        # selects the window rows
+        original, ours = protocol.window_rows_width, sequential.data_augmentation
+        protocol.window_rows_width = lambda dataset: None
+        sequential.data_augmentation = lambda self, keep=None: SequentialDataset.data_augmentation(self)
         try:
             every, every_s = splits(model, args.dataset, args.data_path)
         finally:
-            protocol.window_rows_width = original
+            protocol.window_rows_width, sequential.data_augmentation = original, ours
         same = all(sorted(a.inter_feat.columns) == sorted(b.inter_feat.columns)
                    and all(a.inter_feat[f].dtype == b.inter_feat[f].dtype and torch.equal(a.inter_feat[f], b.inter_feat[f])
                            for f in a.inter_feat.columns) for a, b in zip(kept, every))
@@ -59,7 +65,7 @@ def main() -> None:
         report["models"][model] = {"identical_splits": bool(same), "window_rows_only": bool(
             getattr(kept[0], "window_rows_only", False)), "train_rows": len(kept[0].inter_feat),
             "prefix_rows": int(getattr(kept[0], "prefix_rows_count", 0)), "load_s_kept_rows": round(kept_s, 1),
-            "load_s_every_prefix": round(every_s, 1)}
+            "load_s_recboles_prefix_rows": round(every_s, 1)}
         print(model, report["models"][model], flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
