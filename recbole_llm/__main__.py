@@ -176,6 +176,10 @@ def _report(args) -> int:
         print("benchmarks/RESULTS.md rebuilt from every experiment file's runs")
         return 0
     settings = _set_values(args.set)
+    if args.jobs is None:
+        from .experiment import default_jobs
+
+        args.jobs = default_jobs(args.threads)
     if args.experiment:
         started = time.perf_counter()
         print(run_experiment(args.experiment, args.only, args.tables_only, args.threads, args.jobs, settings,
@@ -387,7 +391,10 @@ def main(argv=None) -> int:
     report.add_argument("--set", nargs="*", help="key=value applied to every run (with --experiment: over the "
                         "file's settings, its rows' included)")
     report.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    report.add_argument("--jobs", type=int, default=1, help="runs side by side, each in its own process (2 on 2 cores)")
+    report.add_argument("--jobs", type=int, default=None,
+                        help="runs side by side, each in its own process (default: one per --threads cores, i.e. "
+                             "both cores of a 2-core machine; 1 where a GPU is visible); a run's result does not "
+                             "depend on it")
     report.add_argument("--data_path", default=None, help="folder holding <dataset>/")
     report.add_argument("--tables_only", action="store_true", help="rebuild tables/plots from finished runs")
     report.add_argument("--results", action="store_true",

@@ -250,6 +250,16 @@ def _target_ranks(trainer):
         del trainer._full_sort_batch_eval
 
 
+def default_jobs(threads: int = 1) -> int:
+    """How many runs go side by side when ``--jobs`` is not given: one per ``threads`` cores on a CPU machine (both
+    cores here, each run with one thread), one at a time where a GPU is visible (the runs would share its memory)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, threads))
+
+
 def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,
              threads: int = 1, data_path: str | None = None, jobs: int = 1, final: dict | None = None) -> None:
     """Run every missing (spec, seed), each in a subprocess, ``jobs`` of them side by side (each with ``threads``

@@ -396,6 +396,18 @@ def test_every_committed_experiment_file_names_known_models_once_each(path):
     assert Path(spec["out"]).is_relative_to(BENCHMARKS / "results")
 
 
+def test_jobs_default_to_one_run_per_core_and_one_where_a_gpu_is_visible(monkeypatch):
+    import torch
+
+    from recbole_llm import experiment
+
+    monkeypatch.setattr(experiment.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert experiment.default_jobs(1) == 2 and experiment.default_jobs(2) == 1 and experiment.default_jobs(4) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert experiment.default_jobs(1) == 1
+
+
 def test_jobs_side_by_side_give_the_same_runs_as_one_after_another(tiny, tmp_path):
     """``--jobs 2``: the same per-run results as ``--jobs 1`` (each run is its own seeded process)."""
     import json
