@@ -257,7 +257,8 @@ def default_jobs(threads: int = 1) -> int:
 
     if torch.cuda.is_available():
         return 1
-    return max(1, (os.cpu_count() or 1) // max(1, threads))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, threads))  # the cores this process may use (a container's, not the host's)
 
 
 def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], common: dict | None = None,

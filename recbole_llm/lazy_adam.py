@@ -7,8 +7,8 @@ rows whose gradient is non-zero only; every other parameter is updated as by Ada
 two are the same optimizer (tested). The rows left alone keep their moments, so the result is not Adam's: it is an
 option for large catalogs, off by default and off in the ``paper`` preset.
 
-Item rows are the parameters whose first dimension is the model's ``n_items`` (the item table and the per-item
-bias). Their gradients stay dense (RecBole's models gather rows by indexing), and after a step only the touched rows
+Item rows are the parameters whose first dimension is the model's ``n_items`` (the item table, the per-item bias;
+BERT4Rec's table has one more row, its [MASK] token). Their gradients stay dense (RecBole's models gather rows by indexing), and after a step only the touched rows
 are zeroed again, so ``zero_grad`` costs nothing for them.
 """
 from __future__ import annotations
@@ -85,8 +85,10 @@ class LazyAdam(torch.optim.Optimizer):
 
 
 def item_row_parameters(model) -> list[torch.nn.Parameter]:
-    """The parameters with one row per item (first dimension ``n_items``): the item table, the per-item bias."""
-    return [p for p in model.parameters() if p.requires_grad and p.dim() >= 1 and len(p) == model.n_items]
+    """The trainable parameters with one row per item: the item table (BERT4Rec's has one more row, its [MASK]
+    token) and the per-item bias."""
+    return [p for p in model.parameters()
+            if p.requires_grad and p.dim() >= 1 and len(p) in (model.n_items, model.n_items + 1)]
 
 
 class CatalogTrainer(Trainer):

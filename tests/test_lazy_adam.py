@@ -77,6 +77,16 @@ def test_paper_models_train_with_it_through_recboles_trainer(tiny):
                       torch.optim.Adam), "every other learner is RecBole's own"
 
 
+def test_bert4recs_table_with_its_mask_row_is_updated_lazily(tiny):
+    from recbole_llm.registry import get_trainer
+
+    config, _, _, net = build("PaperBERT4Rec", tiny, learner="lazy_adam", softmax_negatives=5,
+                              train_mode="all_positions")
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    assert len(net.item_embedding.weight) == net.n_items + 1
+    assert id(net.item_embedding.weight) in trainer.optimizer._rows
+
+
 def test_refused_where_the_trainer_would_use_adam(tiny):
     with pytest.raises(ValueError, match="learner: lazy_adam"):
         build("SASRec", tiny, learner="lazy_adam")

@@ -442,6 +442,20 @@ def test_lora_fine_tuning_resumes_to_the_same_adapter_and_writes_a_validation_cu
     assert [json.loads(line)["step"] for line in (folder / "curve.jsonl").read_text().splitlines()] == [2, 4]
 
 
+def test_two_fine_tunes_of_one_folder_side_by_side_train_it_once(tmp_path, tiny_llm):
+    """Two runs of ``report`` side by side may fine-tune the same folder (Rank by likelihood and constrained GenItem
+    share their adapter): the second waits for the first, then reuses its adapter."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    train, valid = _examples(12), _examples(4)
+    llms = [_local_llm(tmp_path, tiny_llm, max_train_steps=4, batch_size=2, eval_steps=2) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        refs = list(pool.map(lambda llm: llm.fine_tune(train, valid), llms))
+    assert refs[0] == refs[1]
+    curve = (Path(refs[0][5:]).parent / "curve.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in curve] == [2, 4], "trained once"
+
+
 def test_answer_scores_with_the_shared_prompt_cache_equal_a_plain_forward_pass(tmp_path, tiny_llm):
     import torch
 

@@ -401,7 +401,7 @@ def test_jobs_default_to_one_run_per_core_and_one_where_a_gpu_is_visible(monkeyp
 
     from recbole_llm import experiment
 
-    monkeypatch.setattr(experiment.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(experiment.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert experiment.default_jobs(1) == 2 and experiment.default_jobs(2) == 1 and experiment.default_jobs(4) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

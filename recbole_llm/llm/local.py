@@ -167,8 +167,16 @@ class LocalPromptLLM(PromptLLM):
     def fine_tune(self, train, valid) -> str:
         """LoRA on ``train``; every ``eval_steps`` steps the loss on (up to ``valid_examples``) held-out
         examples goes to ``curve.jsonl``, the adapter to ``adapter-<step>`` and the trainer state to
-        ``progress.pt``, so a killed run resumes where it stopped and computes the same adapter."""
+        ``progress.pt``, so a killed run resumes where it stopped and computes the same adapter. One process trains
+        a folder at a time: another (a second run of ``report`` side by side) waits, then reuses the adapter."""
+        from ..locks import exclusive
+
         folder = self.training_folder(train)
+        folder.mkdir(parents=True, exist_ok=True)
+        with exclusive(folder / "training"):
+            return self._fine_tune(folder, train, valid)
+
+    def _fine_tune(self, folder: Path, train, valid) -> str:
         adapter = folder / f"adapter-{self.max_train_steps}"
         if (adapter / "adapter_config.json").exists():
             logger.info("reusing LoRA adapter %s", adapter)
