@@ -300,8 +300,10 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
                    "--overrides", json.dumps(settings)]
         if data_path:
             command += ["--data_path", str(data_path)]
+        # the default memory budget of a run (prepare.check_catalog_memory) is its share of the machine's
+        env = {**os.environ, "RECBOLE_LLM_RUNS_SIDE_BY_SIDE": str(jobs)}
         with open(target.with_suffix(".log"), "a") as log:  # a resumed run keeps its earlier log
-            return label, seed, subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+            return label, seed, subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"report plan ({jobs} side by side)") as bar, \
             ThreadPoolExecutor(max_workers=jobs) as pool:

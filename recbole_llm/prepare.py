@@ -65,7 +65,8 @@ def catalog_loss_bytes(config, n_items: int) -> int:
 
 def check_catalog_memory(config, dataset) -> None:
     """A model with a catalog softmax (the Paper models and their subclasses) whose training batch could not fit in
-    ``memory_budget_gb`` (default: 80% of this machine's memory) is refused before the model is built, naming the
+    ``memory_budget_gb`` (default: 80% of this machine's memory, divided among the runs ``report`` starts side by
+    side) is refused before the model is built, naming the
     settings that would fit: a sampled softmax over a catalog of a million items costs what a full one costs over
     a few hundred."""
     import os
@@ -76,8 +77,10 @@ def check_catalog_memory(config, dataset) -> None:
     if not getattr(get_model(config["model"]), "reads_window_rows", False):
         return
     budget = config_value(config, "memory_budget_gb")
+    # unset: 80% of the machine's memory, shared by the runs report starts side by side (--jobs)
+    side_by_side = max(1, int(os.environ.get("RECBOLE_LLM_RUNS_SIDE_BY_SIDE", "1") or 1))
     budget_bytes = (float(budget) * 2**30 if budget is not None
-                    else 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+                    else 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / side_by_side)
     needed = catalog_loss_bytes(config, dataset.item_num)
     if needed > budget_bytes:
         from .errors import SettingError

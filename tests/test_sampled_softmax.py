@@ -129,3 +129,20 @@ def test_a_full_softmax_that_cannot_fit_is_refused_up_front_naming_the_sampled_o
     config = {"train_batch_size": 256, "MAX_ITEM_LIST_LENGTH": 20, "train_mode": "all_positions"}
     assert catalog_loss_bytes(config, 1_000_000) == 256 * 20 * 1_000_000 * 12  # ~57 GiB: refused on this machine
     assert catalog_loss_bytes({**config, "softmax_negatives": 255}, 1_000_000) == 256 * 20 * 256 * 12
+
+
+def test_the_default_memory_budget_is_shared_by_the_runs_side_by_side(monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    from recbole_llm.prepare import check_catalog_memory
+
+    config = {"model": "PaperSASRec", "train_batch_size": 256, "MAX_ITEM_LIST_LENGTH": 20,
+              "train_mode": "all_positions"}
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    dataset = SimpleNamespace(item_num=int(0.6 * machine / (256 * 20 * 12)))  # 60% of the machine's memory
+    monkeypatch.delenv("RECBOLE_LLM_RUNS_SIDE_BY_SIDE", raising=False)
+    check_catalog_memory(config, dataset)  # alone: within 80%
+    monkeypatch.setenv("RECBOLE_LLM_RUNS_SIDE_BY_SIDE", "2")
+    with pytest.raises(ValueError, match="memory_budget_gb"):
+        check_catalog_memory(config, dataset)  # one of two runs: 40% each
