@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--compare_steps", type=int, default=0,
                         help="before the epoch, time this many steps with adam and with lazy_adam on the same "
                              "batches (passes adam, lazy_adam, lazy_adam, adam, each on a fresh copy of the model)")
+    parser.add_argument("--compare_only", action="store_true", help="with --compare_steps: stop after the comparison")
     parser.add_argument("--generate_only", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -169,10 +170,11 @@ def main() -> None:
     if args.compare_steps:
         row["step_ms"] = compare_learners(run.model, run.train_data, args.compare_steps, run.config["learning_rate"])
         print(f"ms per step: {row['step_ms']}", flush=True)
-    started = time.perf_counter()
-    best_valid, _ = run.trainer.fit(run.train_data, run.valid_data, saved=False, show_progress=True)  # a bar per epoch
-    row["epoch_and_validation_s"] = round(time.perf_counter() - started, 1)
-    row["valid_ndcg@20"] = float(best_valid) if best_valid is not None else None
+    if not (args.compare_steps and args.compare_only):
+        started = time.perf_counter()
+        best_valid, _ = run.trainer.fit(run.train_data, run.valid_data, saved=False, show_progress=True)  # per epoch
+        row["epoch_and_validation_s"] = round(time.perf_counter() - started, 1)
+        row["valid_ndcg@20"] = float(best_valid) if best_valid is not None else None
     row["peak_gib"] = round(peak_gib(), 2)
     row["within_budget"] = row["peak_gib"] <= args.budget_gb
     print(json.dumps(row, indent=2))
