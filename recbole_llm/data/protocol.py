@@ -54,7 +54,7 @@ import torch
 
 from ..errors import SettingError
 from ..settings import config_value
-from .windows import keep_window_rows
+from .windows import keep_window_rows, session_positions
 
 SPLIT_KEY = "SESSION"
 N_FOLD_BINS = 4
@@ -291,13 +291,13 @@ def session_split(dataset) -> list:
     member = np.zeros((3, dataset.user_num), dtype=bool)  # train / valid / test membership of each session
     for part, rows in enumerate((train_idx, valid_idx, test_idx)):
         member[part, np.unique(all_uids[rows])] = True
+    window = window_rows_width(dataset)  # None unless a sequential dataset becomes window rows
     if isinstance(dataset, SequentialDataset):
         # RecBole's augmentation (sorts by (user, time), stable: one row per prefix -> next item); under
         # all_positions only the rows with_train_mode and the evaluation keep
-        window = window_rows_width(dataset)
         if window:
             uids_before = dataset.inter_feat[dataset.uid_field].numpy()
-            targets = member[0, uids_before] & np.r_[False, uids_before[1:] == uids_before[:-1]]
+            targets = member[0, uids_before] & (session_positions(uids_before) > 0)  # training prefix rows
             prefix_item_counter = Counter(dataset.inter_feat[dataset.iid_field].numpy()[targets])
             prefix_rows_count = int(targets.sum())
             dataset.data_augmentation(keep=keep_window_rows(member[0], member[1] | member[2], window))
@@ -317,7 +317,7 @@ def session_split(dataset) -> list:
     dataset._drop_unused_col()
     splits = [dataset.copy(dataset.inter_feat[torch.as_tensor(rows)]) for rows in [train_rows, *evaluated]]
     splits[0].item_counter_all = item_counter_all
-    if isinstance(dataset, SequentialDataset) and window:
+    if window:
         splits[0].prefix_item_counter, splits[0].prefix_rows_count = prefix_item_counter, prefix_rows_count
         splits[0].window_rows_only = True  # to_all_positions: these are the windows already
     splits[0].all_sessions = _sessions_of(all_uids, all_iids)  # analysis only (hybrid_popularity_source: all)

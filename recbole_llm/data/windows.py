@@ -55,6 +55,13 @@ def window_end_rows(uids: np.ndarray, lengths_before: np.ndarray, window: int) -
     return np.sort(order[keep])
 
 
+def session_positions(uids: np.ndarray) -> np.ndarray:
+    """Each row's position in its session (0 for its first row), for rows grouped by session."""
+    first = np.r_[True, uids[1:] != uids[:-1]]
+    rows = np.arange(len(uids))
+    return rows - np.maximum.accumulate(np.where(first, rows, 0))
+
+
 def prefix_rows(dataset, keep=None) -> None:
     """RecBole's ``SequentialDataset.data_augmentation`` in place: the same rows in the same order, field by field,
     vectorised (its per-row Python loop took minutes at 10M interactions), keeping only the target rows that
@@ -70,12 +77,10 @@ def prefix_rows(dataset, keep=None) -> None:
     window = dataset.config["MAX_ITEM_LIST_LENGTH"]
     dataset.sort(by=[dataset.uid_field, dataset.time_field], ascending=True)
     uids = dataset.inter_feat[dataset.uid_field].numpy()
-    n = len(uids)
-    first = np.r_[True, uids[1:] != uids[:-1]]
-    position = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    position = session_positions(uids)
     rows = np.flatnonzero(position > 0)  # every row but a session's first is a target
     if keep is not None:
-        last = np.r_[first[1:], True]
+        last = np.r_[uids[1:] != uids[:-1], True]
         last_position = np.repeat(position[last], np.diff(np.r_[-1, np.flatnonzero(last)]))
         rows = rows[np.asarray(keep(uids[rows], position[rows], last_position[rows]), dtype=bool)]
     lengths = np.minimum(position[rows], window)
@@ -142,10 +147,8 @@ def to_all_positions(dataset, cloze: bool = False, copies: tuple[int, int] | Non
         # the target index of a row is its session position; RecBole's rows of one session have strictly growing
         # lengths until the window is full, then equal lengths: count rows per session instead
         order = np.lexsort((np.arange(len(uids)), uids))
-        first = np.r_[True, uids[order][1:] != uids[order][:-1]]
-        position = np.arange(len(order)) - np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
         target_index = np.empty(len(order), dtype=np.int64)
-        target_index[order] = position + 1
+        target_index[order] = session_positions(uids[order]) + 1
         rows = window_end_rows(uids, target_index, int(seq.shape[1]))
     seq, lengths, targets = seq[rows], lengths[rows], targets[rows]
     width = seq.shape[1]
