@@ -2,7 +2,7 @@
 
 The plan: ``--model`` on ``--dataset`` for seeds 1..``--runs``, ``--epochs`` epochs each, one torch thread per run,
 written to a fresh folder per pass. Passes run with 1, 2, 2 and 1 jobs (the order cancels a drift of a shared
-machine's speed over the command); each number of jobs pools its passes. Reports the speed-up and whether every
+machine's speed over the command); each number of jobs pools its passes (``benchmarks/passes.py``). Reports the speed-up and whether every
 run's validation and test figures are identical in every pass (each run is its own seeded process, so ``--jobs``
 must not change a digit).
 
@@ -34,6 +34,8 @@ def main() -> None:
 
     from recbole_llm.experiment import provenance, run_plan
 
+    from .passes import pooled_rates
+
     seeds = list(range(1, args.runs + 1))
     common = {"epochs": args.epochs, "stopping_step": args.epochs + 1}
     report = {"command": "python -m benchmarks.jobs_throughput " + shlex.join(sys.argv[1:]), "model": args.model,
@@ -47,15 +49,10 @@ def main() -> None:
             wall = time.perf_counter() - started
             runs = {seed: json.loads((Path(folder) / f"{args.model}__seed{seed}.json").read_text()) for seed in seeds}
         figures.append({seed: (run["valid"], run["test"]) for seed, run in runs.items()})
-        report["passes"].append({"jobs": jobs, "wall_s": round(wall, 1),
+        report["passes"].append({"jobs": jobs, "wall_s": round(wall, 1), "runs": len(runs),
                                  "mean_run_wall_s": round(sum(r["wall_seconds"] for r in runs.values()) / len(runs), 1)})
         print(report["passes"][-1], flush=True)
-    pooled = {}
-    for run in report["passes"]:
-        pooled.setdefault(run["jobs"], []).append(run["wall_s"])
-    report["pooled_wall_s"] = {jobs: round(sum(walls) / len(walls), 1) for jobs, walls in sorted(pooled.items())}
-    if len(pooled) >= 2:
-        report["speedup"] = round(report["pooled_wall_s"][min(pooled)] / report["pooled_wall_s"][max(pooled)], 2)
+    report["pooled_runs_per_hour"], report["speedup"] = pooled_rates(report["passes"], "jobs", "runs")
     report["identical_run_results"] = all(f == figures[0] for f in figures)
     print(json.dumps({k: v for k, v in report.items() if k != "provenance"}, indent=2))
     if args.out:

@@ -66,6 +66,8 @@ def main() -> None:
     from recbole_llm.presets import config_files
     from recbole_llm.ray_tuning import tune_on_ray
 
+    from .passes import pooled_rates
+
     points, space = fixed_points(args.model, args.trials, args.seed)
     folds = [int(f) for f in args.folds.split(",")]
     base = {"epochs": args.epochs, "stopping_step": args.epochs + 1, "show_progress": False, "state": "ERROR"}
@@ -93,15 +95,9 @@ def main() -> None:
                                "trials_per_hour": round(3600 * len(scores[-1]) / wall, 1),
                                "mean_trial_s": round(float(rows["seconds"].mean()), 1)})
         print(report["runs"][-1], flush=True)
-    pooled = {}
-    for run in report["runs"]:
-        trials, wall = pooled.get(run["workers"], (0, 0.0))
-        pooled[run["workers"]] = (trials + run["trials_ok"], wall + run["wall_s"])
-    report["pooled_trials_per_hour"] = {w: round(3600 * t / s, 1) for w, (t, s) in sorted(pooled.items())}
-    if len(pooled) >= 2:
-        low, high = min(pooled), max(pooled)
-        report["throughput_ratio"] = round(report["pooled_trials_per_hour"][high] /
-                                           report["pooled_trials_per_hour"][low], 2)
+    report["pooled_trials_per_hour"], ratio = pooled_rates(report["runs"], "workers", "trials_ok")
+    if ratio is not None:
+        report["throughput_ratio"] = ratio
         report["identical_trial_scores"] = all(s == scores[0] for s in scores)
     print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2))
     if args.out:
