@@ -67,15 +67,70 @@ VOLATILE_SETTINGS = {"state", "show_progress", "data_path", "checkpoint_dir", "d
                      "wandb_project", "llm_state_shard"}
 
 
-def config_hash(config) -> str:
-    """A digest of everything a run computes from: the resolved settings (RecBole's final config), without the
-    ones that only say where files go or how much is printed."""
+# Keys given a default in a model's yaml after runs had recorded their hash (stop 51: the defaults moved from code
+# into yaml), by the yaml that declares them, at the value it declares. A run made before, which read none of these
+# keys, computed what a run at these values computes; ``config_hashes`` also gives the hash without them, so that
+# run (and an ensemble member named by its hash) is still found, not made again.
+_PAPER_CATALOG = {"softmax_negatives": None, "softmax_sampler": "uniform", "softmax_loss": "ce", "gbce_t": 0.75,
+                  "train_precision": "fp32"}
+_ANN = {"ann_hnsw_m": 32, "ann_ef_construction": 80, "ann_ef_search": 128, "ann_nprobe": 32}
+DEFAULTS_ADDED_TO_YAML = {
+    "PaperSASRec.yaml": {"output_dense": None, "output_bias": False, "pack_sequences": False, **_PAPER_CATALOG},
+    "PaperGRU4Rec.yaml": {"output_dense": None, "output_bias": False, **_PAPER_CATALOG},
+    "PaperBERT4Rec.yaml": {"bert_layers": "recbole", "bert_padding": "right", "bert_predict_mask": "recbole",
+                           "pack_sequences": False, **_PAPER_CATALOG},
+    "SKNNEmb.yaml": {"sknn_emb_index": "auto", "sknn_emb_ann_min_sessions": 200000, **_ANN},
+    "LLMSeqSimSeqHybrid.yaml": {"llmseqsim_index": "auto", "llmseqsim_ann_min_items": 200000,
+                                "llmseqsim_ann_candidates": 200, **_ANN},
+    "LLMSeqPrompt.yaml": {"prompt_rank_score": "sum", "prompt_rank_prior": 0.0, "llmseqsim_pooling": "mean",
+                          "llm_gradient_checkpointing": True},
+    "LLMESRSASRec.yaml": {"embedding_freeze": False},
+    "LLMESRGRU4Rec.yaml": {"embedding_freeze": False},
+}
+
+
+def _digest(settings: dict) -> str:
     import hashlib
     import json
 
-    settings = {str(k): v for k, v in dict(config.final_config_dict).items() if k not in VOLATILE_SETTINGS}
     text = json.dumps(plain(settings), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_hash(config) -> str:
+    """A digest of everything a run computes from: the resolved settings (RecBole's final config), without the
+    ones that only say where files go or how much is printed."""
+    return config_hashes(config)[0]
+
+
+def config_hashes(config) -> tuple[str, str]:
+    """``config_hash``, and the hash a run of these settings recorded before ``DEFAULTS_ADDED_TO_YAML``: the same
+    settings without the keys that only those yaml entries set (not a preset file, not the run's own settings)."""
+    settings = {str(k): v for k, v in dict(config.final_config_dict).items() if k not in VOLATILE_SETTINGS}
+    given = set()
+    for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
+        given |= set(getattr(config, part, None) or {})
+    earlier = dict(settings)
+    for name in _model_yaml_names(config):
+        for key, value in DEFAULTS_ADDED_TO_YAML.get(name, {}).items():
+            if key not in given and key in earlier and type(earlier[key]) is type(value) and earlier[key] == value:
+                del earlier[key]
+    return _digest(settings), _digest(earlier)
+
+
+def _model_yaml_names(config) -> list[str]:
+    """The names of the model yaml files a Config of ours read (its model's, and a wrapped companion model's)."""
+    from .registry import get_model, model_yaml_files
+
+    try:
+        model = get_model(config["model"])
+    except Exception:  # noqa: BLE001 - a name RecBole resolves otherwise: no yaml of ours
+        return []
+    files = model_yaml_files(model)
+    companion_key = getattr(model, "companion_model_key", None)
+    if companion_key and config[companion_key]:
+        files += model_yaml_files(get_model(config[companion_key]))
+    return [file.name for file in files]
 
 
 def rebuild_config(record: dict):

@@ -41,6 +41,11 @@ def check_run_settings(config: Config, folder: Path) -> None:
         if not cpu_has_native_bf16():
             raise SettingError("enable_amp=True trains in bf16 (CPU autocast), but this CPU has no AVX-512 BF16 "
                              "(see /proc/cpuinfo): bf16 would be emulated, slower than fp32. Set enable_amp=False")
+    if config["train_precision"] not in (None, "fp32"):  # a Paper model's CatalogTrainer: refuse bf16 up front
+        from .llm.precision import resolve_precision
+
+        resolve_precision(config["train_precision"], config["device"], key="train_precision",
+                          allowed=("auto", "fp32", "bf16"))
     if str(config["learner"] or "").lower() == "lazy_adam":
         from .lazy_adam import CatalogTrainer
         from .registry import get_trainer

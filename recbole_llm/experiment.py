@@ -94,20 +94,20 @@ def run_settings(seed: int, overrides: dict | None, data_path: str | None) -> di
     return settings
 
 
-def requested_hash(model: str, dataset: str, seed: int, overrides: dict, data_path: str | None) -> str | None:
-    """``config_hash`` of the Config a run with these settings would resolve (None where the Config cannot be
+def requested_hashes(model: str, dataset: str, seed: int, overrides: dict, data_path: str | None) -> tuple[str, ...]:
+    """``config_hashes`` of the Config a run with these settings would resolve (none where the Config cannot be
     built here, e.g. a dataset not yet converted: the run itself then reports what is wrong)."""
     from recbole.config import Config
 
-    from .checkpoints import config_hash
+    from .checkpoints import config_hashes
     from .presets import config_files, preset_name
 
     try:
         files = config_files(None, model, dataset, preset_name(overrides))
-        return config_hash(Config(model=model, dataset=dataset, config_file_list=files,
-                                  config_dict=run_settings(seed, overrides, data_path)))
+        return config_hashes(Config(model=model, dataset=dataset, config_file_list=files,
+                                    config_dict=run_settings(seed, overrides, data_path)))
     except Exception:  # noqa: BLE001 - only a cache check: the run will raise the real error
-        return None
+        return ()
 
 
 def finished_run_is_current(target: Path, model: str, dataset: str, seed: int, settings: dict,
@@ -119,7 +119,7 @@ def finished_run_is_current(target: Path, model: str, dataset: str, seed: int, s
     except (OSError, ValueError):
         return False
     if "config_hash" in done:
-        return done["config_hash"] == requested_hash(model, dataset, seed, settings, data_path)
+        return done["config_hash"] in requested_hashes(model, dataset, seed, settings, data_path)
     return done.get("overrides", {}) == settings
 
 

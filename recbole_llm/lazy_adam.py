@@ -92,7 +92,19 @@ def item_row_parameters(model) -> list[torch.nn.Parameter]:
 
 
 class CatalogTrainer(Trainer):
-    """RecBole's Trainer that also knows ``learner: lazy_adam`` (every other learner is RecBole's own)."""
+    """RecBole's Trainer that also knows ``learner: lazy_adam`` (every other learner is RecBole's own) and
+    ``train_precision`` (the model's setting): ``fp32`` leaves RecBole's ``enable_amp`` as set; ``bf16`` trains under
+    bf16 autocast (fp32 master weights), refused on a CPU without native bf16; ``auto`` is bf16 where the CPU (AVX-512
+    BF16 / AMX) or GPU runs it natively, else fp32, so one setting serves every machine."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        precision = model.settings.train_precision  # the Paper models' TrainingSettings (their trainer_class)
+        if precision != "fp32":
+            from .llm.precision import resolve_precision
+
+            self.enable_amp = resolve_precision(precision, self.device, key="train_precision",
+                                                allowed=("auto", "fp32", "bf16")) == "bf16"
 
     def _build_optimizer(self, **kwargs):
         if str(kwargs.get("learner", self.learner)).lower() != "lazy_adam":

@@ -94,10 +94,8 @@ def train_missing_members(config) -> list[str]:
     from .locks import exclusive
     from .model.ensemble import member_specs
     from .registry import get_model
-    from .settings import config_value
 
-    if not getattr(get_model(config["model"]), "trains_members", False) or \
-            not config_value(config, "ensemble_train_members", False):
+    if not getattr(get_model(config["model"]), "trains_members", False) or not config["ensemble_train_members"]:
         return []
     made = []
     todo = [spec for spec in member_specs(config) if spec["train"] and not Path(spec["checkpoint"]).is_file()]

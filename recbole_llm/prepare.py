@@ -17,10 +17,15 @@ logger = logging.getLogger(__name__)
 
 
 def check_settings(config) -> None:
-    """The configured model's own checks (nothing is read or computed)."""
+    """The configured model's own checks (nothing is read or computed): its typed settings read (each key present,
+    of its type, within its choices), then its ``check_settings`` hook (what relates one setting to another)."""
     from .registry import get_model
 
-    hook = getattr(get_model(config["model"]), "check_settings", None)
+    model = get_model(config["model"])
+    settings_class = getattr(model, "settings_class", None)
+    if settings_class is not None:
+        settings_class.read(config)
+    hook = getattr(model, "check_settings", None)
     if hook is not None:
         hook(config)
 

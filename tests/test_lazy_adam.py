@@ -90,3 +90,24 @@ def test_bert4recs_table_with_its_mask_row_is_updated_lazily(tiny):
 def test_refused_where_the_trainer_would_use_adam(tiny):
     with pytest.raises(ValueError, match="learner: lazy_adam"):
         build("SASRec", tiny, learner="lazy_adam")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_train_precision_auto_trains_in_bf16_only_where_the_cpu_has_it(tiny, monkeypatch, native):
+    from recbole_llm.registry import get_trainer
+
+    monkeypatch.setattr("recbole_llm.llm.precision.cpu_has_native_bf16", lambda: native)
+    config, _, (train, _, _), net = build("PaperSASRec", tiny, train_precision="auto", epochs=1)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    assert trainer.enable_amp is native
+    if native:  # bf16 autocast on the CPU: a finite loss, fp32 master weights
+        assert math.isfinite(float(trainer._train_epoch(train, 0)))
+        assert net.item_embedding.weight.dtype == torch.float32
+    config, _, _, net = build("PaperSASRec", tiny, epochs=1)  # fp32 (the default): RecBole's enable_amp as set
+    assert get_trainer(config["MODEL_TYPE"], config["model"])(config, net).enable_amp is False
+
+
+def test_train_precision_bf16_is_refused_up_front_without_native_bf16(tiny, monkeypatch):
+    monkeypatch.setattr("recbole_llm.llm.precision.cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="train_precision: bf16 needs a CPU with AVX-512 BF16"):
+        build("PaperSASRec", tiny, train_precision="bf16")

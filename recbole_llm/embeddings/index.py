@@ -21,13 +21,14 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import MissingFileError, SettingError
-from ..settings import config_value
+from ..settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 KINDS = ("exact", "hnsw", "ivf")
@@ -133,23 +134,29 @@ class ItemIndex:
         return cls(vectors, similarity, kind, _faiss().read_index(str(path)), ef_search, nprobe)
 
 
-def chosen_kind(config, key: str, min_key: str, rows: int, default: str = "auto") -> str:
-    """The index a setting ``key`` asks for over ``rows`` vectors: ``auto`` is HNSW above ``min_key`` rows (200,000
-    unset), exact below; or one of ``KINDS``."""
-    kind = config_value(config, key, default)
+def chosen_kind(key: str, kind: str, min_rows: int, rows: int) -> str:
+    """The index the setting ``key`` (= ``kind``) asks for over ``rows`` vectors: ``auto`` is HNSW above
+    ``min_rows`` rows, exact below; or one of ``KINDS``."""
     if kind == "auto":
-        return "hnsw" if rows > int(config_value(config, min_key, 200000)) else "exact"
+        return "hnsw" if rows > min_rows else "exact"
     if kind not in KINDS:
         raise SettingError(f"{key} must be auto or one of {', '.join(KINDS)}; got {kind!r}")
     return kind
 
 
-def index_params(config) -> dict:
-    """The faiss settings (``ann_*``) every approximate index here is built and searched with."""
-    return {"hnsw_m": int(config_value(config, "ann_hnsw_m", 32)),
-            "ef_construction": int(config_value(config, "ann_ef_construction", 80)),
-            "ef_search": int(config_value(config, "ann_ef_search", 128)),
-            "nprobe": int(config_value(config, "ann_nprobe", 32))}
+@dataclass(frozen=True)
+class AnnSettings(ModelSettings):
+    """The faiss settings every approximate index here is built and searched with (defaults in the yaml of each
+    model that searches one)."""
+
+    ann_hnsw_m: int
+    ann_ef_construction: int
+    ann_ef_search: int
+    ann_nprobe: int
+
+    def index_params(self) -> dict:
+        return {"hnsw_m": self.ann_hnsw_m, "ef_construction": self.ann_ef_construction,
+                "ef_search": self.ann_ef_search, "nprobe": self.ann_nprobe}
 
 
 def recall_at_k(index: ItemIndex, queries: torch.Tensor, k: int = 20) -> float:

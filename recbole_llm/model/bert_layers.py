@@ -30,10 +30,6 @@ from __future__ import annotations
 
 import torch
 
-from ..settings import config_choice
-
-BERT_LAYERS = ("recbole", "paper")
-BERT_PADDINGS = ("right", "left", "left_mask")
 KERAS_EMBEDDING_RANGE = 0.05  # keras.layers.Embedding's default uniform initialiser
 
 
@@ -52,11 +48,11 @@ def keras_initialise(model: torch.nn.Module) -> None:
                     module.weight[module.padding_idx] = 0.0
 
 
-def apply_layers(model, config) -> None:
+def apply_layers(model, settings) -> None:
     """After RecBole's init: read ``bert_layers`` / ``bert_padding``; ``paper`` swaps the input LayerNorm,
     dropout and output LayerNorm for identities and re-initialises as Keras would."""
-    model.bert_layers = config_choice(config, "bert_layers", BERT_LAYERS, "recbole")
-    model.bert_padding = config_choice(config, "bert_padding", BERT_PADDINGS, "right")
+    model.bert_layers = settings.bert_layers
+    model.bert_padding = settings.bert_padding
     if model.bert_layers == "paper":
         model.LayerNorm = torch.nn.Identity()  # forward's input LayerNorm and dropout
         model.dropout = torch.nn.Identity()

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..settings import config_choice
 from .sampled_softmax import catalog_loss as sampled_or_full
-
-PREDICT_MASKS = ("recbole", "after_prompt")
 
 
 def mask_after_prompt(item_seq: torch.Tensor, item_seq_len: torch.Tensor, mask_token: int):
@@ -51,10 +48,6 @@ def catalog_loss(model, states: torch.Tensor, targets: torch.Tensor) -> torch.Te
 def _state_at_mask(model, interaction) -> torch.Tensor:
     sequence, index = mask_after_prompt(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], model.mask_token)
     return model.gather_indexes(model.forward(sequence), index)  # [B, H]
-
-
-def predict_mask_choice(config) -> str:
-    return config_choice(config, "bert_predict_mask", PREDICT_MASKS, "recbole")
 
 
 def full_sort_after_prompt(model, interaction) -> torch.Tensor:

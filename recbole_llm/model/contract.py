@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 HOOKS = {
+    "settings_class": "the model's settings (a recbole_llm.settings.ModelSettings dataclass; defaults only in yaml)",
     "check_settings": "classmethod(config): refuse bad settings before any data is read or anything is paid for",
     "prepare_resources": "classmethod(config, train_dataset): make or reuse the files the constructor reads",
     "needs_training": "False: fitted at construction (kNN, LLMSeqSim), no training epochs",

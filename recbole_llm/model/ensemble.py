@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -30,12 +32,25 @@ from recbole.utils import InputType
 from ..checkpoints import load_checkpoint
 from ..errors import MissingFileError, SettingError
 from ..registry import fits_in_one_pass, get_model, register_model
-from ..settings import config_value
+from ..settings import ModelSettings
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 
 logger = logging.getLogger(__name__)
 NORMALIZERS = ("zscore", "minmax", "softmax", "none")
+
+
+@dataclass(frozen=True)
+class ScoreEnsembleSettings(ModelSettings):
+    """ScoreEnsemble's settings (defaults: ``properties/model/ScoreEnsemble.yaml``)."""
+
+    ensemble_members: list | None
+    ensemble_weights: Any  # "auto" or one non-negative number per member (checked in check_settings)
+    ensemble_normalize: Literal["zscore", "minmax", "softmax", "none"]  # NORMALIZERS
+    ensemble_temperature: float
+    ensemble_weight_step: float
+    ensemble_train_members: bool
+    seed: int
 
 
 def resolve_checkpoint(checkpoint, seed, number: int) -> str | None:
@@ -60,7 +75,8 @@ def resolve_checkpoint(checkpoint, seed, number: int) -> str | None:
 
 def member_specs(config) -> list[dict]:
     """The members as configured, checked: a model name, and a checkpoint unless it is fitted in one pass."""
-    members = config_value(config, "ensemble_members") or []
+    settings = ScoreEnsembleSettings.read(config)
+    members = settings.ensemble_members or []
     if not isinstance(members, list) or len(members) < 2:
         raise SettingError("ensemble_members must list at least two members, e.g. [{model: LLM2SASRec, checkpoint: "
                          "saved/LLM2SASRec-....pth}, {model: LLMSeqSim}]")
@@ -72,14 +88,14 @@ def member_specs(config) -> list[dict]:
             raise SettingError(f"ensemble_members, member {number}: a mapping with 'model' (and 'checkpoint', "
                              f"'settings'); got {member!r}")
         get_model(member["model"])  # an unknown name fails here, naming the known ones
-        checkpoint = resolve_checkpoint(member.get("checkpoint"), config_value(config, "seed"), number)
+        checkpoint = resolve_checkpoint(member.get("checkpoint"), settings.seed, number)
         if checkpoint and not Path(checkpoint).is_file():
             raise MissingFileError(f"ensemble_members, member {number} ({member['model']}): no checkpoint "
                                     f"{checkpoint}")
         spec = {"model": member["model"], "checkpoint": checkpoint, "settings": member.get("settings") or {},
                 "train": False}
         if not checkpoint and not fits_in_one_pass({**spec["settings"], "model": member["model"]}):
-            if not config_value(config, "ensemble_train_members", False):
+            if not settings.ensemble_train_members:
                 raise SettingError(f"ensemble_members, member {number}: {member['model']} learns by training; give "
                                    "the checkpoint of a trained run ('checkpoint: saved/....pth'), or set "
                                    "ensemble_train_members: True to train it first, in this run")
@@ -91,11 +107,12 @@ def member_specs(config) -> list[dict]:
 def member_checkpoint(config, spec: dict) -> Path:
     """Where a member trained for the ensemble (``ensemble_train_members``) is kept: named by its model, seed and
     resolved settings, so that it is trained once and found again by every run that asks for the same member."""
-    from ..checkpoints import config_hash
+    from ..checkpoints import config_hashes
 
     member = member_config(config, spec)
-    return (Path(config["checkpoint_dir"]) / "ensemble_members" / str(config["dataset"])
-            / f"{spec['model']}-seed{member['seed']}-{config_hash(member)[:12]}.pth")
+    folder = Path(config["checkpoint_dir"]) / "ensemble_members" / str(config["dataset"])
+    named = [folder / f"{spec['model']}-seed{member['seed']}-{digest[:12]}.pth" for digest in config_hashes(member)]
+    return next((path for path in named if path.is_file()), named[0])  # one trained before a default moved to yaml
 
 
 def member_config(config, spec: dict, record: dict | None = None):
@@ -129,7 +146,7 @@ def member_files_and_settings(config, spec: dict, record: dict | None = None) ->
     if record and record.get("seed") is not None:
         settings.setdefault("seed", record["seed"])
     settings.setdefault("seed", config["seed"])
-    preset = config_value(config, "preset")
+    preset = config["preset"]  # our protocol's (overall.yaml); a member of a plain RecBole run gets no preset files
     return (config_files(None, spec["model"], config["dataset"], preset) if preset else []), settings
 
 
@@ -165,6 +182,7 @@ class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = None  # set below: EnsembleTrainer
     trains_members = True  # ensemble_train_members: recbole_llm/members.py trains them before the ensemble is built
+    settings_class = ScoreEnsembleSettings
 
     @classmethod
     def fits_in_one_pass(cls, config) -> bool:
@@ -174,16 +192,13 @@ class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
 
     @classmethod
     def check_settings(cls, config) -> None:
-        specs = member_specs(config)
-        how = config_value(config, "ensemble_normalize", "zscore")
-        if how not in NORMALIZERS:
-            raise SettingError(f"ensemble_normalize must be one of {', '.join(NORMALIZERS)}; got {how!r}")
-        weights = config_value(config, "ensemble_weights", "auto")
+        specs, settings = member_specs(config), cls.settings_class.read(config)
+        weights = settings.ensemble_weights
         if weights != "auto":
             if not isinstance(weights, list) or len(weights) != len(specs) or any(float(w) < 0 for w in weights):
                 raise SettingError(f"ensemble_weights: 'auto' or {len(specs)} non-negative numbers, one per member; "
                                  f"got {weights!r}")
-        step = float(config_value(config, "ensemble_weight_step", 0.1))
+        step = settings.ensemble_weight_step
         if not 0 < step <= 0.5 or abs(round(1 / step) * step - 1) > 1e-9:
             raise SettingError(f"ensemble_weight_step must divide 1 (0.05, 0.1, 0.25, 0.5); got {step}")
 
@@ -200,9 +215,10 @@ class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.check_settings(config)
-        self.normalize = config_value(config, "ensemble_normalize", "zscore")
-        self.temperature = float(config_value(config, "ensemble_temperature", 1.0))
-        self.weight_step = float(config_value(config, "ensemble_weight_step", 0.1))
+        self.settings = settings = self.settings_class.read(config)
+        self.normalize = settings.ensemble_normalize
+        self.temperature = settings.ensemble_temperature
+        self.weight_step = settings.ensemble_weight_step
         self.members = torch.nn.ModuleList()
         self.member_names = []
         for spec in member_specs(config):
@@ -222,7 +238,7 @@ class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
             self.members.append(member)
             self.member_names.append(spec["model"] + (f" ({Path(spec['checkpoint']).name})" if spec["checkpoint"]
                                                       else ""))
-        weights = config_value(config, "ensemble_weights", "auto")
+        weights = settings.ensemble_weights
         self.tune_weights = weights == "auto"
         initial = [1.0 / len(self.members)] * len(self.members) if self.tune_weights else [float(w) for w in weights]
         self.register_buffer("weights", torch.tensor(initial))

@@ -19,7 +19,9 @@ similarity to a higher-ranked item exceeds ``hybrid_diversity_threshold``.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
@@ -28,12 +30,11 @@ from recbole.utils import InputType
 
 from ..checkpoints import load_checkpoint
 from ..data.sessions import item_popularity
-from ..errors import MissingFileError, SettingError
+from ..errors import MissingFileError
 from ..registry import get_model, register_model
-from ..settings import config_value
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
-from .llmseqsim import LLMSeqSim
+from .llmseqsim import LLMSeqSim, LLMSeqSimSettings
 
 
 def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
@@ -42,7 +43,28 @@ def popularity_cutoff(pop: torch.Tensor, quantile: float) -> float:
     return float(torch.quantile(pop[1:].double(), quantile))
 
 
-POP_RULES = ("paper", "mask")
+
+
+@dataclass(frozen=True)
+class LLMSeqSimPopHybridSettings(LLMSeqSimSettings):
+    """LLMSeqSim&Popularity (defaults: ``properties/model/LLMSeqSim.yaml``, then ``LLMSeqSimPopHybrid.yaml``)."""
+
+    hybrid_popularity_quantile: float
+    hybrid_diversity_threshold: float | None  # ~: no diversity filter
+    hybrid_diversity_pool: int
+    hybrid_pop_rule: Literal["paper", "mask"]
+    hybrid_popularity_source: Literal["train", "all"]
+
+
+@dataclass(frozen=True)
+class LLMSeqSimSeqHybridSettings(LLMSeqSimSettings):
+    """LLMSeqSim&Sequential (defaults: ``properties/model/LLMSeqSimSeqHybrid.yaml``)."""
+
+    hybrid_popularity_quantile: float
+    hybrid_sequential_model: str
+    hybrid_sequential_config: dict | None
+    hybrid_checkpoint: str | None  # ~: the partner trains in this run
+    hybrid_popularity_source: Literal["train", "all"]
 
 
 def published_config(config, model: str) -> dict:
@@ -50,7 +72,7 @@ def published_config(config, model: str) -> dict:
     ``best`` the best preset's file over it); empty outside the presets."""
     from ..presets import best_config_file, paper_config_file
 
-    preset = str(config_value(config, "preset", "") or "")
+    preset = str(config["preset"] or "")
     if not preset.startswith(("paper", "best")):
         return {}
     settings = {}
@@ -72,13 +94,14 @@ def partner_config(config):
     published partner; it only fills in what the partner's own published file leaves open, so a run that names
     another partner keeps that partner's published settings. One given to the run always wins (a value in a
     user's own yaml equal to the published one cannot be told apart and is read as the published one)."""
-    partner = config["hybrid_sequential_model"]
+    settings = LLMSeqSimSeqHybridSettings.read(config)
+    partner = settings.hybrid_sequential_model
     sub_config = copy.deepcopy(config)
     sub_config["model"] = partner
     given = {*(getattr(config, "variable_config_dict", None) or {}), *(getattr(config, "cmd_config_dict", None) or {})}
     partner_published = published_config(config, partner)
     published = {k: v for k, v in partner_published.items() if k not in given and k != "model"}
-    extra = config["hybrid_sequential_config"] or {}
+    extra = settings.hybrid_sequential_config or {}
     own = published_config(config, config["model"]).get("hybrid_sequential_config")
     if "hybrid_sequential_config" not in given and own and extra == own:
         extra = {k: v for k, v in extra.items() if k not in partner_published}
@@ -92,6 +115,7 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = FitOnceTrainer
     companion_model_key = "hybrid_sequential_model"
+    settings_class = LLMSeqSimSeqHybridSettings
 
     @classmethod
     def fits_in_one_pass(cls, config) -> bool:
@@ -103,36 +127,38 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
     @classmethod
     def check_settings(cls, config) -> None:
         LLMSeqSim.check_settings(config)
-        checkpoint = config["hybrid_checkpoint"]
+        settings = cls.settings_class.read(config)
+        checkpoint = settings.hybrid_checkpoint
         if checkpoint and not Path(checkpoint).is_file():
             raise MissingFileError(f"hybrid_checkpoint {checkpoint} does not exist: give the .pth file a trained "
-                                    f"{config['hybrid_sequential_model']} run saved (its result JSON names it under "
+                                    f"{settings.hybrid_sequential_model} run saved (its result JSON names it under "
                                     "'checkpoint'), or leave hybrid_checkpoint unset to train the partner here")
-        partner = get_model(config["hybrid_sequential_model"])
+        partner = get_model(settings.hybrid_sequential_model)
         if hasattr(partner, "check_settings"):
             partner.check_settings(partner_config(config))
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
         LLMSeqSim.prepare_resources(config, dataset)
-        partner = get_model(config["hybrid_sequential_model"])
+        partner = get_model(cls.settings_class.read(config).hybrid_sequential_model)
         if hasattr(partner, "prepare_resources"):
             partner.prepare_resources(partner_config(config), dataset)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.settings = settings = self.settings_class.read(config)
         self.semantic = LLMSeqSim(config, dataset)
-        self.sequential = get_model(config["hybrid_sequential_model"])(partner_config(config), dataset)
-        checkpoint = config["hybrid_checkpoint"]
+        self.sequential = get_model(settings.hybrid_sequential_model)(partner_config(config), dataset)
+        checkpoint = settings.hybrid_checkpoint
         if checkpoint:
             state = load_checkpoint(checkpoint)["state_dict"]
             self.sequential.load_state_dict(state)
             self.needs_training = False
         else:
             self.needs_training = getattr(self.sequential, "needs_training", True)
-        pop = item_popularity(dataset, self.n_items, config["hybrid_popularity_source"] or "train")
+        pop = item_popularity(dataset, self.n_items, settings.hybrid_popularity_source)
         self.register_buffer("popularity", pop)
-        self.cutoff = popularity_cutoff(pop, float(config["hybrid_popularity_quantile"]))
+        self.cutoff = popularity_cutoff(pop, settings.hybrid_popularity_quantile)
 
     def calculate_loss(self, interaction):
         return self.sequential.calculate_loss(interaction)
@@ -152,23 +178,18 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
 
 @register_model
 class LLMSeqSimPopHybrid(LLMSeqSim):
-    @classmethod
-    def check_settings(cls, config) -> None:
-        super().check_settings(config)
-        if (config["hybrid_pop_rule"] or "paper") not in POP_RULES:
-            raise SettingError(f"hybrid_pop_rule must be one of {', '.join(POP_RULES)}; got {config['hybrid_pop_rule']!r}")
+    settings_class = LLMSeqSimPopHybridSettings
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        pop = item_popularity(dataset, self.n_items, config["hybrid_popularity_source"] or "train")
-        cutoff = popularity_cutoff(pop, float(config["hybrid_popularity_quantile"]))
+        settings = self.settings
+        pop = item_popularity(dataset, self.n_items, settings.hybrid_popularity_source)
+        cutoff = popularity_cutoff(pop, settings.hybrid_popularity_quantile)
         self.register_buffer("allowed", pop >= cutoff)
-        self.rule = config["hybrid_pop_rule"] or "paper"
-        if self.rule not in POP_RULES:
-            raise SettingError(f"hybrid_pop_rule must be one of {', '.join(POP_RULES)}; got {self.rule!r}")
+        self.rule = settings.hybrid_pop_rule
         self.list_length = max(config["topk"])
-        self.diversity_threshold = config["hybrid_diversity_threshold"]
-        self.diversity_pool = int(config["hybrid_diversity_pool"] or 100)
+        self.diversity_threshold = settings.hybrid_diversity_threshold
+        self.diversity_pool = settings.hybrid_diversity_pool
 
     def full_sort_predict(self, interaction):
         scores = super().full_sort_predict(interaction)

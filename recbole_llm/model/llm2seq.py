@@ -17,27 +17,53 @@ model's optimiser settings were tuned for. ``none`` copies the raw values,
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from ..embeddings.store import prepare_item_embeddings
-from ..errors import SettingError
 from ..registry import register_model
-from ..settings import config_value
-from .sequential import PaperBERT4Rec, PaperGRU4Rec, PaperSASRec
+from ..settings import ModelSettings
+from .sequential import (CausalSettings, PaperBERT4Rec, PaperBERT4RecSettings, PaperGRU4Rec, PaperSASRec,
+                         PaperSASRecSettings)
 
-SCALES = ("std", "none", "unit")
+
+@dataclass(frozen=True)
+class LLMInitSettings(ModelSettings):
+    """How the LLM table starts the item table (defaults: ``properties/model/LLM2*.yaml``)."""
+
+    embedding_scale: Literal["std", "none", "unit"]
+    embedding_freeze: bool
+    embedding_permute: bool
+    seed: int
 
 
-def llm_item_table(config, dataset, rows: int, dim: int, reference_std: float) -> torch.Tensor:
+@dataclass(frozen=True)
+class LLM2SASRecSettings(PaperSASRecSettings, LLMInitSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class LLM2BERT4RecSettings(PaperBERT4RecSettings, LLMInitSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class LLM2GRU4RecSettings(CausalSettings, LLMInitSettings):
+    pass
+
+
+def llm_item_table(config, dataset, settings: LLMInitSettings, rows: int, dim: int,
+                   reference_std: float) -> torch.Tensor:
     """The LLM table for item ids 0..rows-1, scaled and optionally permuted."""
     table = dataset.item_embeddings(config, dim)[:rows]
-    scale = config["embedding_scale"]
-    if scale == "unit":
+    if settings.embedding_scale == "unit":
         table[1:] = torch.nn.functional.normalize(table[1:], dim=1)
-    if scale in ("std", "unit"):
+    if settings.embedding_scale in ("std", "unit"):
         table[1:] *= reference_std / table[1:].std().clamp_min(1e-12)
-    if config["embedding_permute"]:
-        generator = torch.Generator().manual_seed(int(config_value(config, "seed", 0)))
+    if settings.embedding_permute:
+        generator = torch.Generator().manual_seed(settings.seed)
         table[1:] = table[1:][torch.randperm(rows - 1, generator=generator)]
     return table
 
@@ -48,12 +74,6 @@ class LLMInitMixin:
     table_size_key = "hidden_size"  # the setting that sizes the item table (GRU4Rec: embedding_size)
 
     @classmethod
-    def check_settings(cls, config) -> None:
-        scale = config["embedding_scale"]
-        if scale not in SCALES:
-            raise SettingError(f"embedding_scale must be one of {SCALES}, got {scale!r}")
-
-    @classmethod
     def prepare_resources(cls, config, dataset) -> None:
         prepare_item_embeddings(config, int(config[cls.table_size_key]))
 
@@ -62,9 +82,9 @@ class LLMInitMixin:
         n_items = self.n_items
         with torch.no_grad():
             reference_std = float(weight[1:n_items].std())
-            weight[:n_items] = llm_item_table(config, dataset, n_items, dim, reference_std)
+            weight[:n_items] = llm_item_table(config, dataset, self.settings, n_items, dim, reference_std)
             weight[0] = 0.0
-        self.embedding_frozen = bool(config["embedding_freeze"])
+        self.embedding_frozen = self.settings.embedding_freeze
         if self.embedding_frozen:
             if weight.shape[0] == n_items:
                 weight.requires_grad_(False)
@@ -76,6 +96,8 @@ class LLMInitMixin:
 
 @register_model
 class LLM2SASRec(LLMInitMixin, PaperSASRec):
+    settings_class = LLM2SASRecSettings
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self._load_llm_item_table(config, dataset, self.hidden_size)
@@ -83,6 +105,8 @@ class LLM2SASRec(LLMInitMixin, PaperSASRec):
 
 @register_model
 class LLM2BERT4Rec(LLMInitMixin, PaperBERT4Rec):
+    settings_class = LLM2BERT4RecSettings
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self._load_llm_item_table(config, dataset, self.hidden_size)
@@ -90,6 +114,7 @@ class LLM2BERT4Rec(LLMInitMixin, PaperBERT4Rec):
 
 @register_model
 class LLM2GRU4Rec(LLMInitMixin, PaperGRU4Rec):
+    settings_class = LLM2GRU4RecSettings
     table_size_key = "embedding_size"
 
     def __init__(self, config, dataset):

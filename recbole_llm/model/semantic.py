@@ -21,18 +21,56 @@ the prepare stage (``prepare_resources``), never a provider:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from ..data.windows import TARGETS
 from ..embeddings.store import prepare_item_embeddings
 from ..errors import SettingError
 from ..registry import register_model
-from ..settings import config_value
+from ..settings import ModelSettings
 from . import output_head, position_losses
-from .llm2seq import LLMInitMixin
-from .sequential import PaperGRU4Rec, PaperSASRec
+from .llm2seq import LLMInitMixin, LLMInitSettings
+from .sequential import CausalSettings, PaperGRU4Rec, PaperSASRec, PaperSASRecSettings
 
-ID_INITS = ("zeros", "normal")
+
+@dataclass(frozen=True)
+class AlphaFuseSettings(ModelSettings):
+    """AlphaFuse's table (defaults: ``properties/model/AlphaFuse*.yaml``)."""
+
+    embedding_reduction: str
+    alphafuse_id_dim: int | None  # ~: half the item size
+    alphafuse_id_init: Literal["zeros", "normal"]
+    alphafuse_semantic_std: float
+
+
+@dataclass(frozen=True)
+class AlphaFuseSASRecSettings(PaperSASRecSettings, AlphaFuseSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class AlphaFuseGRU4RecSettings(CausalSettings, AlphaFuseSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class LLMESRSettings(LLMInitSettings):
+    """LLM-ESR's LLM view (defaults: ``properties/model/LLMESR*.yaml``)."""
+
+    llmesr_adapter_hidden: int | None  # ~: half the LLM's size
+
+
+@dataclass(frozen=True)
+class LLMESRSASRecSettings(PaperSASRecSettings, LLMESRSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class LLMESRGRU4RecSettings(CausalSettings, LLMESRSettings):
+    pass
 
 
 class SemanticIDTable(torch.nn.Module):
@@ -40,7 +78,7 @@ class SemanticIDTable(torch.nn.Module):
     frozen semantic table [items, d] with a trainable ID part [items, k] added to its last k columns. Row 0
     (padding) stays zero."""
 
-    def __init__(self, semantic: torch.Tensor, id_dim: int, id_init: str = "zeros"):
+    def __init__(self, semantic: torch.Tensor, id_dim: int, id_init: Literal["zeros", "normal"] = "zeros"):
         super().__init__()
         rows, size = semantic.shape
         if not 0 < id_dim <= size:
@@ -80,14 +118,13 @@ class AlphaFuseMixin:
 
     @classmethod
     def check_settings(cls, config) -> None:
-        if config_value(config, "embedding_reduction") != "pca":
+        settings = cls.settings_class.read(config)
+        if settings.embedding_reduction != "pca":
             raise SettingError("AlphaFuse's semantic space is the principal components of the LLM embeddings: set "
-                               f"embedding_reduction: pca (got {config_value(config, 'embedding_reduction')!r})")
-        size, id_dim = int(config[cls.table_size_key]), config_value(config, "alphafuse_id_dim")
-        if id_dim is not None and not 0 < int(id_dim) <= size:
+                               f"embedding_reduction: pca (got {settings.embedding_reduction!r})")
+        size, id_dim = int(config[cls.table_size_key]), settings.alphafuse_id_dim
+        if id_dim is not None and not 0 < id_dim <= size:
             raise SettingError(f"alphafuse_id_dim must be between 1 and {cls.table_size_key} ({size}); got {id_dim}")
-        if config_value(config, "alphafuse_id_init", "zeros") not in ID_INITS:
-            raise SettingError(f"alphafuse_id_init must be one of {', '.join(ID_INITS)}")
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -95,14 +132,16 @@ class AlphaFuseMixin:
 
     def _use_semantic_table(self, config, dataset) -> None:
         size = int(config[self.table_size_key])
-        id_dim = int(config_value(config, "alphafuse_id_dim") or size // 2)
+        id_dim = self.settings.alphafuse_id_dim or size // 2
         semantic = whitened_principal_components(config, dataset, self.n_items, size,
-                                                 float(config_value(config, "alphafuse_semantic_std", 1.0)))
-        self.item_embedding = SemanticIDTable(semantic, id_dim, config_value(config, "alphafuse_id_init", "zeros"))
+                                                 self.settings.alphafuse_semantic_std)
+        self.item_embedding = SemanticIDTable(semantic, id_dim, self.settings.alphafuse_id_init)
 
 
 @register_model
 class AlphaFuseSASRec(AlphaFuseMixin, PaperSASRec):
+    settings_class = AlphaFuseSASRecSettings
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self._use_semantic_table(config, dataset)
@@ -110,6 +149,7 @@ class AlphaFuseSASRec(AlphaFuseMixin, PaperSASRec):
 
 @register_model
 class AlphaFuseGRU4Rec(AlphaFuseMixin, PaperGRU4Rec):
+    settings_class = AlphaFuseGRU4RecSettings
     table_size_key = "embedding_size"
 
     def __init__(self, config, dataset):
@@ -130,11 +170,10 @@ class DualViewMixin(LLMInitMixin):
 
     @classmethod
     def check_settings(cls, config) -> None:
-        super().check_settings(config)
-        if config_value(config, "output_dense") is not None:
+        if cls.settings_class.read(config).output_dense is not None:
             raise SettingError("LLM-ESR's state is the two views concatenated, scored against the two item tables "
                                "concatenated: output_dense (a Dense on one table's size) does not apply; set it to ~")
-        if config_value(config, "loss_type", "CE") != "CE":
+        if config["loss_type"] != "CE":
             raise SettingError("LLMESR models train with the catalog cross-entropy (loss_type: CE)")
 
     @classmethod
@@ -148,7 +187,7 @@ class DualViewMixin(LLMInitMixin):
         llm = dataset.item_embeddings(full_llm_config(config))[: self.n_items]
         llm[0] = 0.0
         self.register_buffer("llm_table", llm)
-        hidden = int(config_value(config, "llmesr_adapter_hidden") or llm.shape[1] // 2)
+        hidden = self.settings.llmesr_adapter_hidden or llm.shape[1] // 2
         self.adapter = torch.nn.Sequential(torch.nn.Linear(llm.shape[1], hidden), torch.nn.Linear(hidden, size))
         for layer in self.adapter:
             torch.nn.init.xavier_normal_(layer.weight)
@@ -179,6 +218,8 @@ class DualViewMixin(LLMInitMixin):
 
 @register_model
 class LLMESRSASRec(DualViewMixin, PaperSASRec):
+    settings_class = LLMESRSASRecSettings
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self._add_llm_view(config, dataset)
@@ -193,6 +234,7 @@ class LLMESRSASRec(DualViewMixin, PaperSASRec):
 
 @register_model
 class LLMESRGRU4Rec(DualViewMixin, PaperGRU4Rec):
+    settings_class = LLMESRGRU4RecSettings
     table_size_key = "embedding_size"
 
     def __init__(self, config, dataset):

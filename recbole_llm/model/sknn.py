@@ -27,22 +27,65 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from ..data.sessions import training_sessions
-from ..embeddings.index import ItemIndex, chosen_kind, index_params, recall_at_k
+from ..embeddings.index import AnnSettings, ItemIndex, chosen_kind, recall_at_k
 from ..embeddings.pooling import check_strategy, pool, position_weights
 from ..embeddings.store import prepare_item_embeddings
 from ..registry import register_model
-from ..settings import config_choice
+from ..settings import ModelSettings
 from ..trainer import FitOnceTrainer
 from .common import ScoresFromFullSort
 
-SAMPLINGS = ("recent", "random")
-SIMILARITIES = ("cosine", "dot")
-BACKFILLS = ("popularity", "none")
+
+
+@dataclass(frozen=True)
+class SessionKNNSettings(ModelSettings):
+    """The neighbourhood's settings (defaults: ``properties/model/<Model>.yaml`` of each kNN model)."""
+
+    sknn_k: int
+    sknn_sample_size: int | None  # ~ or 0: every candidate
+    sknn_sampling: Literal["recent", "random"]
+    sknn_similarity: Literal["cosine", "dot"]
+    sknn_idf_weighting: bool
+    sknn_backfill: Literal["popularity", "none"]
+    exclude_session_items: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class VSKNNSettings(SessionKNNSettings):
+    sknn_decay: str  # a position-weight strategy of recbole_llm/embeddings/pooling.py
+
+
+@dataclass(frozen=True)
+class SSKNNSettings(SessionKNNSettings):
+    sknn_sequential_weighting: Literal["linear", "div"]
+
+
+@dataclass(frozen=True)
+class SFSKNNSettings(SessionKNNSettings):
+    sfsknn_followers: Literal["global", "neighbour"]
+
+
+@dataclass(frozen=True)
+class SKNNEmbSettings(SessionKNNSettings, AnnSettings):
+    sknn_prompt_pooling: str  # pooling strategies of recbole_llm/embeddings/pooling.py
+    sknn_train_pooling: str
+    sknn_emb_candidates: Literal["shared_item", "all"]
+    sknn_emb_index: Literal["auto", "exact", "hnsw", "ivf"]
+    sknn_emb_ann_min_sessions: int
+
+    def index_kind(self, n_sessions: int) -> str:
+        """``sknn_emb_candidates: all`` searches every training session: exactly, or through a faiss index
+        (``sknn_emb_index``: auto = HNSW above ``sknn_emb_ann_min_sessions`` sessions)."""
+        return chosen_kind("sknn_emb_index", self.sknn_emb_index, self.sknn_emb_ann_min_sessions, n_sessions)
 
 
 class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
@@ -53,17 +96,19 @@ class SessionKNNBase(ScoresFromFullSort, SequentialRecommender):
     trainer_class = FitOnceTrainer
     needs_training = False
     decay = "mean"  # SKNN weighs every prompt item the same
+    settings_class = SessionKNNSettings
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.k = int(config["sknn_k"])
-        self.sample_size = int(config["sknn_sample_size"] or 0)
-        self.sampling = config_choice(config, "sknn_sampling", SAMPLINGS)
-        self.similarity = config_choice(config, "sknn_similarity", SIMILARITIES)
-        self.idf_weighting = bool(config["sknn_idf_weighting"])
-        self.backfill = config_choice(config, "sknn_backfill", BACKFILLS, "popularity")
-        self.exclude_session_items = bool(config["exclude_session_items"])
-        self.rng = np.random.default_rng(config["seed"])
+        self.settings = settings = self.settings_class.read(config)
+        self.k = settings.sknn_k
+        self.sample_size = settings.sknn_sample_size or 0
+        self.sampling = settings.sknn_sampling
+        self.similarity = settings.sknn_similarity
+        self.idf_weighting = settings.sknn_idf_weighting
+        self.backfill = settings.sknn_backfill
+        self.exclude_session_items = settings.exclude_session_items
+        self.rng = np.random.default_rng(settings.seed)
         self.sessions, self.session_end = training_sessions(dataset)
         self._index_sessions()
         self.dummy = torch.nn.Parameter(torch.zeros(1))
@@ -182,9 +227,11 @@ class SKNN(SessionKNNBase):
 
 @register_model
 class VSKNN(SessionKNNBase):
+    settings_class = VSKNNSettings
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.decay = check_strategy("sknn_decay", config["sknn_decay"])
+        self.decay = check_strategy("sknn_decay", self.settings.sknn_decay)
 
 
 @register_model
@@ -194,11 +241,11 @@ class SSKNN(SessionKNNBase):
     1-based position from the oldest item; ``div`` (session-rec) 1 / its distance
     from the prompt's end."""
 
-    WEIGHTINGS = ("linear", "div")
+    settings_class = SSKNNSettings
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.weighting = config_choice(config, "sknn_sequential_weighting", self.WEIGHTINGS, "linear")
+        self.weighting = self.settings.sknn_sequential_weighting
 
     def reweight(self, b, prompt, cand, sim):
         unique = list(dict.fromkeys(int(i) for i in prompt))  # the original deduplicates, first occurrence
@@ -218,11 +265,11 @@ class SFSKNN(SessionKNNBase):
     in some training session (a global "followed-by" map, as session-rec's
     SeqFilterContextKNN and the paper's code) are scored."""
 
-    FOLLOWERS = ("global", "neighbour")
+    settings_class = SFSKNNSettings
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.follower_scope = config_choice(config, "sfsknn_followers", self.FOLLOWERS, "global")
+        self.follower_scope = self.settings.sfsknn_followers
         self._index_followers()
 
     def _index_followers(self) -> None:
@@ -261,18 +308,13 @@ class SKNNEmb(SessionKNNBase):
     are pooled with ``sknn_train_pooling``, the prompt (its last
     MAX_ITEM_LIST_LENGTH items, deduplicated) with ``sknn_prompt_pooling``."""
 
+    settings_class = SKNNEmbSettings
+
     @classmethod
     def check_settings(cls, config) -> None:
-        check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
-        check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
-        config_choice(config, "sknn_emb_candidates", ("shared_item", "all"), "shared_item")
-        cls.session_index_kind(config, 0)
-
-    @staticmethod
-    def session_index_kind(config, n_sessions: int) -> str:
-        """``sknn_emb_candidates: all`` searches every training session: exactly, or through a faiss index
-        (``sknn_emb_index``: auto = HNSW above ``sknn_emb_ann_min_sessions`` sessions)."""
-        return chosen_kind(config, "sknn_emb_index", "sknn_emb_ann_min_sessions", n_sessions)
+        settings = cls.settings_class.read(config)
+        check_strategy("sknn_prompt_pooling", settings.sknn_prompt_pooling)
+        check_strategy("sknn_train_pooling", settings.sknn_train_pooling)
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
@@ -280,14 +322,14 @@ class SKNNEmb(SessionKNNBase):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.prompt_pooling = check_strategy("sknn_prompt_pooling", config["sknn_prompt_pooling"])
-        self.train_pooling = check_strategy("sknn_train_pooling", config["sknn_train_pooling"])
-        self.candidates = config_choice(config, "sknn_emb_candidates", ("shared_item", "all"), "shared_item")
+        self.prompt_pooling = check_strategy("sknn_prompt_pooling", self.settings.sknn_prompt_pooling)
+        self.train_pooling = check_strategy("sknn_train_pooling", self.settings.sknn_train_pooling)
+        self.candidates = self.settings.sknn_emb_candidates
         self.register_buffer("item_table", dataset.item_embeddings(config))
         self.register_buffer("session_table", self.pool_sessions())
         self._prompt_embeddings = None
-        self.index_kind = self.session_index_kind(config, len(self.sessions))
-        self.index_params = index_params(config)
+        self.index_kind = self.settings.index_kind(len(self.sessions))
+        self.index_params = self.settings.index_params()
         self._session_index = None  # built at the first search: sessions are this data's, nothing to cache on disk
 
     def session_index(self) -> ItemIndex:
