@@ -80,7 +80,7 @@ DEFAULTS_ADDED_TO_YAML = {
     "PaperBERT4Rec.yaml": {"bert_layers": "recbole", "bert_padding": "right", "bert_predict_mask": "recbole",
                            "pack_sequences": False, **_PAPER_CATALOG},
     "SKNNEmb.yaml": {"sknn_emb_index": "auto", "sknn_emb_ann_min_sessions": 200000, **_ANN},
-    "LLMSeqSimSeqHybrid.yaml": {"llmseqsim_index": "auto", "llmseqsim_ann_min_items": 200000,
+    "LLMSeqSimSeqHybrid.yaml": {"llmseqsim_index": "exact", "llmseqsim_ann_min_items": 200000,
                                 "llmseqsim_ann_candidates": 200, **_ANN},
     "LLMSeqPrompt.yaml": {"prompt_rank_score": "sum", "prompt_rank_prior": 0.0, "llmseqsim_pooling": "mean",
                           "llm_gradient_checkpointing": True},

@@ -42,8 +42,14 @@ def check_run_settings(config: Config, folder: Path) -> None:
             raise SettingError("enable_amp=True trains in bf16 (CPU autocast), but this CPU has no AVX-512 BF16 "
                              "(see /proc/cpuinfo): bf16 would be emulated, slower than fp32. Set enable_amp=False")
     if config["train_precision"] not in (None, "fp32"):  # a Paper model's CatalogTrainer: refuse bf16 up front
+        from .lazy_adam import CatalogTrainer
         from .llm.precision import resolve_precision
+        from .registry import get_trainer
 
+        if not issubclass(get_trainer(config["MODEL_TYPE"], config["model"]), CatalogTrainer):
+            raise SettingError(f"train_precision is read by the trainer of PaperSASRec, PaperGRU4Rec, PaperBERT4Rec "
+                               f"and their subclasses; {config['model']}'s would ignore it (RecBole's enable_amp is "
+                               "the switch of other trainers)")
         resolve_precision(config["train_precision"], config["device"], key="train_precision",
                           allowed=("auto", "fp32", "bf16"))
     if str(config["learner"] or "").lower() == "lazy_adam":

@@ -100,11 +100,27 @@ class CatalogTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         precision = model.settings.train_precision  # the Paper models' TrainingSettings (their trainer_class)
+        self.bf16 = False
         if precision != "fp32":
             from .llm.precision import resolve_precision
 
-            self.enable_amp = resolve_precision(precision, self.device, key="train_precision",
-                                                allowed=("auto", "fp32", "bf16")) == "bf16"
+            self.bf16 = resolve_precision(precision, self.device, key="train_precision",
+                                          allowed=("auto", "fp32", "bf16")) == "bf16"
+            self.enable_amp = self.bf16
+
+    def _train_epoch(self, *args, **kwargs):
+        """RecBole's epoch, its autocast in bf16 where ``train_precision`` asked for it: RecBole's ``torch.autocast``
+        names no dtype, which is bf16 on the CPU but fp16 on CUDA (and fp16 without RecBole's GradScaler can
+        underflow)."""
+        if not self.bf16:
+            return super()._train_epoch(*args, **kwargs)
+        device = torch.device(self.device).type
+        before = torch.get_autocast_dtype(device)
+        torch.set_autocast_dtype(device, torch.bfloat16)
+        try:
+            return super()._train_epoch(*args, **kwargs)
+        finally:
+            torch.set_autocast_dtype(device, before)
 
     def _build_optimizer(self, **kwargs):
         if str(kwargs.get("learner", self.learner)).lower() != "lazy_adam":

@@ -135,12 +135,12 @@ class ResumableTraining:
     def _check_same_settings(self, record) -> None:
         """A resume file goes on only under the settings it was made with: resuming with another learning rate
         would mix two runs while the result recorded only the new one."""
-        from .checkpoints import config_hash
+        from .checkpoints import config_hashes
 
         if not isinstance(record, dict) or "hash" not in record:
             raise SettingError(f"resume file {self.resume_file} records no settings (an older format): delete it to "
                              "start the run again")
-        if record["hash"] == config_hash(self.config):
+        if record["hash"] in config_hashes(self.config):  # also one made before a default moved into yaml
             return
         before = record.get("settings", {})
         now = {k: v for k, v in dict(self.config.external_config_dict).items() if k not in ("model", "dataset")}

@@ -111,3 +111,30 @@ def test_train_precision_bf16_is_refused_up_front_without_native_bf16(tiny, monk
     monkeypatch.setattr("recbole_llm.llm.precision.cpu_has_native_bf16", lambda: False)
     with pytest.raises(ValueError, match="train_precision: bf16 needs a CPU with AVX-512 BF16"):
         build("PaperSASRec", tiny, train_precision="bf16")
+
+
+def test_bf16_training_names_its_dtype_to_recboles_autocast(tiny, monkeypatch):
+    """RecBole's autocast names no dtype: fp16 on CUDA. The epoch runs with bf16 as the autocast dtype (checked here
+    on the CPU with the default set to fp16, as CUDA's is), and the default is restored after."""
+    import recbole.trainer
+
+    from recbole_llm.registry import get_trainer
+
+    monkeypatch.setattr("recbole_llm.llm.precision.cpu_has_native_bf16", lambda: True)
+    seen = []
+    monkeypatch.setattr(recbole.trainer.Trainer, "_train_epoch",
+                        lambda self, *a, **k: seen.append(torch.get_autocast_dtype("cpu")) or 0.0)
+    config, _, (train, _, _), net = build("PaperSASRec", tiny, train_precision="bf16", epochs=1)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    before = torch.get_autocast_dtype("cpu")
+    torch.set_autocast_dtype("cpu", torch.float16)
+    try:
+        trainer._train_epoch(train, 0)
+        assert seen == [torch.bfloat16] and torch.get_autocast_dtype("cpu") == torch.float16
+    finally:
+        torch.set_autocast_dtype("cpu", before)
+
+
+def test_train_precision_is_refused_where_the_trainer_would_ignore_it(tiny):
+    with pytest.raises(ValueError, match="train_precision is read by the trainer of PaperSASRec"):
+        build("LLMSeqSim", tiny, train_precision="auto")

@@ -142,3 +142,11 @@ def test_the_hybrid_partner_takes_its_published_configuration_under_the_paper_pr
         **tiny["config"], "hybrid_sequential_model": "SKNNEmb",
         "hybrid_sequential_config": {"sknn_k": 99, "sknn_sampling": "random"}}).config
     assert partner_config(given)["sknn_k"] == 99, "given to the run, even equal to the published one: it wins"
+
+
+def test_the_hybrids_partner_settings_are_refused_before_anything_is_prepared(tiny, monkeypatch):
+    _no_embedding_work(monkeypatch)  # nothing may be embedded (paid) before the refusal
+    with pytest.raises(ValueError, match="embedding_scale must be one of std, none, unit; got 'huge'"):
+        pipeline.load_data("LLMSeqSimSeqHybrid", "tiny", None, {
+            **tiny["config"], "hybrid_sequential_model": "LLM2SASRec",
+            "hybrid_sequential_config": {"embedding_scale": "huge"}})

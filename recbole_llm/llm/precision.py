@@ -35,7 +35,7 @@ def resolve_precision(setting: str | None, device: str | torch.device = "cpu", k
     if setting not in allowed:
         raise SettingError(f"{key} must be one of {', '.join(allowed)}; got {setting!r}")
     on_cuda = str(device).startswith("cuda")
-    native = (torch.cuda.is_bf16_supported() if on_cuda else cpu_has_native_bf16())
+    native = (torch.cuda.is_bf16_supported(including_emulation=False) if on_cuda else cpu_has_native_bf16())
     if setting == "auto":
         return "bf16" if native else "fp32"
     if setting == "bf16" and not native:

@@ -133,9 +133,11 @@ class LLMSeqSimSeqHybrid(ScoresFromFullSort, SequentialRecommender):
             raise MissingFileError(f"hybrid_checkpoint {checkpoint} does not exist: give the .pth file a trained "
                                     f"{settings.hybrid_sequential_model} run saved (its result JSON names it under "
                                     "'checkpoint'), or leave hybrid_checkpoint unset to train the partner here")
-        partner = get_model(settings.hybrid_sequential_model)
+        partner, partner_settings = get_model(settings.hybrid_sequential_model), partner_config(config)
+        if getattr(partner, "settings_class", None) is not None:  # the partner's settings, before anything is paid
+            partner.settings_class.read(partner_settings)
         if hasattr(partner, "check_settings"):
-            partner.check_settings(partner_config(config))
+            partner.check_settings(partner_settings)
 
     @classmethod
     def prepare_resources(cls, config, dataset) -> None:
