@@ -97,16 +97,21 @@ def _digest(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _hashed_settings(config) -> dict:
+    """The resolved settings (RecBole's final config) without the ones that only say where files go or how much is
+    printed."""
+    return {str(k): v for k, v in dict(config.final_config_dict).items() if k not in VOLATILE_SETTINGS}
+
+
 def config_hash(config) -> str:
-    """A digest of everything a run computes from: the resolved settings (RecBole's final config), without the
-    ones that only say where files go or how much is printed."""
-    return config_hashes(config)[0]
+    """A digest of everything a run computes from (``_hashed_settings``)."""
+    return _digest(_hashed_settings(config))
 
 
 def config_hashes(config) -> tuple[str, str]:
     """``config_hash``, and the hash a run of these settings recorded before ``DEFAULTS_ADDED_TO_YAML``: the same
     settings without the keys that only those yaml entries set (not a preset file, not the run's own settings)."""
-    settings = {str(k): v for k, v in dict(config.final_config_dict).items() if k not in VOLATILE_SETTINGS}
+    settings = _hashed_settings(config)
     given = set()
     for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
         given |= set(getattr(config, part, None) or {})

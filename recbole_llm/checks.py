@@ -29,6 +29,15 @@ RENAMED_SETTINGS = {
 }
 
 
+def _trains_with_catalog_trainer(config) -> bool:
+    """Whether the configured model trains through ``CatalogTrainer``, the reader of ``learner: lazy_adam`` and
+    ``train_precision`` (the Paper models and their subclasses)."""
+    from .lazy_adam import CatalogTrainer
+    from .registry import get_trainer
+
+    return issubclass(get_trainer(config["MODEL_TYPE"], config["model"]), CatalogTrainer)
+
+
 def check_run_settings(config: Config, folder: Path) -> None:
     """Settings that would run and give a wrong or empty result, refused before any work."""
     from .registry import fits_in_one_pass
@@ -42,24 +51,17 @@ def check_run_settings(config: Config, folder: Path) -> None:
             raise SettingError("enable_amp=True trains in bf16 (CPU autocast), but this CPU has no AVX-512 BF16 "
                              "(see /proc/cpuinfo): bf16 would be emulated, slower than fp32. Set enable_amp=False")
     if config["train_precision"] not in (None, "fp32"):  # a Paper model's CatalogTrainer: refuse bf16 up front
-        from .lazy_adam import CatalogTrainer
-        from .llm.precision import resolve_precision
-        from .registry import get_trainer
-
-        if not issubclass(get_trainer(config["MODEL_TYPE"], config["model"]), CatalogTrainer):
+        if not _trains_with_catalog_trainer(config):
             raise SettingError(f"train_precision is read by the trainer of PaperSASRec, PaperGRU4Rec, PaperBERT4Rec "
                                f"and their subclasses; {config['model']}'s would ignore it (RecBole's enable_amp is "
                                "the switch of other trainers)")
-        resolve_precision(config["train_precision"], config["device"], key="train_precision",
-                          allowed=("auto", "fp32", "bf16"))
-    if str(config["learner"] or "").lower() == "lazy_adam":
         from .lazy_adam import CatalogTrainer
-        from .registry import get_trainer
 
-        if not issubclass(get_trainer(config["MODEL_TYPE"], config["model"]), CatalogTrainer):
-            raise SettingError(f"learner: lazy_adam updates the touched item rows of PaperSASRec, PaperGRU4Rec, "
-                               f"PaperBERT4Rec and their subclasses; {config['model']}'s trainer would silently use "
-                               "Adam instead: use learner: adam, or the Paper model")
+        CatalogTrainer.resolve_train_precision(config["train_precision"], config["device"])
+    if str(config["learner"] or "").lower() == "lazy_adam" and not _trains_with_catalog_trainer(config):
+        raise SettingError(f"learner: lazy_adam updates the touched item rows of PaperSASRec, PaperGRU4Rec, "
+                           f"PaperBERT4Rec and their subclasses; {config['model']}'s trainer would silently use "
+                           "Adam instead: use learner: adam, or the Paper model")
     renamed = {key: RENAMED_SETTINGS[key] for key in config.external_config_dict if key in RENAMED_SETTINGS}
     if renamed:
         raise SettingError("settings renamed to carry their model's prefix: " + "; ".join(

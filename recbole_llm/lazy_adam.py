@@ -101,12 +101,17 @@ class CatalogTrainer(Trainer):
         super().__init__(config, model)
         precision = model.settings.train_precision  # the Paper models' TrainingSettings (their trainer_class)
         self.bf16 = False
-        if precision != "fp32":
-            from .llm.precision import resolve_precision
-
-            self.bf16 = resolve_precision(precision, self.device, key="train_precision",
-                                          allowed=("auto", "fp32", "bf16")) == "bf16"
+        if precision != "fp32":  # fp32 leaves RecBole's enable_amp as the run set it
+            self.bf16 = self.resolve_train_precision(precision, self.device) == "bf16"
             self.enable_amp = self.bf16
+
+    @staticmethod
+    def resolve_train_precision(setting: str, device) -> str:
+        """``train_precision`` on this machine: fp32 or bf16 (``auto`` by the hardware; ``bf16`` refused where it is
+        not native). The run's checks call it too, so a refusal comes before any data is read."""
+        from .llm.precision import resolve_precision
+
+        return resolve_precision(setting, device, key="train_precision", allowed=("auto", "fp32", "bf16"))
 
     def _train_epoch(self, *args, **kwargs):
         """RecBole's epoch, its autocast in bf16 where ``train_precision`` asked for it: RecBole's ``torch.autocast``
