@@ -48,3 +48,25 @@ def test_preset_config_gives_recboles_own_flow_the_protocol(tiny):
     assert len(test.dataset.inter_feat) > 0
     with pytest.raises(ValueError, match="preset must be one of"):
         recbole_llm.preset_config("PaperSASRec", "tiny", "newest")
+
+
+@pytest.mark.parametrize("model, fold_label", [("LLMESRSASRec", "LLMESRSASRec48-scalenone"),
+                                               ("LLMESRGRU4Rec", "LLMESRGRU4Rec")])
+def test_a_best_file_runs_the_fold_row_that_chose_it(model, fold_label):
+    """The best preset's files were written by hand from the fold rows they cite: each must resolve to the settings
+    that row ran with, or the preset would run a configuration no fold measured."""
+    import yaml
+    from recbole.config import Config
+
+    from recbole_llm.experiment import parse_model_spec
+
+    folds = yaml.safe_load((PROPERTIES_DIR.parent / "benchmarks/experiments/beauty_semantic_folds.yaml").read_text())
+    rows = {label: (name, overrides) for label, name, overrides in map(parse_model_spec, folds["models"])}
+    name, overrides = rows[fold_label]
+    assert name == model
+    ran = Config(model=model, dataset="beauty", config_file_list=config_files(None, model, "beauty"),
+                 config_dict={**folds["set"], **overrides})
+    best = Config(model=model, dataset="beauty", config_file_list=config_files(None, model, "beauty", "best"))
+    best_keys = set(yaml.safe_load(open(config_files(None, model, "beauty", "best")[-1]))) - {"preset"}
+    for key in (set(folds["set"]) | set(overrides) | best_keys) - {"session_tie_order"}:
+        assert best[key] == ran[key], f"{model}: {key} is {best[key]!r} in the best preset, {ran[key]!r} on the folds"
