@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?= --model=LLM2SASRec --dataset=ml-100k --epochs=5
+# the suite on two workers (pytest-xdist); worksteal balances the README examples, which take minutes each
+TEST_WORKERS ?= 2
 export MALLOC_MMAP_THRESHOLD_ = 4294967296
 export MALLOC_TRIM_THRESHOLD_ = 4294967296
 
@@ -26,7 +28,7 @@ run: install
 	$(PY) run_recbole_llm.py $(RUN_ARGS)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) log log_tensorboard saved

@@ -1,7 +1,10 @@
-"""Every command the README shows still runs as written: ``run_recbole_llm.py`` commands are checked with
-``--check`` (the model, settings, preset files and dataset, in seconds, as a long run would refuse them), the quick
-``python -m recbole_llm`` commands run for real, and each one that cannot run here says why below. A command added
-to the README without a rule here fails the suite."""
+"""Every command the README shows still runs as written, in the time the README states for it here. Each command
+states its time in a trailing comment (``# ~2 min``, ``(3 s)``, ``seconds``, ``hours``). A command stated at
+``RUN_UP_TO`` or less runs for real, and fails if it takes more than twice its stated time (plus a minute for a
+slower or busier machine); a longer ``run_recbole_llm.py`` / ``tune`` command is checked with ``--check`` (the model,
+settings, preset files and dataset, in seconds, as the long run would refuse them); a command that cannot run here
+says why in ``NOT_RUN``. A command added to the README without a stated time or a rule fails the suite."""
+import os
 import re
 import shlex
 import subprocess
@@ -27,10 +30,12 @@ NOT_RUN = {
     "beauty_llm_gpu.yaml": "needs a CUDA GPU and the user's model folder (tests/test_gpu_experiment.py runs the file "
                            "on tiny data on CPU)",
 }
-SECONDS = 120  # a README command that takes longer here is a README that lies about "minutes"
+RUN_UP_TO = 300  # seconds: a command stated at this or less runs for real in the suite
 
 
-def readme_commands() -> list[str]:
+def readme_commands() -> list[tuple[str, str]]:
+    """(command, its trailing comment) for every ``python run_recbole_llm.py`` / ``python -m recbole_llm`` line of
+    the README's bash blocks, continuation lines joined."""
     text = (ROOT / "README.md").read_text()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
@@ -38,16 +43,40 @@ def readme_commands() -> list[str]:
         for line in joined.splitlines():
             line = line.strip()
             if re.match(r"(\.venv/bin/)?python (run_recbole_llm\.py|-m recbole_llm)\b", line):
-                commands.append(re.sub(r"\s+#.*$", "", line).rstrip(" &"))
+                command, _, comment = line.partition("  #")
+                commands.append((command.strip().rstrip(" &"), comment.strip()))
     return commands
 
 
-def test_the_readme_shows_commands_and_every_one_has_a_rule():
+def stated_seconds(comment: str) -> float | None:
+    """The time a README comment states: ``~2 min``, ``(3 s)``, ``~1 h``; ``seconds`` / ``hours`` alone."""
+    match = re.search(r"(\d+(?:\.\d+)?)\s*(s|sec|seconds?|min|minutes?|h|hours?)\b", comment)
+    if match:
+        unit = match.group(2)
+        return float(match.group(1)) * (3600 if unit.startswith("h") else 60 if unit.startswith("min") else 1)
+    if re.search(r"\bseconds\b", comment):
+        return 30.0
+    if re.search(r"\bhours\b", comment):
+        return 3 * 3600.0
+    return None
+
+
+def _is_run(command: str) -> bool:
+    return "run_recbole_llm.py" in command or re.search(r"-m recbole_llm (tune|run)\b", command) is not None
+
+
+def test_the_readme_shows_commands_and_every_one_has_a_time_or_a_rule():
     commands = readme_commands()
     assert len(commands) >= 15
-    for command in commands:
-        assert "run_recbole_llm.py" in command or any(p in command for p in NOT_RUN) or \
-            re.search(r"-m recbole_llm (recommend --dataset|convert --paper_beauty|tune|run)\b", command), command
+    for command, comment in commands:
+        if any(phrase in command for phrase in NOT_RUN):
+            continue
+        seconds = stated_seconds(comment)
+        assert seconds is not None, f"the README states no time for: {command}  (add '# ~N min' after it)"
+        assert seconds <= RUN_UP_TO or _is_run(command), \
+            f"{command}: stated at {seconds:.0f} s, too long to run in the suite and no --check to run instead"
+    assert sum(1 for c, m in commands if not any(p in c for p in NOT_RUN)
+               and (stated_seconds(m) or 0) <= RUN_UP_TO and _is_run(c)) >= 6, "the quick examples run for real"
 
 
 def _argv(command: str, data: Path) -> list[str]:
@@ -59,24 +88,37 @@ def _argv(command: str, data: Path) -> list[str]:
     return [sys.executable] + words
 
 
-@pytest.mark.parametrize("command", readme_commands())
-def test_a_readme_command_runs_as_written(command, tmp_path):
+def _label(item) -> str:
+    command, _ = item
+    words = [w for w in shlex.split(re.sub(r"\[[^\]]*\]", "", command))[1:]
+             if w not in ("-m", "recbole_llm", "run_recbole_llm.py") and not w.startswith("saved/")]
+    return "-".join(w.lstrip("-").split("=")[-1] for w in words[:4])[:60]
+
+
+@pytest.mark.parametrize("command, comment", readme_commands(), ids=[_label(c) for c in readme_commands()])
+def test_a_readme_command_runs_as_written(command, comment, tmp_path):
     skip = next((reason for phrase, reason in NOT_RUN.items() if phrase in command), None)
     if skip:
-        return  # the reason is in NOT_RUN; test_the_readme_shows_commands_and_every_one_has_a_rule keeps the list honest
+        return  # the reason is in NOT_RUN; test_the_readme_shows_commands_... keeps the list honest
     if "beauty" in command and not (SHARED / "data" / "amazon-beauty").is_dir():
         pytest.fail("../shared/data/amazon-beauty is missing: the README's Beauty commands need it")
     argv = _argv(command, tmp_path)
     if "beauty" in command and "convert" not in command:  # the README converts Beauty first
         subprocess.run([sys.executable, "-m", "recbole_llm", "convert", "--paper_beauty",
                         str(SHARED / "data" / "amazon-beauty")], cwd=tmp_path, check=True, capture_output=True)
-    is_run = argv[1].endswith("run_recbole_llm.py") or argv[2:4] in (["recbole_llm", "tune"], ["recbole_llm", "run"])
-    if is_run:
+    stated = stated_seconds(comment)
+    checked = stated > RUN_UP_TO
+    if checked:
         argv.append("--check")
+    budget = 120 if checked else 2 * stated + 60
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=SECONDS,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    try:
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=budget,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{command}: still running after {budget:.0f} s; the README says {comment!r}")
+    took = time.perf_counter() - started
     assert done.returncode == 0, f"{command}\n{done.stderr[-1500:]}"
-    if is_run:
+    if checked:
         assert "ok:" in done.stdout
-    assert time.perf_counter() - started < SECONDS
+    assert took < budget, f"{command}: {took:.0f} s; the README says {comment!r}"
