@@ -30,10 +30,12 @@ def test_the_best_ensemble_trains_its_members_with_the_best_presets_files(tiny):
     config = Config(model="ScoreEnsemble", dataset="beauty", config_file_list=config_files(None, "ScoreEnsemble",
                     "beauty", "best"), config_dict={"data_path": str(tiny["path"]), "checkpoint_dir": "saved"})
     specs = member_specs(config)
-    assert [s["model"] for s in specs] == ["PaperSASRec", "LLM2SASRec", "LLMSeqSim"]
-    assert [s["train"] for s in specs] == [True, True, False]
-    files, _ = member_files_and_settings(config, specs[0])
-    assert files[-1].endswith("best/beauty/PaperSASRec.yaml")
+    assert [s["model"] for s in specs] == ["PaperSASRec", "LLM2SASRec", "LLMSeqSim", "LLMESRSASRec", "LLMESRGRU4Rec"]
+    assert [s["train"] for s in specs] == [True, True, False, True, True]
+    for spec in specs:  # each member runs its family's best file where there is one, else the paper's
+        files, _ = member_files_and_settings(config, spec)
+        assert files[-1].endswith(f"best/beauty/{spec['model']}.yaml") or "best/" not in " ".join(files), files
+    assert member_files_and_settings(config, specs[4])[0][-1].endswith("best/beauty/LLMESRGRU4Rec.yaml")
 
 
 def test_preset_config_gives_recboles_own_flow_the_protocol(tiny):
