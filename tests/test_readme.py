@@ -9,7 +9,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,14 +42,16 @@ def readme_commands() -> list[tuple[str, str]]:
         for line in joined.splitlines():
             line = line.strip()
             if re.match(r"(\.venv/bin/)?python (run_recbole_llm\.py|-m recbole_llm)\b", line):
-                command, _, comment = line.partition("  #")
+                split = re.match(r"(.*?)\s+#\s*(.*)$", line)
+                command, comment = split.groups() if split else (line, "")
                 commands.append((command.strip().rstrip(" &"), comment.strip()))
     return commands
 
 
 def stated_seconds(comment: str) -> float | None:
-    """The time a README comment states: ``~2 min``, ``(3 s)``, ``~1 h``; ``seconds`` / ``hours`` alone."""
-    match = re.search(r"(\d+(?:\.\d+)?)\s*(s|sec|seconds?|min|minutes?|h|hours?)\b", comment)
+    """The time a README comment states: ``~2 min``, ``(3 s)``, ``~1 h`` (a number right after ``~`` or ``(``);
+    ``seconds`` / ``hours`` alone."""
+    match = re.search(r"[~(]\s*(\d+(?:\.\d+)?)\s*(s|sec|seconds?|min|minutes?|h|hours?)\b", comment)
     if match:
         unit = match.group(2)
         return float(match.group(1)) * (3600 if unit.startswith("h") else 60 if unit.startswith("min") else 1)
@@ -113,14 +114,11 @@ def test_a_readme_command_runs_as_written(command, comment, tmp_path):
     if checked:
         argv.append("--check")
     budget = 120 if checked else 2 * stated + 60
-    started = time.perf_counter()
     try:
         done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=budget,
                               env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
         pytest.fail(f"{command}: still running after {budget:.0f} s; the README says {comment!r}")
-    took = time.perf_counter() - started
     assert done.returncode == 0, f"{command}\n{done.stderr[-1500:]}"
     if checked:
         assert "ok:" in done.stdout
-    assert took < budget, f"{command}: {took:.0f} s; the README says {comment!r}"

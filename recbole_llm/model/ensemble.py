@@ -201,7 +201,7 @@ class ScoreEnsemble(ScoresFromFullSort, SequentialRecommender):
         step = settings.ensemble_weight_step
         if not 0 < step <= 0.5 or abs(round(1 / step) * step - 1) > 1e-9:
             raise SettingError(f"ensemble_weight_step must divide 1 (0.05, 0.1, 0.25, 0.5); got {step}")
-        from ..checks import check_local_embedding_model
+        from ..embeddings.providers.local import check_local_embedding_model
 
         for spec in specs:  # a member still to be trained or fitted embeds its texts: its model must be here now,
             if not (spec["checkpoint"] and Path(spec["checkpoint"]).is_file()):  # not after the members before it

@@ -66,6 +66,10 @@ def check_model_available(model: str) -> None:
     late (an ensemble's last member) would otherwise fail after its earlier members trained. Nothing is loaded."""
     import importlib.metadata
 
+    from ...settings import default_cache_dir
+
+    if model in SPLIT_PACKAGED_MODELS and (default_cache_dir() / "models" / model / "modules.json").exists():
+        return  # unpacked once before (assemble_split_model reads this copy)
     if model in SPLIT_PACKAGED_MODELS:
         pattern, count = SPLIT_PACKAGED_MODELS[model]
         missing = []
@@ -85,6 +89,17 @@ def check_model_available(model: str) -> None:
         raise SettingError(f"local embedding model '{model}' is neither packaged "
                            f"({', '.join([*PACKAGED_MODELS, *SPLIT_PACKAGED_MODELS])}) nor a folder on this machine; "
                            "models are never downloaded at run time.")
+
+
+def check_local_embedding_model(config) -> None:
+    """A run (or an ensemble member) that embeds item texts with a local model must have that model installed
+    (models are never downloaded at run time); refused by the run's checks, before anything trains."""
+    settings = config.final_config_dict
+    if settings.get("embedding_provider") != "local" or settings.get("embedding_file"):
+        return  # another provider, or the user's own table (read, not embedded)
+    from . import DEFAULT_MODELS
+
+    check_model_available(settings.get("embedding_model") or DEFAULT_MODELS["local"])
 
 
 def resolve_model_path(model: str) -> str:
