@@ -137,11 +137,3 @@ def tiny_llm(tmp_path_factory):
     tokenizer.save_pretrained(folder)
     return folder
 
-
-# tests that take minutes (the README's examples run for real, the Ray searches): started first, so that under
-# `make test`'s two workers none of them is left to run alone at the end
-SLOW_TESTS = ("test_readme.py::test_a_readme_command_runs_as_written", "test_ray_tuning.py::")
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: not any(part in item.nodeid for part in SLOW_TESTS))  # stable: order kept otherwise
