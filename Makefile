@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?= --model=LLM2SASRec --dataset=ml-100k --epochs=5
-# the suite on two workers (pytest-xdist); worksteal balances the README examples, which take minutes each
+# the suite on two workers (pytest-xdist); with worksteal a worker that runs out takes tests queued on the other
 TEST_WORKERS ?= 2
 export MALLOC_MMAP_THRESHOLD_ = 4294967296
 export MALLOC_TRIM_THRESHOLD_ = 4294967296
