@@ -8,10 +8,16 @@ step's GFLOP/s as a share of the matching matmul peak.
 
     python -m benchmarks.train_speed --models SASRec LLM2SASRec --batches 30 \
         --out benchmarks/results/profile/train_speed.json
+
+Variants: fp32 / bf16 x the plain full softmax, the fused one (``full_softmax: fused``) and 256 sampled negatives;
+"fresh pages": the plain one with ``train_keep_freed_memory: False`` (glibc unmaps every large freed tensor, so the
+next step faults its pages in again; run this without the Makefile's ``MALLOC_*`` variables, which would keep them).
+The FLOPs of a step are counted on the plain loss: the fused one does the same products.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,6 +27,10 @@ VARIANTS = {
     "bf16 full": {"enable_amp": True},
     "fp32 sampled-256": {"enable_amp": False, "softmax_negatives": 256},
     "bf16 sampled-256": {"enable_amp": True, "softmax_negatives": 256},
+    "fp32 full, fresh pages": {"enable_amp": False, "train_keep_freed_memory": False},
+    "bf16 full, fresh pages": {"enable_amp": True, "train_keep_freed_memory": False},
+    "fp32 fused": {"enable_amp": False, "full_softmax": "fused"},
+    "bf16 fused": {"enable_amp": True, "full_softmax": "fused"},
 }
 
 
@@ -48,10 +58,13 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
     trainer._train_epoch(_FirstBatches(train, 1), 0)  # warm-up: allocations, kernels chosen
     first = next(iter(train))
     counter = FlopCounterMode(display=False)
+    used = run.model.settings
+    run.model.settings = dataclasses.replace(used, full_softmax="plain")  # the same products, each seen by the counter
     with counter, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(settings.get("enable_amp"))):
         loss = run.model.calculate_loss(first)
     with counter:
         loss.backward()
+    run.model.settings = used
     trainer.optimizer.zero_grad()
     started = time.perf_counter()
     trainer._train_epoch(_FirstBatches(train, batches), 1)
@@ -89,12 +102,13 @@ def main() -> None:
             row["share_of_peak"] = round(row["gflop_per_s"] / peaks[name.split()[0]], 3)
             rows[name] = row
             print(model, name, row, flush=True)
-        base = rows["fp32 full"]["seconds_per_step"]
-        for row in rows.values():
-            row["speed_vs_fp32_full"] = round(base / row["seconds_per_step"], 2)
+        if "fp32 full" in rows:
+            base = rows["fp32 full"]["seconds_per_step"]
+            for row in rows.values():
+                row["speed_vs_fp32_full"] = round(base / row["seconds_per_step"], 2)
         result["models"][model] = rows
     result["command"] = (f"python -m benchmarks.train_speed --models {' '.join(args.models)} --batches {args.batches} "
-                         f"--out {args.out}")
+                         f"--variants {' '.join(repr(v) for v in args.variants)} --out {args.out}")
     result["provenance"] = provenance(1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

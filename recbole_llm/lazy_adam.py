@@ -18,6 +18,8 @@ import math
 import torch
 from recbole.trainer import Trainer
 
+from .allocator import keep_freed_memory
+
 
 class LazyAdam(torch.optim.Optimizer):
     """Adam (L2 ``weight_decay`` added to the gradient, as torch's and RecBole's Adam) whose ``rows`` parameters are
@@ -114,18 +116,20 @@ class CatalogTrainer(Trainer):
         return resolve_precision(setting, device, key="train_precision", allowed=("auto", "fp32", "bf16"))
 
     def _train_epoch(self, *args, **kwargs):
-        """RecBole's epoch, its autocast in bf16 where ``train_precision`` asked for it: RecBole's ``torch.autocast``
-        names no dtype, which is bf16 on the CPU but fp16 on CUDA (and fp16 without RecBole's GradScaler can
-        underflow)."""
-        if not self.bf16:
-            return super()._train_epoch(*args, **kwargs)
-        device = torch.device(self.device).type
-        before = torch.get_autocast_dtype(device)
-        torch.set_autocast_dtype(device, torch.bfloat16)
-        try:
-            return super()._train_epoch(*args, **kwargs)
-        finally:
-            torch.set_autocast_dtype(device, before)
+        """RecBole's epoch, with freed memory kept for the next step (``train_keep_freed_memory``:
+        ``recbole_llm/allocator.py``), its autocast in bf16 where ``train_precision`` asked for it: RecBole's
+        ``torch.autocast`` names no dtype, which is bf16 on the CPU but fp16 on CUDA (and fp16 without RecBole's
+        GradScaler can underflow)."""
+        with keep_freed_memory(self.model.settings.train_keep_freed_memory):
+            if not self.bf16:
+                return super()._train_epoch(*args, **kwargs)
+            device = torch.device(self.device).type
+            before = torch.get_autocast_dtype(device)
+            torch.set_autocast_dtype(device, torch.bfloat16)
+            try:
+                return super()._train_epoch(*args, **kwargs)
+            finally:
+                torch.set_autocast_dtype(device, before)
 
     def _build_optimizer(self, **kwargs):
         if str(kwargs.get("learner", self.learner)).lower() != "lazy_adam":

@@ -14,6 +14,8 @@ computes. The options, each documented in its own module:
 - ``learner: lazy_adam`` (all three, through their trainer; ``recbole_llm/lazy_adam.py``): Adam on the touched item
   rows only, for large catalogs with the sampled softmax;
 - ``train_precision`` (all three, through their trainer): fp32 | bf16 | auto (bf16 where the hardware has it).
+- ``full_softmax`` (all three): plain | fused | auto, the exact full-catalog CE without its [positions x catalog]
+  tensors (``fused_softmax.py``); ``train_keep_freed_memory``: no page faults within an epoch (``allocator.py``).
 
 Each option is a field of the model's typed settings (``PaperSASRecSettings``, ...) with its default in
 ``properties/model/<Model>.yaml``.
@@ -31,7 +33,7 @@ from ..lazy_adam import CatalogTrainer
 from ..registry import register_model
 from ..settings import ModelSettings
 from . import bert_layers, cloze_predict, output_head, packed_encoder, position_losses
-from .sampled_softmax import CatalogSampler, SampledSoftmaxSettings
+from .sampled_softmax import CatalogSampler, SampledSoftmaxSettings, fused_full_softmax
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class TrainingSettings(ModelSettings):
     48); the paper preset trains in fp32."""
 
     train_precision: Literal["fp32", "bf16", "auto"]
+    train_keep_freed_memory: bool  # freed memory reused by the next step (recbole_llm/allocator.py)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,9 @@ class CausalCatalogModel:
     def calculate_loss(self, interaction):
         if TARGETS in interaction.interaction:  # train_mode: all_positions rows
             return position_losses.all_positions_loss(self, interaction)
-        if output_head.bias(self) is None and not (self.catalog_sampler is not None and self.loss_type == "CE"):
+        ours = self.loss_type == "CE" and (self.catalog_sampler is not None or fused_full_softmax(
+            self.settings.full_softmax, output_head.catalog_table(self).shape[1]))
+        if output_head.bias(self) is None and not ours:
             return super().calculate_loss(interaction)
         return output_head.last_position_loss(self, interaction)
 
@@ -168,7 +173,8 @@ PAPER_VERSION = {SASRec: PaperSASRec, GRU4Rec: PaperGRU4Rec, BERT4Rec: PaperBERT
 # the options above, at the values that leave a model as RecBole ships it
 OPTIONS = {"output_dense": (None,), "output_bias": (None, False), "pack_sequences": (None, False),
            "softmax_negatives": (None,), "bert_layers": (None, "recbole"), "bert_padding": (None, "right"),
-           "bert_mask_last_copies": (None,), "bert_random_mask_copies": (None,), "train_precision": (None, "fp32")}
+           "bert_mask_last_copies": (None,), "bert_random_mask_copies": (None,), "train_precision": (None, "fp32"),
+           "full_softmax": (None, "plain")}
 
 
 def refuse_options_recbole_ignores(config, model_class) -> None:
