@@ -51,23 +51,11 @@ def prepare(config, dataset) -> None:
             logger.warning("IntraListDiversity needs item texts to embed; it will report NaN (%s)", error)
 
 
-def _gru4rec(config) -> bool:
-    from recbole.model.sequential_recommender import GRU4Rec
-
-    from .registry import get_model
-
-    try:
-        return issubclass(get_model(config["model"]), GRU4Rec)
-    except Exception:  # noqa: BLE001 - a model RecBole resolves otherwise
-        return False
-
-
 def catalog_loss_bytes(config, n_items: int) -> int:
     """Bytes of one training batch's catalog scores and their gradients: batch x supervised positions x scored
     items x 4 bytes x 3 (scores, softmax, gradient). Positions: the window under ``train_mode: all_positions``, the
     masked slots of a cloze model, else 1; items: the catalog, or the shared negatives of a sampled softmax. The
     fused full softmax holds one chunk."""
-    from .model.sampled_softmax import fused_full_softmax
     from .settings import config_value
 
     batch = int(config_value(config, "train_batch_size", 2048))
@@ -77,8 +65,7 @@ def catalog_loss_bytes(config, n_items: int) -> int:
     else:
         positions = window if config_value(config, "train_mode", "prefixes") == "all_positions" else 1
     negatives = config_value(config, "softmax_negatives")
-    width = int(config_value(config, "embedding_size" if _gru4rec(config) else "hidden_size", 64))  # the item table's
-    if not negatives and fused_full_softmax(config_value(config, "full_softmax", "plain"), width):
+    if not negatives and config_value(config, "full_softmax", "plain") == "fused":
         from .model.fused_softmax import chunk_rows
 
         return min(batch * positions, chunk_rows(n_items)) * n_items * 4 * 2  # one chunk's logits and their cast

@@ -4,7 +4,6 @@ import torch
 
 from conftest import build
 from recbole_llm.model.fused_softmax import chunk_rows, fused_cross_entropy
-from recbole_llm.model.sampled_softmax import fused_full_softmax
 
 
 def _inputs(positions=53, items=97, width=8, dtype=torch.float64, seed=0):
@@ -69,11 +68,6 @@ def test_memory_is_bounded_by_the_chunk():
     assert chunk_rows(12_101) == 256
     assert chunk_rows(1_000_000) * 1_000_000 * 4 <= 16 * 2**20
     assert chunk_rows(10**9) == 1
-
-
-def test_auto_picks_fused_for_narrow_tables_only():
-    assert fused_full_softmax("fused", 4096) and not fused_full_softmax("plain", 8)
-    assert fused_full_softmax("auto", 48) and fused_full_softmax("auto", 256) and not fused_full_softmax("auto", 384)
 
 
 @pytest.mark.parametrize("model, extra", [

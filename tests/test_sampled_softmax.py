@@ -129,6 +129,8 @@ def test_a_full_softmax_that_cannot_fit_is_refused_up_front_naming_the_sampled_o
     config = {"train_batch_size": 256, "MAX_ITEM_LIST_LENGTH": 20, "train_mode": "all_positions"}
     assert catalog_loss_bytes(config, 1_000_000) == 256 * 20 * 1_000_000 * 12  # ~57 GiB: refused on this machine
     assert catalog_loss_bytes({**config, "softmax_negatives": 255}, 1_000_000) == 256 * 20 * 256 * 12
+    # the fused full softmax holds one chunk of at most 16 MB of logits (and its bf16 cast), whatever the batch
+    assert catalog_loss_bytes({**config, "full_softmax": "fused"}, 1_000_000) == 4 * 1_000_000 * 4 * 2
 
 
 def test_the_default_memory_budget_is_shared_by_the_runs_side_by_side(monkeypatch):

@@ -12,9 +12,8 @@ logits are most of a step's FLOPs, and a catalog of a million items cannot affor
   sampling teaches; ``gbce_t`` in [0, 1] (0: plain BCE, 1: calibrated as with every item a negative).
 
 Evaluation always ranks the full catalog. ``softmax_negatives: ~`` (the default) keeps the exact full softmax,
-computed as ``full_softmax`` says: ``plain`` (the [positions x catalog] logits, then torch's cross-entropy),
-``fused`` (the same loss in cache-sized chunks, its gradients made in the same pass: ``fused_softmax.py``) or
-``auto`` (fused where it measured faster: item tables up to ``FUSED_MAX_WIDTH`` wide).
+computed as ``full_softmax`` says: ``plain`` (the [positions x catalog] logits, then torch's cross-entropy) or
+``fused`` (the same loss in cache-sized chunks, its gradients made in the same pass: ``fused_softmax.py``).
 """
 from __future__ import annotations
 
@@ -39,7 +38,7 @@ class SampledSoftmaxSettings(ModelSettings):
     softmax_sampler: Literal["uniform", "popularity"]
     softmax_loss: Literal["ce", "gbce"]
     gbce_t: float
-    full_softmax: Literal["plain", "fused", "auto"]
+    full_softmax: Literal["plain", "fused"]
 
 
 class CatalogSampler(torch.nn.Module):
@@ -108,17 +107,6 @@ class CatalogSampler(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits, torch.zeros_like(targets))
 
 
-# ``full_softmax: auto``: fused up to this table width. One core, Beauty's 12,101 items, loss + backward of the
-# supervised positions of a batch (benchmarks/results/profile/fused_softmax_speed.json): 48-d 3.5x
-# faster fused, 224-d 1.1x, 384-d 0.9x (each chunk adds its [catalog x width] table gradient in memory).
-FUSED_MAX_WIDTH = 256
-
-
-def fused_full_softmax(setting: str, width: int) -> bool:
-    """Whether ``full_softmax`` (plain | fused | auto) computes the full CE fused for an item table this wide."""
-    return setting == "fused" or (setting == "auto" and width <= FUSED_MAX_WIDTH)
-
-
 def catalog_loss(model, states: torch.Tensor, targets: torch.Tensor, table: torch.Tensor,
                  bias: torch.Tensor | None = None) -> torch.Tensor:
     """The model's training loss over the catalog: its sampled softmax when it has one, else the exact full CE
@@ -126,8 +114,7 @@ def catalog_loss(model, states: torch.Tensor, targets: torch.Tensor, table: torc
     sampler = getattr(model, "catalog_sampler", None)
     if sampler is not None and model.training:
         return sampler(states, targets, table, bias)
-    settings = getattr(model, "settings", None)
-    if model.training and fused_full_softmax(getattr(settings, "full_softmax", "plain"), table.shape[1]):
+    if model.training and model.settings.full_softmax == "fused":  # every model with a catalog loss reads it
         from .fused_softmax import fused_cross_entropy
 
         return fused_cross_entropy(states, table, targets, bias)

@@ -14,7 +14,7 @@ computes. The options, each documented in its own module:
 - ``learner: lazy_adam`` (all three, through their trainer; ``recbole_llm/lazy_adam.py``): Adam on the touched item
   rows only, for large catalogs with the sampled softmax;
 - ``train_precision`` (all three, through their trainer): fp32 | bf16 | auto (bf16 where the hardware has it).
-- ``full_softmax`` (all three): plain | fused | auto, the exact full-catalog CE without its [positions x catalog]
+- ``full_softmax`` (all three): plain | fused, the exact full-catalog CE without its [positions x catalog]
   tensors (``fused_softmax.py``); ``train_keep_freed_memory``: no page faults within an epoch (``allocator.py``).
 
 Each option is a field of the model's typed settings (``PaperSASRecSettings``, ...) with its default in
@@ -33,7 +33,7 @@ from ..lazy_adam import CatalogTrainer
 from ..registry import register_model
 from ..settings import ModelSettings
 from . import bert_layers, cloze_predict, output_head, packed_encoder, position_losses
-from .sampled_softmax import CatalogSampler, SampledSoftmaxSettings, fused_full_softmax
+from .sampled_softmax import CatalogSampler, SampledSoftmaxSettings
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,7 @@ class CausalCatalogModel:
     def calculate_loss(self, interaction):
         if TARGETS in interaction.interaction:  # train_mode: all_positions rows
             return position_losses.all_positions_loss(self, interaction)
-        ours = self.loss_type == "CE" and (self.catalog_sampler is not None or fused_full_softmax(
-            self.settings.full_softmax, output_head.catalog_table(self).shape[1]))
+        ours = self.loss_type == "CE" and (self.catalog_sampler is not None or self.settings.full_softmax == "fused")
         if output_head.bias(self) is None and not ours:
             return super().calculate_loss(interaction)
         return output_head.last_position_loss(self, interaction)
