@@ -65,7 +65,9 @@ def config_record(config) -> dict:
 VOLATILE_SETTINGS = {"state", "show_progress", "data_path", "checkpoint_dir", "device", "gpu_id", "use_gpu",
                      "local_rank", "single_spec", "world_size", "nproc", "offset", "ip", "port", "log_wandb",
                      "wandb_project", "llm_state_shard",
-                     "train_keep_freed_memory"}  # how memory is handed out, not what is computed
+                     # how the same numbers are computed, like the thread count (also not hashed): the fused full
+                     # softmax is the plain one's loss and gradients up to float rounding (tests/test_fused_softmax.py)
+                     "full_softmax", "train_keep_freed_memory"}
 
 
 # Keys given a default in a model's yaml after runs had recorded their hash (stop 51: the defaults moved from code
@@ -88,12 +90,6 @@ DEFAULTS_ADDED_TO_YAML = {
     "LLMESRSASRec.yaml": {"embedding_freeze": False},
     "LLMESRGRU4Rec.yaml": {"embedding_freeze": False},
 }
-# stop 53: ``full_softmax`` (recbole_llm/model/fused_softmax.py); plain is the CE every earlier run computed
-_FULL_SOFTMAX = {"full_softmax": "plain"}
-DEFAULTS_ADDED_STOP_53 = {"PaperSASRec.yaml": _FULL_SOFTMAX, "PaperGRU4Rec.yaml": _FULL_SOFTMAX,
-                          "PaperBERT4Rec.yaml": _FULL_SOFTMAX}
-# oldest first: a run recorded between two generations read the older ones' keys but not the newer ones'
-YAML_DEFAULT_GENERATIONS = (DEFAULTS_ADDED_TO_YAML, DEFAULTS_ADDED_STOP_53)
 
 
 def _digest(settings: dict) -> str:
@@ -115,23 +111,19 @@ def config_hash(config) -> str:
     return _digest(_hashed_settings(config))
 
 
-def config_hashes(config) -> tuple[str, ...]:
-    """``config_hash``, then the hashes a run of these settings recorded before each generation of
-    ``YAML_DEFAULT_GENERATIONS``, newest first: the same settings without the keys that only those yaml entries (and
-    the newer ones') set (not a preset file, not the run's own settings)."""
+def config_hashes(config) -> tuple[str, str]:
+    """``config_hash``, and the hash a run of these settings recorded before ``DEFAULTS_ADDED_TO_YAML``: the same
+    settings without the keys that only those yaml entries set (not a preset file, not the run's own settings)."""
     settings = _hashed_settings(config)
     given = set()
     for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
         given |= set(getattr(config, part, None) or {})
-    hashes, earlier = [_digest(settings)], dict(settings)
-    names = _model_yaml_names(config)
-    for generation in reversed(YAML_DEFAULT_GENERATIONS):
-        for name in names:
-            for key, value in generation.get(name, {}).items():
-                if key not in given and key in earlier and type(earlier[key]) is type(value) and earlier[key] == value:
-                    del earlier[key]
-        hashes.append(_digest(earlier))
-    return tuple(hashes)
+    earlier = dict(settings)
+    for name in _model_yaml_names(config):
+        for key, value in DEFAULTS_ADDED_TO_YAML.get(name, {}).items():
+            if key not in given and key in earlier and type(earlier[key]) is type(value) and earlier[key] == value:
+                del earlier[key]
+    return _digest(settings), _digest(earlier)
 
 
 def _model_yaml_names(config) -> list[str]:

@@ -107,11 +107,22 @@ def test_fused_is_used_where_asked(tiny, monkeypatch):
     calls = []
     original = fused_softmax.FusedCatalogCrossEntropy.apply
     monkeypatch.setattr(fused_softmax.FusedCatalogCrossEntropy, "apply", lambda *a: calls.append(1) or original(*a))
-    _, _, (train, _, _), net = build("PaperSASRec", tiny, train_mode="all_positions", full_softmax="fused")
+    _, _, (train, _, _), net = build("PaperSASRec", tiny, train_mode="all_positions")  # the default: fused
     net.train()
     net.calculate_loss(next(iter(train))).backward()
     assert calls == [1]
-    _, _, (train, _, _), net = build("PaperSASRec", tiny, train_mode="all_positions")  # the default: plain
+    _, _, (train, _, _), net = build("PaperSASRec", tiny, train_mode="all_positions", full_softmax="plain")
     net.train()
     net.calculate_loss(next(iter(train))).backward()
     assert calls == [1]
+
+
+def test_the_fused_loss_does_not_change_a_run_identity(tiny):
+    """Like the thread count, the fused loss computes the same numbers up to float rounding: a run made with the plain
+    one is current for the fused one (not trained again), and so are committed runs made before it existed."""
+    from recbole_llm.checkpoints import config_hash
+
+    plain = build("PaperSASRec", tiny, full_softmax="plain", train_keep_freed_memory=False)[0]
+    fused = build("PaperSASRec", tiny)[0]
+    assert fused["full_softmax"] == "fused" and config_hash(plain) == config_hash(fused)
+    assert config_hash(build("PaperSASRec", tiny, softmax_negatives=5)[0]) != config_hash(fused)
