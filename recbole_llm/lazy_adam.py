@@ -93,11 +93,15 @@ def item_row_parameters(model) -> list[torch.nn.Parameter]:
             if p.requires_grad and p.dim() >= 1 and len(p) in (model.n_items, model.n_items + 1)]
 
 
+FUSED_LEARNERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
 class CatalogTrainer(Trainer):
     """RecBole's Trainer that also knows ``learner: lazy_adam`` (every other learner is RecBole's own) and
     ``train_precision`` (the model's setting): ``fp32`` leaves RecBole's ``enable_amp`` as set; ``bf16`` trains under
     bf16 autocast (fp32 master weights), refused on a CPU without native bf16; ``auto`` is bf16 where the CPU (AVX-512
-    BF16 / AMX) or GPU runs it natively, else fp32, so one setting serves every machine."""
+    BF16 / AMX) or GPU runs it natively, else fp32, so one setting serves every machine. ``adam`` and ``adamw``
+    are torch's fused implementations (the same update up to float rounding)."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -132,7 +136,15 @@ class CatalogTrainer(Trainer):
                 torch.set_autocast_dtype(device, before)
 
     def _build_optimizer(self, **kwargs):
-        if str(kwargs.get("learner", self.learner)).lower() != "lazy_adam":
+        learner = str(kwargs.get("learner", self.learner)).lower()
+        if learner in FUSED_LEARNERS and not (self.config["reg_weight"] and kwargs.get("weight_decay",
+                                                                                          self.weight_decay)):
+            # RecBole's Adam / AdamW as one fused kernel per parameter instead of a dozen small ops each: the same
+            # update up to float rounding (tests/test_lazy_adam.py), 7x faster on one core, ~7% of a paper SASRec step
+            params = list(kwargs.get("params", self.model.parameters()))
+            return FUSED_LEARNERS[learner](params, lr=kwargs.get("learning_rate", self.learning_rate),
+                                           weight_decay=kwargs.get("weight_decay", self.weight_decay), fused=True)
+        if learner != "lazy_adam":
             return super()._build_optimizer(**kwargs)
         params = list(kwargs.get("params", self.model.parameters()))
         rows = item_row_parameters(self.model)

@@ -138,3 +138,26 @@ def test_bf16_training_names_its_dtype_to_recboles_autocast(tiny, monkeypatch):
 def test_train_precision_is_refused_where_the_trainer_would_ignore_it(tiny):
     with pytest.raises(ValueError, match="train_precision is read by the trainer of PaperSASRec"):
         build("LLMSeqSim", tiny, train_precision="auto")
+
+
+@pytest.mark.parametrize("learner", ["adam", "adamw"])
+def test_adam_and_adamw_are_torch_fused_ones_with_recboles_update(tiny, learner):
+    """CatalogTrainer builds RecBole's Adam / AdamW as torch's fused kernels: 20 steps on the same gradients move
+    every parameter as RecBole's own optimizer does, up to float rounding."""
+    from recbole.trainer import Trainer
+
+    config, _, _, net = build("PaperSASRec", tiny, learner=learner, learning_rate=0.01, weight_decay=0.05)
+    ours_net, theirs_net = copy.deepcopy(net), copy.deepcopy(net)
+    ours = CatalogTrainer(config, ours_net).optimizer
+    theirs = Trainer(config, theirs_net).optimizer
+    assert ours.defaults["fused"] and not theirs.defaults.get("fused")
+    assert type(ours) is type(theirs)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        for a, b in zip(ours_net.parameters(), theirs_net.parameters()):
+            a.grad = torch.randn(a.shape, generator=generator)
+            b.grad = a.grad.clone()
+        ours.step()
+        theirs.step()
+    for (name, a), b in zip(ours_net.named_parameters(), theirs_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
