@@ -56,7 +56,12 @@ class FusedCatalogCrossEntropy(torch.autograd.Function):
             for start in range(0, count, rows):
                 stop = min(start + rows, count)
                 chunk, target = s[start:stop], targets[start:stop]
-                logits = (chunk @ t.T if bias32 is None else torch.addmm(bias32.to(compute), chunk, t.T)).to(acc)
+                if bias32 is not None and compute == acc:
+                    logits = torch.addmm(bias32, chunk, t.T)
+                else:  # in bf16 the bias is added in fp32, as the plain loss adds it to autocast's bf16 logits
+                    logits = (chunk @ t.T).to(acc)
+                    if bias32 is not None:
+                        logits += bias32
                 top = logits.amax(dim=1, keepdim=True)
                 picked = logits.gather(1, target.unsqueeze(1))
                 # one exponential pass, in the logits' buffer: exp(logits - top), its row sums give the log-sum-exp
