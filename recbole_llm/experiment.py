@@ -339,7 +339,8 @@ def waves(todo: list[tuple], out_dir: Path) -> list[list[tuple]]:
 
 
 EXPERIMENT_KEYS = {"dataset", "models", "seeds", "one_pass_seeds", "out", "set", "data_path", "build", "paper",
-                   "compare", "notes", "title", "grid", "headline", "unclean"}
+                   "compare", "notes", "title", "grid", "headline", "unclean",
+                   "convergence_reference"}
 
 
 def _label_part(value) -> str:
@@ -459,7 +460,8 @@ def run_experiment(path: os.PathLike, only: list[str] | None = None, tables_only
             if group:
                 run_plan(Path(spec["out"]), spec["dataset"], group, seeds, spec["set"], threads, spec.get("data_path"),
                          jobs, final=settings)
-    text = build_report(Path(spec["out"]), bool(spec.get("headline")), spec.get("unclean"))
+    text = build_report(Path(spec["out"]), bool(spec.get("headline")), spec.get("unclean"),
+                        spec.get("convergence_reference"))
     if spec.get("paper"):
         text = write_paper_comparison(spec, f"python -m recbole_llm report --experiment {spec['file']}")
     return text

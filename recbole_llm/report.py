@@ -295,25 +295,33 @@ def paper_table(runs: list[dict], reference: dict, alternative: list[dict] | Non
     return "\n".join(lines)
 
 
-def write_convergence(runs: list[dict], out_dir: Path) -> str | None:
+def write_convergence(runs: list[dict], out_dir: Path, reference: str | None = None) -> str | None:
     """``convergence.md``: for runs with a validation curve (score and wall time after each epoch), seconds per
     training epoch, epochs, best validation score, and the first epoch (and wall time) at which each run reaches
-    the lowest of their best scores - a level every run reaches - with each run's ratio to the first row."""
+    a validation level, with each run's ratio to the first row. The level: the best score of the ``reference`` run
+    (an experiment's ``convergence_reference`` label, first row; a run that never reaches it says so), else the
+    lowest of the runs' best scores, a level every run reaches."""
     curves = [r for r in runs if len(r.get("valid_curve") or []) > 1]  # trained runs (a one-pass fit has one point)
     if len(curves) < 2:
         return None
-    level = min(max(c["valid_score"] for c in r["valid_curve"]) for r in curves)
-    lines = [f"Validation level every run reaches (the lowest best score): {level:.4f}", "",
+    best = {id(r): max(c["valid_score"] for c in r["valid_curve"]) for r in curves}
+    anchor = [r for r in curves if r["label"] == reference]
+    if reference is not None and not anchor:
+        raise MissingFileError(f"convergence_reference {reference!r}: no finished run with that label in {out_dir}")
+    level = min(best[id(r)] for r in anchor) if anchor else min(best.values())
+    title = (f"Validation level: the best score of {reference}: {level:.4f}" if anchor else
+             f"Validation level every run reaches (the lowest best score): {level:.4f}")
+    lines = [title, "",
              "| run | seed | s/epoch (training) | epochs | best valid | first epoch at the level | wall s to the level "
              "| s/epoch ratio | wall ratio |", "|---|---|---|---|---|---|---|---|---|"]
     first = None
-    for r in sorted(curves, key=lambda r: (r["label"], r["seed"])):
-        reach = next(c for c in r["valid_curve"] if c["valid_score"] >= level)
+    for r in sorted(curves, key=lambda r: (r["label"] != reference, r["label"], r["seed"])):
+        reach = next((c for c in r["valid_curve"] if c["valid_score"] >= level), None)
         first = first or (r["sec_per_epoch"], reach["wall_seconds"])
+        reached = (f"{reach['epoch']} | {reach['wall_seconds']:.0f}" if reach else "never | -")
+        wall_ratio = f"{reach['wall_seconds'] / first[1]:.3f}" if reach else "-"
         lines.append(f"| {r['label']} | {r['seed']} | {r['sec_per_epoch']:.1f} | {r['epochs']} | "
-                     f"{max(c['valid_score'] for c in r['valid_curve']):.4f} | {reach['epoch']} | "
-                     f"{reach['wall_seconds']:.0f} | {r['sec_per_epoch'] / first[0]:.3f} | "
-                     f"{reach['wall_seconds'] / first[1]:.3f} |")
+                     f"{best[id(r)]:.4f} | {reached} | {r['sec_per_epoch'] / first[0]:.3f} | {wall_ratio} |")
     text = "\n".join(lines)
     (Path(out_dir) / "convergence.md").write_text(text + "\n")
     return text
@@ -349,7 +357,8 @@ def write_fold_table(runs: list[dict], out_dir: Path, metric: str = "ndcg@20") -
     return table
 
 
-def build_report(out_dir: Path, headline: bool = False, unclean: dict | None = None) -> str:
+def build_report(out_dir: Path, headline: bool = False, unclean: dict | None = None,
+                 convergence_reference: str | None = None) -> str:
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
     if not runs:
@@ -358,7 +367,7 @@ def build_report(out_dir: Path, headline: bool = False, unclean: dict | None = N
     if headline:  # the plots show what the headline table shows
         runs, _ = headline_rows(runs, unclean)
     write_plots(runs, out_dir)
-    write_convergence(runs, out_dir)
+    write_convergence(runs, out_dir, convergence_reference)
     write_fold_table(runs, out_dir)
     return table
 

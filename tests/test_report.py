@@ -313,6 +313,28 @@ def test_convergence_compares_runs_at_a_validation_level_every_run_reaches(tmp_p
     assert write_convergence(runs[:1], tmp_path) is None
 
 
+def test_convergence_to_a_reference_runs_best_says_which_never_reach_it(tmp_path):
+    """``convergence_reference``: the level is that run's best (RecBole's prefix trainer's, in the speed issue), it
+    comes first, and a run that never reaches the level says so instead of being compared at a lower one."""
+    from recbole_llm.errors import MissingFileError
+    from recbole_llm.report import write_convergence
+
+    def run(label, per_epoch, scores):
+        return {"label": label, "seed": 1, "sec_per_epoch": per_epoch, "epochs": len(scores),
+                "valid_curve": [{"epoch": i, "valid_score": s, "wall_seconds": per_epoch * (i + 1)}
+                                for i, s in enumerate(scores)]}
+
+    runs = [run("new", 10.0, [0.1, 0.3]), run("recbole", 40.0, [0.2, 0.25, 0.1]), run("worse", 5.0, [0.1, 0.2])]
+    text = write_convergence(runs, tmp_path, reference="recbole")
+    assert text.startswith("Validation level: the best score of recbole: 0.2500")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == ["| recbole | 1 | 40.0 | 3 | 0.2500 | 1 | 80 | 1.000 | 1.000 |",
+                    "| new | 1 | 10.0 | 2 | 0.3000 | 1 | 20 | 0.250 | 0.250 |",
+                    "| worse | 1 | 5.0 | 2 | 0.2000 | never | - | 0.125 | - |"]
+    with pytest.raises(MissingFileError, match="convergence_reference 'prefixes'"):
+        write_convergence(runs, tmp_path, reference="prefixes")
+
+
 def test_a_grid_crosses_every_model_with_its_axes_and_folds_go_last():
     from recbole_llm.experiment import expand_grid
 
