@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -91,10 +92,17 @@ def main() -> None:
 
     build_beauty()
     variants = [v for v in args.variants if cpu_has_native_bf16() or not VARIANTS[v].get("enable_amp")]
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2":  # bf16 would be emulated: fp32 only
+        variants = [v for v in variants if not VARIANTS[v].get("enable_amp")]
     peaks = {"fp32": round(matmul_peak(torch.float32), 1)}
     if cpu_has_native_bf16():
         peaks["bf16"] = round(matmul_peak(torch.bfloat16), 1)
-    result = {"matmul_peak_gflop_per_s": peaks, "threads": 1, "batches": args.batches, "models": {}}
+    # the instruction set torch's kernels run on (ATEN_CPU_CAPABILITY=avx2, with MKL_ENABLE_INSTRUCTIONS=AVX2 and
+    # ONEDNN_MAX_CPU_ISA=AVX2 for the matmul libraries, runs an AVX-512 machine on its AVX2 code paths)
+    isa = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           **{k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+              if k in os.environ}}
+    result = {"matmul_peak_gflop_per_s": peaks, "threads": 1, "batches": args.batches, "isa": isa, "models": {}}
     for model in args.models:
         rows = {}
         for name in variants:
