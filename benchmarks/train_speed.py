@@ -91,11 +91,10 @@ def main() -> None:
     from recbole_llm.llm.precision import cpu_has_native_bf16
 
     build_beauty()
-    variants = [v for v in args.variants if cpu_has_native_bf16() or not VARIANTS[v].get("enable_amp")]
-    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "AVX2":  # bf16 would be emulated: fp32 only
-        variants = [v for v in variants if not VARIANTS[v].get("enable_amp")]
+    native_bf16 = cpu_has_native_bf16() and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() != "AVX2"
+    variants = [v for v in args.variants if native_bf16 or not VARIANTS[v].get("enable_amp")]  # never emulated bf16
     peaks = {"fp32": round(matmul_peak(torch.float32), 1)}
-    if cpu_has_native_bf16():
+    if native_bf16:
         peaks["bf16"] = round(matmul_peak(torch.bfloat16), 1)
     # the instruction set torch's kernels run on (ATEN_CPU_CAPABILITY=avx2, with MKL_ENABLE_INSTRUCTIONS=AVX2 and
     # ONEDNN_MAX_CPU_ISA=AVX2 for the matmul libraries, runs an AVX-512 machine on its AVX2 code paths)
