@@ -76,7 +76,8 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
     seconds = (time.perf_counter() - started) / min(batches, len(train))
     flops = counter.get_total_flops()
     return {"seconds_per_step": round(seconds, 4), "gflop_per_step": round(flops / 1e9, 3),
-            "gflop_per_s": round(flops / 1e9 / seconds, 1), "batch_size": int(run.config["train_batch_size"])}
+            "gflop_per_s": round(flops / 1e9 / seconds, 1), "batch_size": int(run.config["train_batch_size"]),
+            "batches_per_epoch": len(train), "epoch_seconds_estimate": round(seconds * len(train))}
 
 
 def main() -> None:
