@@ -16,7 +16,8 @@ the fused linear cross-entropy of Liger-Kernel and Apple's Cut Cross-Entropy, fo
 
 Under CPU bf16 autocast the products run in bf16 (as the plain loss's would) and the softmax in fp32. Measured
 side by side (``benchmarks/results/profile/fused_softmax_speed.json``, ``train_speed_stop53.json``): training steps
-1.01-1.27x faster in fp32 and 1.19-1.56x in bf16 on the paper preset's SASRec, LLM2SASRec and LLM2BERT4Rec.
+1.05-1.27x faster in fp32 on the paper preset's SASRec and LLM2BERT4Rec (a wash, 0.90-1.05x, at LLM2SASRec's 384-d)
+and 1.19-1.56x in bf16.
 """
 from __future__ import annotations
 
