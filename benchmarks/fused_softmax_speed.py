@@ -3,10 +3,11 @@
     python -m benchmarks.fused_softmax_speed --out benchmarks/results/profile/fused_softmax_speed.json
 
 For each [positions x width] shape against Beauty's 12,101 items, one thread: milliseconds of loss + backward
-(median of ``--repeats``, plain and fused alternating, each within ``keep_freed_memory`` as in a training epoch), for fp32 and, where the CPU has native bf16, bf16
-autocast, and the fused loss at several chunk sizes. The shapes are the supervised positions of one training batch
-of the paper preset's models (counted on Beauty: see ``--shapes``). GFLOP/s count the three catalog products.
-This is what ``full_softmax: auto`` and ``fused_softmax.MAX_ROWS`` were chosen from.
+(median of ``--repeats``, plain and fused alternating, each within ``keep_freed_memory`` as in a training epoch),
+for fp32 and, where the CPU has native bf16, bf16 autocast, and the fused loss at several chunk sizes. The shapes
+(``SHAPES``) are about the supervised positions of one training batch of the paper preset's models on Beauty.
+GFLOP/s count the three catalog products.
+This is what ``fused_softmax.MAX_ROWS`` was chosen from.
 """
 from __future__ import annotations
 

@@ -106,12 +106,12 @@ def main() -> None:
     isa = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
            **{k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
               if k in os.environ}}
-    result = {"matmul_peak_gflop_per_s": peaks, "matmul_peak_gflop_per_s_before": dict(peaks), "threads": 1, "batches": args.batches, "isa": isa, "models": {}}
+    result = {"matmul_peak_gflop_per_s": peaks, "matmul_peak_gflop_per_s_before": dict(peaks), "threads": 1,
+              "batches": args.batches, "isa": isa, "models": {}}
     for model in args.models:
         rows = {}
         for name in variants:
             row = measure(model, VARIANTS[name], args.batches)
-            row["share_of_peak"] = round(row["gflop_per_s"] / peaks[name.split()[0]], 3)
             rows[name] = row
             print(model, name, row, flush=True)
         if "fp32 full" in rows:

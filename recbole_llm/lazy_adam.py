@@ -93,7 +93,7 @@ def item_row_parameters(model) -> list[torch.nn.Parameter]:
             if p.requires_grad and p.dim() >= 1 and len(p) in (model.n_items, model.n_items + 1)]
 
 
-FUSED_LEARNERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)  # RecBole's adam and adamw
 
 
 class CatalogTrainer(Trainer):
@@ -136,16 +136,15 @@ class CatalogTrainer(Trainer):
                 torch.set_autocast_dtype(device, before)
 
     def _build_optimizer(self, **kwargs):
-        learner = str(kwargs.get("learner", self.learner)).lower()
-        if learner in FUSED_LEARNERS and not (self.config["reg_weight"] and kwargs.get("weight_decay",
-                                                                                          self.weight_decay)):
-            # RecBole's Adam / AdamW as one fused kernel per parameter instead of a dozen small ops each: the same
-            # update up to float rounding (tests/test_lazy_adam.py), 7x faster on one core, ~7% of a paper SASRec step
-            params = list(kwargs.get("params", self.model.parameters()))
-            return FUSED_LEARNERS[learner](params, lr=kwargs.get("learning_rate", self.learning_rate),
-                                           weight_decay=kwargs.get("weight_decay", self.weight_decay), fused=True)
-        if learner != "lazy_adam":
-            return super()._build_optimizer(**kwargs)
+        if str(kwargs.get("learner", self.learner)).lower() != "lazy_adam":
+            optimizer = super()._build_optimizer(**kwargs)  # RecBole's choice, settings and warnings
+            if type(optimizer) not in FUSED_OPTIMIZERS:
+                return optimizer
+            # the same optimizer as one fused kernel per parameter instead of a dozen small ops each: the same
+            # update up to float rounding (tests/test_lazy_adam.py)
+            groups = [{k: v for k, v in group.items() if k not in ("fused", "foreach")}
+                      for group in optimizer.param_groups]
+            return type(optimizer)(groups, fused=True)
         params = list(kwargs.get("params", self.model.parameters()))
         rows = item_row_parameters(self.model)
         return LazyAdam(params, rows, lr=kwargs.get("learning_rate", self.learning_rate),
