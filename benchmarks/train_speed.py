@@ -9,8 +9,10 @@ step's GFLOP/s as a share of the matching matmul peak.
     python -m benchmarks.train_speed --models SASRec LLM2SASRec --batches 30 \
         --out benchmarks/results/profile/train_speed.json
 
-Variants: fp32 / bf16 x the plain full softmax, the fused one (``full_softmax: fused``) and 256 sampled negatives;
-"fresh pages": the plain one with ``train_keep_freed_memory: False`` (glibc unmaps every large freed tensor, so the
+Variants: fp32 / bf16 x the plain full softmax ("full": with BERT4Rec's whole last block, ``cloze_last_block: all``,
+the step before stops 53-54), the fused one (``full_softmax: fused``, the last block at the masked positions) and
+256 sampled negatives; "uniform dropout": the fused one with ``dropout_sampler: uniform``; "fresh pages": the plain
+one with ``train_keep_freed_memory: False`` (glibc unmaps every large freed tensor, so the
 next step faults its pages in again; run this without the Makefile's ``MALLOC_*`` variables, which would keep them).
 The FLOPs of a step are counted on the plain loss: the fused one does the same products.
 """
@@ -23,15 +25,20 @@ import os
 import time
 from pathlib import Path
 
+# "full" is the step as it was before stops 53-54: the plain softmax, BERT4Rec's whole last block (cloze_last_block:
+# all; a SASRec / GRU4Rec run drops that key). Every other variant takes the model's defaults for what it leaves out.
+_FULL = {"full_softmax": "plain", "cloze_last_block": "all"}
 VARIANTS = {
-    "fp32 full": {"enable_amp": False},
-    "bf16 full": {"enable_amp": True},
+    "fp32 full": {"enable_amp": False, **_FULL},
+    "bf16 full": {"enable_amp": True, **_FULL},
     "fp32 sampled-256": {"enable_amp": False, "softmax_negatives": 256},
     "bf16 sampled-256": {"enable_amp": True, "softmax_negatives": 256},
-    "fp32 full, fresh pages": {"enable_amp": False, "train_keep_freed_memory": False},
-    "bf16 full, fresh pages": {"enable_amp": True, "train_keep_freed_memory": False},
+    "fp32 full, fresh pages": {"enable_amp": False, "train_keep_freed_memory": False, **_FULL},
+    "bf16 full, fresh pages": {"enable_amp": True, "train_keep_freed_memory": False, **_FULL},
     "fp32 fused": {"enable_amp": False, "full_softmax": "fused"},
     "bf16 fused": {"enable_amp": True, "full_softmax": "fused"},
+    "fp32 fused, uniform dropout": {"enable_amp": False, "full_softmax": "fused", "dropout_sampler": "uniform"},
+    "bf16 fused, uniform dropout": {"enable_amp": True, "full_softmax": "fused", "dropout_sampler": "uniform"},
 }
 
 
@@ -58,6 +65,8 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
     from recbole_llm import pipeline
     from recbole_llm.trainer import _FirstBatches
 
+    if "BERT4Rec" not in model_name:
+        settings = {k: v for k, v in settings.items() if k != "cloze_last_block"}
     run = pipeline.build(model_name, "beauty", None, quiet_beauty_settings(**settings))
     trainer, train = run.trainer, run.train_data
     trainer._train_epoch(_FirstBatches(train, 1), 0)  # warm-up: allocations, kernels chosen

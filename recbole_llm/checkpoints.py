@@ -66,18 +66,21 @@ VOLATILE_SETTINGS = {"state", "show_progress", "data_path", "checkpoint_dir", "d
                      "local_rank", "single_spec", "world_size", "nproc", "offset", "ip", "port", "log_wandb",
                      "wandb_project", "llm_state_shard",
                      # how the same numbers are computed, like the thread count (also not hashed): the fused full
-                     # softmax is the plain one's loss and gradients up to float rounding (tests/test_fused_softmax.py)
-                     "full_softmax", "train_keep_freed_memory"}
+                     # softmax is the plain one's loss and gradients up to float rounding (tests/test_fused_softmax.py);
+                     # so is the cloze losses' last block at the masked positions, with the same random draws
+                     # (tests/test_cloze_states.py)
+                     "full_softmax", "train_keep_freed_memory", "cloze_last_block"}
 
 
-# Keys given a default in a model's yaml after runs had recorded their hash (stop 51: the defaults moved from code
-# into yaml), by the yaml that declares them, at the value it declares. A run made before, which read none of these
-# keys, computed what a run at these values computes; ``config_hashes`` also gives the hash without them, so that
-# run (and an ensemble member named by its hash) is still found, not made again.
+# Keys given a default in a model's yaml after runs had recorded their hash, by the yaml that declares them, at the
+# value it declares, one dict per stage in order (stop 51: the defaults moved from code into yaml; stop 54:
+# dropout_sampler). A run made before a stage, which read none of its keys, computed what a run at these values
+# computes; ``config_hashes`` also gives the hash without each later stage's keys, so that run (and an ensemble
+# member named by its hash) is still found, not made again.
 _PAPER_CATALOG = {"softmax_negatives": None, "softmax_sampler": "uniform", "softmax_loss": "ce", "gbce_t": 0.75,
                   "train_precision": "fp32"}
 _ANN = {"ann_hnsw_m": 32, "ann_ef_construction": 80, "ann_ef_search": 128, "ann_nprobe": 32}
-DEFAULTS_ADDED_TO_YAML = {
+_STOP_51 = {
     "PaperSASRec.yaml": {"output_dense": None, "output_bias": False, "pack_sequences": False, **_PAPER_CATALOG},
     "PaperGRU4Rec.yaml": {"output_dense": None, "output_bias": False, **_PAPER_CATALOG},
     "PaperBERT4Rec.yaml": {"bert_layers": "recbole", "bert_padding": "right", "bert_predict_mask": "recbole",
@@ -90,6 +93,9 @@ DEFAULTS_ADDED_TO_YAML = {
     "LLMESRSASRec.yaml": {"embedding_freeze": False},
     "LLMESRGRU4Rec.yaml": {"embedding_freeze": False},
 }
+_STOP_54 = {name: {"dropout_sampler": "torch"} for name in ("PaperSASRec.yaml", "PaperGRU4Rec.yaml",
+                                                             "PaperBERT4Rec.yaml")}
+DEFAULTS_ADDED_TO_YAML = (_STOP_51, _STOP_54)
 
 
 def _digest(settings: dict) -> str:
@@ -111,19 +117,23 @@ def config_hash(config) -> str:
     return _digest(_hashed_settings(config))
 
 
-def config_hashes(config) -> tuple[str, str]:
-    """``config_hash``, and the hash a run of these settings recorded before ``DEFAULTS_ADDED_TO_YAML``: the same
-    settings without the keys that only those yaml entries set (not a preset file, not the run's own settings)."""
+def config_hashes(config) -> tuple[str, ...]:
+    """``config_hash``, then the hash a run of these settings recorded before each stage of
+    ``DEFAULTS_ADDED_TO_YAML``, latest first: the same settings without the keys that only that stage's (and every
+    later stage's) yaml entries set (not a preset file, not the run's own settings)."""
     settings = _hashed_settings(config)
     given = set()
     for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
         given |= set(getattr(config, part, None) or {})
-    earlier = dict(settings)
-    for name in _model_yaml_names(config):
-        for key, value in DEFAULTS_ADDED_TO_YAML.get(name, {}).items():
-            if key not in given and key in earlier and type(earlier[key]) is type(value) and earlier[key] == value:
-                del earlier[key]
-    return _digest(settings), _digest(earlier)
+    names = _model_yaml_names(config)
+    hashes, earlier = [_digest(settings)], dict(settings)
+    for stage in reversed(DEFAULTS_ADDED_TO_YAML):
+        for name in names:
+            for key, value in stage.get(name, {}).items():
+                if key not in given and key in earlier and type(earlier[key]) is type(value) and earlier[key] == value:
+                    del earlier[key]
+        hashes.append(_digest(earlier))
+    return tuple(hashes)
 
 
 def _model_yaml_names(config) -> list[str]:

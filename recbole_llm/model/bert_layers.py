@@ -68,14 +68,23 @@ def left_aligned(item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return item_seq.gather(1, (columns - shift) % width), shift
 
 
-def forward_padded(model, item_seq: torch.Tensor, encode) -> torch.Tensor:
-    """``encode`` (RecBole's BERT4Rec forward) on the window placed as ``bert_padding`` says, its output mapped
-    back to RecBole's right-padded positions."""
+def encoder_layout(model, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The window as the encoder sees it (``bert_padding``), and each row's shift [B, 1] from RecBole's
+    right-padded positions (None when right-padded: no shift)."""
     if model.bert_padding == "right":
-        return encode(item_seq)
+        return item_seq, None
     left, shift = left_aligned(item_seq)
     if model.bert_padding == "left_mask":  # padding becomes [MASK], so RecBole's attention mask (item != 0) hides nothing
         left = left.masked_fill(left == 0, model.mask_token)
+    return left, shift
+
+
+def forward_padded(model, item_seq: torch.Tensor, encode) -> torch.Tensor:
+    """``encode`` (RecBole's BERT4Rec forward) on the window placed as ``bert_padding`` says, its output mapped
+    back to RecBole's right-padded positions."""
+    left, shift = encoder_layout(model, item_seq)
+    if shift is None:
+        return encode(item_seq)
     output = encode(left)  # [B, L, H], left-aligned
     width = item_seq.shape[1]
     columns = torch.arange(width, device=item_seq.device).unsqueeze(0)

@@ -37,8 +37,9 @@ def _padded(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return values.new_zeros(keep.shape + values.shape[-1:]).masked_scatter(keep.unsqueeze(-1), values)
 
 
-def _attention(att, hidden: torch.Tensor, keep: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """RecBole's ``MultiHeadAttention.forward`` with its linear layers on the real positions only."""
+def attention_context(att, hidden: torch.Tensor, keep: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """RecBole's ``MultiHeadAttention.forward`` up to its context (before ``dense``), with its linear layers on
+    the real positions only: packed [N, H]."""
     batch, length = keep.shape
 
     def heads(linear):  # [B, heads, L, head size]
@@ -48,12 +49,21 @@ def _attention(att, hidden: torch.Tensor, keep: torch.Tensor, attention_mask: to
     query, key, value = heads(att.query), heads(att.key), heads(att.value)
     scores = query @ key.transpose(-1, -2) / att.sqrt_attention_head_size + attention_mask
     probs = att.attn_dropout(att.softmax(scores))
-    context = (probs @ value).transpose(1, 2).reshape(batch, length, att.all_head_size)[keep]
-    return att.LayerNorm(att.out_dropout(att.dense(context)) + hidden)
+    return (probs @ value).transpose(1, 2).reshape(batch, length, att.all_head_size)[keep]
+
+
+def _attention(att, hidden: torch.Tensor, keep: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """RecBole's ``MultiHeadAttention.forward`` with its linear layers on the real positions only."""
+    return att.LayerNorm(att.out_dropout(att.dense(attention_context(att, hidden, keep, attention_mask))) + hidden)
 
 
 def _feed_forward(ff, hidden: torch.Tensor) -> torch.Tensor:
     return ff.LayerNorm(ff.dropout(ff.dense_2(ff.intermediate_act_fn(ff.dense_1(hidden)))) + hidden)
+
+
+def packed_layer(layer, hidden: torch.Tensor, keep: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """RecBole's ``TransformerLayer.forward`` on the packed real positions [N, H]."""
+    return _feed_forward(layer.feed_forward, _attention(layer.multi_head_attention, hidden, keep, attention_mask))
 
 
 class PackedTransformerEncoder(torch.nn.Module):
@@ -66,11 +76,16 @@ class PackedTransformerEncoder(torch.nn.Module):
 
     def forward(self, hidden_states, attention_mask, output_all_encoded_layers=True):
         keep = real_positions(attention_mask, hidden_states.shape[1])
+        if bool(keep.all()):  # nothing to pack (e.g. bert_padding: left_mask encodes its padding): RecBole's layers
+            layers, hidden = [], hidden_states
+            for layer in self.layer:
+                hidden = layer(hidden, attention_mask)
+                layers.append(hidden)
+            return layers if output_all_encoded_layers else layers[-1:]
         hidden = hidden_states[keep]  # [N, H]
         layers = []
         for layer in self.layer:
-            hidden = _feed_forward(layer.feed_forward,
-                                   _attention(layer.multi_head_attention, hidden, keep, attention_mask))
+            hidden = packed_layer(layer, hidden, keep, attention_mask)
             if output_all_encoded_layers:
                 layers.append(_padded(hidden, keep))
         return layers if output_all_encoded_layers else [_padded(hidden, keep)]

@@ -59,10 +59,11 @@ def copied_cloze_loss(model, interaction) -> torch.Tensor:
     masked = (torch.rand(seq.shape, device=seq.device) < model.mask_ratio) & (seq > 0) & ~last.unsqueeze(1)
     rows = last.nonzero(as_tuple=True)[0]
     masked[rows, lengths[rows] - 1] = True
-    output = model.forward(seq.masked_fill(masked, model.mask_token))  # [B, L, H]
     if not masked.any():  # a small batch of random copies that drew no mask: nothing to learn, no NaN
-        return output.sum() * 0.0
-    return cloze_catalog_loss(model, output[masked], seq[masked])
+        return model.forward(seq).sum() * 0.0
+    rows, cols = masked.nonzero(as_tuple=True)
+    states = model.cloze_states(seq.masked_fill(masked, model.mask_token), rows, cols)  # [N, H]
+    return cloze_catalog_loss(model, states, seq[rows, cols])
 
 
 def cloze_loss(model, interaction) -> torch.Tensor:
@@ -71,7 +72,6 @@ def cloze_loss(model, interaction) -> torch.Tensor:
     where a Beauty window has ~7 items), then multiplies the empty ones by 0. Same loss, a fraction of the
     work; slots at position 0 are left out, as RecBole does (its mask index 0 means padding)."""
     masked_index = interaction[model.MASK_INDEX]
-    output = model.forward(interaction[model.MASK_ITEM_SEQ])  # [B, L, H]
     rows, slots = (masked_index > 0).nonzero(as_tuple=True)
-    states = output[rows, masked_index[rows, slots]]
+    states = model.cloze_states(interaction[model.MASK_ITEM_SEQ], rows, masked_index[rows, slots])
     return cloze_catalog_loss(model, states, interaction[model.POS_ITEMS][rows, slots])

@@ -11,9 +11,12 @@ computes. The options, each documented in its own module:
 - ``softmax_negatives`` / ``softmax_sampler`` / ``softmax_loss`` (all three; ``sampled_softmax.py``);
 - ``pack_sequences`` (SASRec, BERT4Rec; ``packed_encoder.py``): the encoder on real items only;
 - ``bert_layers`` / ``bert_padding`` (``bert_layers.py``) and ``bert_predict_mask`` (``cloze_predict.py``);
+- ``cloze_last_block`` (BERT4Rec; ``cloze_states.py``): the cloze losses run the last encoder block at the masked
+  positions only (the same numbers up to float rounding, the same random draws);
 - ``learner: lazy_adam`` (all three, through their trainer; ``recbole_llm/lazy_adam.py``): Adam on the touched item
   rows only, for large catalogs with the sampled softmax;
-- ``train_precision`` (all three, through their trainer): fp32 | bf16 | auto (bf16 where the hardware has it).
+- ``train_precision`` (all three, through their trainer): fp32 | bf16 | auto (bf16 where the hardware has it);
+- ``dropout_sampler`` (all three; ``dropout.py``): torch | uniform, how dropout masks are drawn.
 - ``full_softmax`` (all three): plain | fused, the exact full-catalog CE without its [positions x catalog]
   tensors (``fused_softmax.py``); ``train_keep_freed_memory``: no page faults within an epoch (``allocator.py``).
 
@@ -32,7 +35,7 @@ from ..errors import SettingError
 from ..lazy_adam import CatalogTrainer
 from ..registry import register_model
 from ..settings import ModelSettings
-from . import bert_layers, cloze_predict, output_head, packed_encoder, position_losses
+from . import bert_layers, cloze_predict, cloze_states, dropout, output_head, packed_encoder, position_losses
 from .sampled_softmax import CatalogSampler, SampledSoftmaxSettings
 
 
@@ -44,6 +47,7 @@ class TrainingSettings(ModelSettings):
 
     train_precision: Literal["fp32", "bf16", "auto"]
     train_keep_freed_memory: bool  # freed memory reused by the next step (recbole_llm/allocator.py)
+    dropout_sampler: Literal["torch", "uniform"]  # how dropout masks are drawn (dropout.py)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class PaperBERT4RecSettings(SampledSoftmaxSettings, TrainingSettings):
     bert_padding: Literal["right", "left", "left_mask"]
     bert_predict_mask: Literal["recbole", "after_prompt"]
     pack_sequences: bool
+    cloze_last_block: Literal["masked", "all"]  # the cloze losses' last encoder block (cloze_states.py)
 
 
 class CausalCatalogModel:
@@ -82,6 +87,7 @@ class CausalCatalogModel:
         self.settings = self.settings_class.read(config)
         output_head.add_head(self, self.settings)
         self.catalog_sampler = CatalogSampler.from_settings(self.settings, dataset, self.n_items)
+        dropout.use_sampler(self, self.settings)
 
     def forward(self, item_seq, item_seq_len):
         return output_head.apply_head(self, super().forward(item_seq, item_seq_len))
@@ -144,9 +150,17 @@ class PaperBERT4Rec(BERT4Rec):
         bert_layers.apply_layers(self, self.settings)
         self.catalog_sampler = CatalogSampler.from_settings(self.settings, dataset, self.n_items)
         packed_encoder.pack_encoder(self, self.settings)
+        dropout.use_sampler(self, self.settings)
 
     def forward(self, item_seq):
         return bert_layers.forward_padded(self, item_seq, super().forward)
+
+    def cloze_states(self, item_seq, rows, cols):
+        """``forward(item_seq)[rows, cols]``, what the cloze losses read; the last block at those positions only
+        (``cloze_last_block``) where ``forward`` is this one, which ``cloze_states.states_at`` mirrors."""
+        if type(self).forward is not PaperBERT4Rec.forward:
+            return self.forward(item_seq)[rows, cols]
+        return cloze_states.states_at(self, item_seq, rows, cols)
 
     def calculate_loss(self, interaction):
         if MASK_LAST in interaction.interaction and self.loss_type == "CE":
@@ -173,7 +187,8 @@ PAPER_VERSION = {SASRec: PaperSASRec, GRU4Rec: PaperGRU4Rec, BERT4Rec: PaperBERT
 OPTIONS = {"output_dense": (None,), "output_bias": (None, False), "pack_sequences": (None, False),
            "softmax_negatives": (None,), "bert_layers": (None, "recbole"), "bert_padding": (None, "right"),
            "bert_mask_last_copies": (None,), "bert_random_mask_copies": (None,), "train_precision": (None, "fp32"),
-           "full_softmax": (None, "plain")}
+           "dropout_sampler": (None, "torch"),
+           "full_softmax": (None, "plain"), "cloze_last_block": (None, "all")}
 
 
 def refuse_options_recbole_ignores(config, model_class) -> None:
