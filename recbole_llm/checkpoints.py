@@ -68,8 +68,8 @@ VOLATILE_SETTINGS = {"state", "show_progress", "data_path", "checkpoint_dir", "d
                      # how the same numbers are computed, like the thread count (also not hashed): the fused full
                      # softmax is the plain one's loss and gradients up to float rounding (tests/test_fused_softmax.py);
                      # so is the cloze losses' last block at the masked positions, with the same random draws
-                     # (tests/test_cloze_states.py)
-                     "full_softmax", "train_keep_freed_memory", "cloze_last_block"}
+                     # (tests/test_cloze_states.py), and torch's GELU kernel for RecBole's (tests/test_fused_gelu.py)
+                     "full_softmax", "train_keep_freed_memory", "cloze_last_block", "feed_forward_gelu"}
 
 
 # Keys given a default in a model's yaml after runs had recorded their hash, by the yaml that declares them, at the

@@ -17,6 +17,11 @@ computes. The options, each documented in its own module:
   rows only, for large catalogs with the sampled softmax;
 - ``train_precision`` (all three, through their trainer): fp32 | bf16 | auto (bf16 where the hardware has it);
 - ``dropout_sampler`` (all three; ``dropout.py``): torch | uniform, how dropout masks are drawn.
+
+- ``feed_forward_gelu`` (SASRec, BERT4Rec; ``fused_gelu.py``): fused | recbole, the encoder's GELU as torch's one
+  kernel (the same function up to float rounding).
+
+Not an option: the packed encoder skips packing where every position is real (the same values).
 - ``full_softmax`` (all three): plain | fused, the exact full-catalog CE without its [positions x catalog]
   tensors (``fused_softmax.py``); ``train_keep_freed_memory``: no page faults within an epoch (``allocator.py``).
 
@@ -35,7 +40,8 @@ from ..errors import SettingError
 from ..lazy_adam import CatalogTrainer
 from ..registry import register_model
 from ..settings import ModelSettings
-from . import bert_layers, cloze_predict, cloze_states, dropout, output_head, packed_encoder, position_losses
+from . import (bert_layers, cloze_predict, cloze_states, dropout, fused_gelu, output_head, packed_encoder,
+               position_losses)
 from .sampled_softmax import CatalogSampler, SampledSoftmaxSettings
 
 
@@ -63,6 +69,7 @@ class PaperSASRecSettings(CausalSettings):
     """PaperSASRec's options (defaults: ``properties/model/PaperSASRec.yaml``)."""
 
     pack_sequences: bool
+    feed_forward_gelu: Literal["fused", "recbole"]  # fused_gelu.py
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class PaperBERT4RecSettings(SampledSoftmaxSettings, TrainingSettings):
     bert_predict_mask: Literal["recbole", "after_prompt"]
     pack_sequences: bool
     cloze_last_block: Literal["masked", "all"]  # the cloze losses' last encoder block (cloze_states.py)
+    feed_forward_gelu: Literal["fused", "recbole"]  # fused_gelu.py
 
 
 class CausalCatalogModel:
@@ -121,6 +129,7 @@ class PaperSASRec(CausalCatalogModel, SASRec):
         super().__init__(config, dataset)
         self._init_catalog(config, dataset)
         packed_encoder.pack_encoder(self, self.settings)
+        fused_gelu.fuse_gelu(self, self.settings)
 
 
 @register_model
@@ -151,6 +160,7 @@ class PaperBERT4Rec(BERT4Rec):
         self.catalog_sampler = CatalogSampler.from_settings(self.settings, dataset, self.n_items)
         packed_encoder.pack_encoder(self, self.settings)
         dropout.use_sampler(self, self.settings)
+        fused_gelu.fuse_gelu(self, self.settings)
 
     def forward(self, item_seq):
         return bert_layers.forward_padded(self, item_seq, super().forward)
@@ -188,7 +198,8 @@ OPTIONS = {"output_dense": (None,), "output_bias": (None, False), "pack_sequence
            "softmax_negatives": (None,), "bert_layers": (None, "recbole"), "bert_padding": (None, "right"),
            "bert_mask_last_copies": (None,), "bert_random_mask_copies": (None,), "train_precision": (None, "fp32"),
            "dropout_sampler": (None, "torch"),
-           "full_softmax": (None, "plain"), "cloze_last_block": (None, "all")}
+           "full_softmax": (None, "plain"), "cloze_last_block": (None, "all"),
+           "feed_forward_gelu": (None, "recbole")}
 
 
 def refuse_options_recbole_ignores(config, model_class) -> None:
