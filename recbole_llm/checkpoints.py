@@ -96,6 +96,10 @@ _STOP_51 = {
 _STOP_54 = {name: {"dropout_sampler": "torch"} for name in ("PaperSASRec.yaml", "PaperGRU4Rec.yaml",
                                                              "PaperBERT4Rec.yaml")}
 DEFAULTS_ADDED_TO_YAML = (_STOP_51, _STOP_54)
+# Keys that did not exist before their stage: no run made before it could set them, so at the stage's value they
+# come out of the earlier hashes however this run set them (e.g. a paper preset file pinning the faithful value
+# where the model's yaml defaults to a faster one).
+NEW_KEYS = {"train_precision", "dropout_sampler"}
 
 
 def _digest(settings: dict) -> str:
@@ -120,7 +124,7 @@ def config_hash(config) -> str:
 def config_hashes(config) -> tuple[str, ...]:
     """``config_hash``, then the hash a run of these settings recorded before each stage of
     ``DEFAULTS_ADDED_TO_YAML``, latest first: the same settings without the keys that only that stage's (and every
-    later stage's) yaml entries set (not a preset file, not the run's own settings)."""
+    later stage's) yaml entries set (not a preset file, not the run's own settings, except for ``NEW_KEYS``)."""
     settings = _hashed_settings(config)
     given = set()
     for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
@@ -130,7 +134,8 @@ def config_hashes(config) -> tuple[str, ...]:
     for stage in reversed(DEFAULTS_ADDED_TO_YAML):
         for name in names:
             for key, value in stage.get(name, {}).items():
-                if key not in given and key in earlier and type(earlier[key]) is type(value) and earlier[key] == value:
+                if ((key not in given or key in NEW_KEYS) and key in earlier and type(earlier[key]) is type(value)
+                        and earlier[key] == value):
                     del earlier[key]
         hashes.append(_digest(earlier))
     return tuple(hashes)

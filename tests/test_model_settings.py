@@ -155,6 +155,9 @@ def test_runs_recorded_before_a_default_moved_to_yaml_stay_current(tmp_path):
     assert config_hash(config) == earlier, "softmax_* are overall.yaml's (a preset file): they stay in the hash"
     explicit = paper_sasrec(pack_sequences=False)
     assert config_hashes(explicit)[2] != earlier, "a run that set the key itself recorded it"
+    pinned = paper_sasrec(dropout_sampler="torch", train_precision="fp32")  # keys no run before their stage had
+    assert config_hashes(pinned)[1:] == (before_54, earlier), "a file or run pinning a new key at its default"
+    assert config_hashes(paper_sasrec(dropout_sampler="uniform"))[1] != before_54
     done = tmp_path / "PaperSASRec__seed1.json"
     for recorded, current in ((earlier, True), (before_54, True), (full, True), ("0" * 16, False)):
         done.write_text(json.dumps({"config_hash": recorded}))
