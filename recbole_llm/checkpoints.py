@@ -110,10 +110,34 @@ def _digest(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Field names RecBole's data transforms (recbole/data/transform.py) write into the config while the data is
+# prepared, derived from the model's ``transform``: a run's config has them at its end, a Config made to ask whether
+# that run is current does not. Not inputs, so not hashed (runs recorded with them: ``config_hashes``).
+TRANSFORM_KEYS = {"MASK_INDEX", "MASK_ITEM_SEQ", "POS_ITEMS", "NEG_ITEMS", "INVERSE_ITEM_SEQ", "CROP_ITEM_SEQ",
+                  "CROP_ITEM_SEQ_LEN", "REORDER_ITEM_SEQ"}
+
+
 def _hashed_settings(config) -> dict:
     """The resolved settings (RecBole's final config) without the ones that only say where files go or how much is
-    printed."""
-    return {str(k): v for k, v in dict(config.final_config_dict).items() if k not in VOLATILE_SETTINGS}
+    printed, or that RecBole's transforms derive."""
+    return {str(k): v for k, v in dict(config.final_config_dict).items()
+            if k not in VOLATILE_SETTINGS and k not in TRANSFORM_KEYS}
+
+
+def _transform_keys(config) -> dict:
+    """The ``TRANSFORM_KEYS`` RecBole's transform of this config writes (none without a ``transform``)."""
+    import copy
+
+    from recbole.data.transform import construct_transform
+
+    try:
+        if not config["transform"]:
+            return {}
+        scratch = copy.deepcopy(config)
+        construct_transform(scratch)
+    except Exception:  # noqa: BLE001 - only for matching older runs' hashes
+        return {}
+    return {k: v for k, v in dict(scratch.final_config_dict).items() if k in TRANSFORM_KEYS}
 
 
 def config_hash(config) -> str:
@@ -124,20 +148,23 @@ def config_hash(config) -> str:
 def config_hashes(config) -> tuple[str, ...]:
     """``config_hash``, then the hash a run of these settings recorded before each stage of
     ``DEFAULTS_ADDED_TO_YAML``, latest first: the same settings without the keys that only that stage's (and every
-    later stage's) yaml entries set (not a preset file, not the run's own settings, except for ``NEW_KEYS``)."""
+    later stage's) yaml entries set (not a preset file, not the run's own settings, except for ``NEW_KEYS``); then,
+    for a model with a data transform, each of those with the ``TRANSFORM_KEYS`` a run recorded before stop 54."""
     settings = _hashed_settings(config)
     given = set()
     for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
         given |= set(getattr(config, part, None) or {})
     names = _model_yaml_names(config)
-    hashes, earlier = [_digest(settings)], dict(settings)
+    versions, earlier = [settings], dict(settings)
     for stage in reversed(DEFAULTS_ADDED_TO_YAML):
         for name in names:
             for key, value in stage.get(name, {}).items():
                 if ((key not in given or key in NEW_KEYS) and key in earlier and type(earlier[key]) is type(value)
                         and earlier[key] == value):
                     del earlier[key]
-        hashes.append(_digest(earlier))
+        versions.append(dict(earlier))
+    derived = _transform_keys(config)  # runs recorded before stop 54 hashed these too
+    hashes = [_digest(v) for v in versions] + ([_digest({**v, **derived}) for v in versions] if derived else [])
     return tuple(hashes)
 
 

@@ -46,14 +46,22 @@ def test_uniform_dropout_gradient_is_the_mask():
 
 @pytest.mark.parametrize("model_name", ["PaperSASRec", "PaperGRU4Rec", "PaperBERT4Rec", "LLM2BERT4Rec"])
 def test_the_setting_swaps_every_dropout_and_nothing_else(tiny, model_name):
-    _, _, _, torch_net = build(model_name, tiny, hidden_dropout_prob=0.3)
+    _, _, _, torch_net = build(model_name, tiny, hidden_dropout_prob=0.3, dropout_sampler="torch")
     config, _, _, uniform_net = build(model_name, tiny, hidden_dropout_prob=0.3, dropout_sampler="uniform")
     dropouts = [m for m in torch_net.modules() if isinstance(m, torch.nn.Dropout)]
-    assert dropouts and all(type(m) is torch.nn.Dropout for m in dropouts), "RecBole's, by default"
+    assert dropouts and all(type(m) is torch.nn.Dropout for m in dropouts), "RecBole's"
     swapped = [m for m in uniform_net.modules() if isinstance(m, torch.nn.Dropout)]
     assert [m.p for m in swapped] == [m.p for m in dropouts]
     assert all(type(m) is UniformDropout for m in swapped)
     assert list(uniform_net.state_dict()) == list(torch_net.state_dict())
+
+
+def test_defaults_torch_for_the_paper_models_uniform_for_llm2bert4rec(tiny):
+    """LLM2BERT4Rec's own defaults take uniform dropout and bf16 where the hardware has it (validated on the folds);
+    the Paper models keep torch's."""
+    assert build("PaperBERT4Rec", tiny)[0]["dropout_sampler"] == "torch"
+    config = build("LLM2BERT4Rec", tiny)[0]
+    assert config["dropout_sampler"] == "uniform" and config["train_precision"] == "auto"
 
 
 def test_part_of_a_run_identity(tiny):

@@ -162,3 +162,23 @@ def test_runs_recorded_before_a_default_moved_to_yaml_stay_current(tmp_path):
     for recorded, current in ((earlier, True), (before_54, True), (full, True), ("0" * 16, False)):
         done.write_text(json.dumps({"config_hash": recorded}))
         assert finished_run_is_current(done, "PaperSASRec", "ml-100k", 1, {}, str(tmp_path)) is current
+
+
+def test_a_cloze_runs_hash_ignores_the_field_names_recboles_transform_writes(tiny):
+    """BERT4Rec's data transform writes MASK_ITEM_SEQ, POS_ITEMS, ... into the config while the data is prepared: a
+    run's hash at its end must equal the hash of a fresh Config of the same settings (what a report asks), or every
+    cloze run would look stale and be trained again. Runs recorded with those keys still match."""
+    import copy
+
+    from conftest import build
+    from recbole_llm.checkpoints import TRANSFORM_KEYS, _digest, _hashed_settings, config_hash, config_hashes
+
+    config = build("PaperBERT4Rec", tiny, train_mode="all_positions")[0]
+    assert TRANSFORM_KEYS & set(config.final_config_dict), "the transform wrote its keys"
+    fresh = copy.deepcopy(config)  # the same settings before the data was prepared
+    for key in TRANSFORM_KEYS & set(fresh.final_config_dict):
+        del fresh.final_config_dict[key]
+    assert config_hash(config) == config_hash(fresh)
+    recorded_before = _digest({**_hashed_settings(config),
+                               **{k: config[k] for k in TRANSFORM_KEYS if k in config.final_config_dict}})
+    assert recorded_before != config_hash(fresh) and recorded_before in config_hashes(fresh)

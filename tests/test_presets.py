@@ -72,3 +72,18 @@ def test_a_best_file_runs_the_fold_row_that_chose_it(model, fold_label):
     best_keys = set(yaml.safe_load(open(config_files(None, model, "beauty", "best")[-1]))) - {"preset"}
     for key in (set(folds["set"]) | set(overrides) | best_keys) - {"session_tie_order"}:
         assert best[key] == ran[key], f"{model}: {key} is {best[key]!r} in the best preset, {ran[key]!r} on the folds"
+
+
+def test_the_paper_preset_keeps_llm2bert4recs_faithful_training(tiny):
+    """LLM2BERT4Rec's own defaults train in bf16 (where the hardware has it) with uniform dropout; the paper preset
+    keeps fp32 and torch's dropout, which reproduce its committed rows."""
+    from recbole.config import Config
+
+    import recbole_llm  # noqa: F401
+
+    settings = {"data_path": str(tiny["path"]), "checkpoint_dir": "saved"}
+    paper = Config(model="LLM2BERT4Rec", dataset="beauty", config_file_list=config_files(None, "LLM2BERT4Rec", "beauty"),
+                   config_dict=settings)
+    assert (paper["train_precision"], paper["dropout_sampler"]) == ("fp32", "torch")
+    own = Config(model="LLM2BERT4Rec", dataset="tiny", config_dict=settings)
+    assert (own["train_precision"], own["dropout_sampler"]) == ("auto", "uniform")
