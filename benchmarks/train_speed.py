@@ -9,8 +9,8 @@ step's GFLOP/s as a share of the matching matmul peak.
     python -m benchmarks.train_speed --models SASRec LLM2SASRec --batches 30 \
         --out benchmarks/results/profile/train_speed.json
 
-Variants: fp32 / bf16 x the plain full softmax ("full": with BERT4Rec's whole last block, ``cloze_last_block: all``,
-the step before stops 53-54), the fused one (``full_softmax: fused``, the last block at the masked positions) and
+Variants: fp32 / bf16 x the plain full softmax ("full": with BERT4Rec's whole last block, ``cloze_last_block: all``;
+the other defaults as they are), the fused one (``full_softmax: fused``, the last block at the masked positions) and
 256 sampled negatives; "uniform dropout": the fused one with ``dropout_sampler: uniform``; "fresh pages": the plain
 one with ``train_keep_freed_memory: False`` (glibc unmaps every large freed tensor, so the
 next step faults its pages in again; run this without the Makefile's ``MALLOC_*`` variables, which would keep them).
@@ -25,8 +25,10 @@ import os
 import time
 from pathlib import Path
 
-# "full" is the step as it was before stops 53-54: the plain softmax, BERT4Rec's whole last block (cloze_last_block:
-# all; a SASRec / GRU4Rec run drops that key). Every other variant takes the model's defaults for what it leaves out.
+# "full": the plain softmax and BERT4Rec's whole last block (cloze_last_block: all; a SASRec / GRU4Rec run drops that
+# key); like every variant it takes the model's defaults for what it leaves out (the fused GELU, fused AdamW, kept
+# memory, packing skipped where nothing is padding), so it is not the code before stop 53: measure that from its own
+# commit (benchmarks/results/profile/train_speed_before_stop53_final_*.json).
 _FULL = {"full_softmax": "plain", "cloze_last_block": "all"}
 VARIANTS = {
     "fp32 full": {"enable_amp": False, **_FULL},

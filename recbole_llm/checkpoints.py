@@ -67,8 +67,9 @@ VOLATILE_SETTINGS = {"state", "show_progress", "data_path", "checkpoint_dir", "d
                      "wandb_project", "llm_state_shard",
                      # how the same numbers are computed, like the thread count (also not hashed): the fused full
                      # softmax is the plain one's loss and gradients up to float rounding (tests/test_fused_softmax.py);
-                     # so is the cloze losses' last block at the masked positions, with the same random draws
-                     # (tests/test_cloze_states.py), and torch's GELU kernel for RecBole's (tests/test_fused_gelu.py)
+                     # so is the cloze losses' last block at the masked positions, with the same random draws on the
+                     # CPU (tests/test_cloze_states.py; on a GPU torch's fused dropout draws another stream of the
+                     # same distribution), and torch's GELU kernel for RecBole's (tests/test_fused_gelu.py)
                      "full_softmax", "train_keep_freed_memory", "cloze_last_block", "feed_forward_gelu"}
 
 

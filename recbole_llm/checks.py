@@ -51,13 +51,14 @@ def check_run_settings(config: Config, folder: Path) -> None:
             raise SettingError("enable_amp=True trains in bf16 (CPU autocast), but this CPU has no AVX-512 BF16 "
                              "(see /proc/cpuinfo): bf16 would be emulated, slower than fp32. Set enable_amp=False")
     if config["train_precision"] not in (None, "fp32"):  # a Paper model's CatalogTrainer: refuse bf16 up front
-        if not _trains_with_catalog_trainer(config):
+        if _trains_with_catalog_trainer(config):
+            from .lazy_adam import CatalogTrainer
+
+            CatalogTrainer.resolve_train_precision(config["train_precision"], config["device"])
+        elif "train_precision" in (config.external_config_dict or {}):  # not a wrapped partner's own yaml default
             raise SettingError(f"train_precision is read by the trainer of PaperSASRec, PaperGRU4Rec, PaperBERT4Rec "
                                f"and their subclasses; {config['model']}'s would ignore it (RecBole's enable_amp is "
                                "the switch of other trainers)")
-        from .lazy_adam import CatalogTrainer
-
-        CatalogTrainer.resolve_train_precision(config["train_precision"], config["device"])
     if str(config["learner"] or "").lower() == "lazy_adam" and not _trains_with_catalog_trainer(config):
         raise SettingError(f"learner: lazy_adam updates the touched item rows of PaperSASRec, PaperGRU4Rec, "
                            f"PaperBERT4Rec and their subclasses; {config['model']}'s trainer would silently use "

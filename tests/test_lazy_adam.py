@@ -162,3 +162,19 @@ def test_adam_and_adamw_are_torch_fused_ones_with_recboles_update(tiny, learner)
         theirs.step()
     for (name, a), b in zip(ours_net.named_parameters(), theirs_net.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_wrapped_partners_own_precision_default_is_not_refused(tiny):
+    """LLMSeqSimSeqHybrid reads its partner's model yaml (LLM2BERT4Rec's defaults to train_precision: auto); the
+    partner's trainer reads it, so the hybrid's run is not refused for it. Given to the hybrid's run, it is."""
+    from recbole.config import Config
+
+    from recbole_llm.checks import check_run_settings
+
+    settings = {"data_path": str(tiny["path"]), "hybrid_sequential_model": "LLM2BERT4Rec"}
+    config = Config(model="LLMSeqSimSeqHybrid", dataset="tiny", config_dict=settings)
+    assert config["train_precision"] == "auto"
+    check_run_settings(config, tiny["path"] / "tiny")
+    given = Config(model="LLMSeqSimSeqHybrid", dataset="tiny", config_dict={**settings, "train_precision": "bf16"})
+    with pytest.raises(ValueError, match="train_precision is read by the trainer of PaperSASRec"):
+        check_run_settings(given, tiny["path"] / "tiny")
