@@ -5,8 +5,8 @@ position (each position's keys and values feed the next block's attention), but 
 output, feed-forward and the head after the encoder are per-position work that no loss reads except at the
 masked positions (its attention still runs everywhere: queries are a twelfth of a block, and the L x L attention
 of a row is cheap). On the paper's LLM2BERT4Rec (2 blocks, left-padded 20-position windows whose padding is
-encoded, mask ratio 0.65) about a quarter of the positions are masked, so the last block costs its keys and
-values plus a quarter of the rest.
+encoded, mask ratio 0.65) about a quarter of the positions are masked, so the last block costs its queries, keys
+and values plus a quarter of the rest.
 
 - ``masked`` (PaperBERT4Rec's default): ``states_at`` computes the last block at the masked positions only. The
   values are ``model.forward(seq)[rows, cols]``'s up to float rounding, and so are the gradients; each dropout
@@ -37,19 +37,6 @@ def _dropout_at(dropout: torch.nn.Dropout, values: torch.Tensor, full_shape, ind
     return values * dropout_noise(dropout, full_shape, values.dtype, values.device)[index]
 
 
-def _attention_context(att, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """RecBole's ``MultiHeadAttention.forward`` up to its context ([B, L, H] -> [B * L, H]), before ``dense``."""
-    batch, length = hidden.shape[:2]
-
-    def heads(linear):  # [B, heads, L, head size]
-        return linear(hidden).view(batch, length, att.num_attention_heads, att.attention_head_size).transpose(1, 2)
-
-    query, key, value = heads(att.query), heads(att.key), heads(att.value)
-    scores = query @ key.transpose(-1, -2) / att.sqrt_attention_head_size + attention_mask
-    probs = att.attn_dropout(att.softmax(scores))
-    return (probs @ value).transpose(1, 2).reshape(batch * length, att.all_head_size)
-
-
 def _last_block_at(layer, hidden: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
                    cols: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """RecBole's ``TransformerLayer.forward`` (``MultiHeadAttention`` then ``FeedForward``) read at (rows, cols):
@@ -60,10 +47,10 @@ def _last_block_at(layer, hidden: torch.Tensor, attention_mask: torch.Tensor, ro
     length = attention_mask.shape[-1]
     flat = rows * length + cols  # the selected positions among the block's rows ([B * L, H] unpacked)
     if keep is None:
-        context, hidden_rows = _attention_context(att, hidden, attention_mask), hidden.reshape(-1, hidden.shape[-1])
+        hidden_rows = hidden.reshape(-1, hidden.shape[-1])
     else:  # packed: [N_real, H]
-        flat = (keep.reshape(-1).cumsum(0) - 1)[flat]
-        context, hidden_rows = attention_context(att, hidden, keep, attention_mask), hidden
+        flat, hidden_rows = (keep.reshape(-1).cumsum(0) - 1)[flat], hidden
+    context = attention_context(att, hidden, keep, attention_mask)  # one row per position, as hidden_rows
     noise_shape = tuple(hidden_rows.shape)  # dropout noise as the full block draws it, one row per position
     selected = hidden_rows.index_select(0, flat)  # [N, H]
     dense = att.dense(context.index_select(0, flat))

@@ -23,6 +23,7 @@ see it.
 from __future__ import annotations
 
 import torch
+from recbole.model.layers import TransformerEncoder
 
 
 def real_positions(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
@@ -37,19 +38,22 @@ def _padded(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return values.new_zeros(keep.shape + values.shape[-1:]).masked_scatter(keep.unsqueeze(-1), values)
 
 
-def attention_context(att, hidden: torch.Tensor, keep: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """RecBole's ``MultiHeadAttention.forward`` up to its context (before ``dense``), with its linear layers on
-    the real positions only: packed [N, H]."""
-    batch, length = keep.shape
+def attention_context(att, hidden: torch.Tensor, keep: torch.Tensor | None,
+                      attention_mask: torch.Tensor) -> torch.Tensor:
+    """RecBole's ``MultiHeadAttention.forward`` up to its context (before ``dense``), one row per position the
+    layer computes: with ``keep`` ([B, L]) the linear layers run on the packed real positions [N, H] -> [N, H];
+    without, on every position of [B, L, H] -> [B * L, H]."""
+    batch, length = attention_mask.shape[0], attention_mask.shape[-1]
 
     def heads(linear):  # [B, heads, L, head size]
-        return _padded(linear(hidden), keep).view(batch, length, att.num_attention_heads,
-                                                   att.attention_head_size).transpose(1, 2)
+        values = linear(hidden) if keep is None else _padded(linear(hidden), keep)
+        return values.view(batch, length, att.num_attention_heads, att.attention_head_size).transpose(1, 2)
 
     query, key, value = heads(att.query), heads(att.key), heads(att.value)
     scores = query @ key.transpose(-1, -2) / att.sqrt_attention_head_size + attention_mask
     probs = att.attn_dropout(att.softmax(scores))
-    return (probs @ value).transpose(1, 2).reshape(batch, length, att.all_head_size)[keep]
+    context = (probs @ value).transpose(1, 2).reshape(batch, length, att.all_head_size)
+    return context.reshape(batch * length, att.all_head_size) if keep is None else context[keep]
 
 
 def _attention(att, hidden: torch.Tensor, keep: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -76,12 +80,8 @@ class PackedTransformerEncoder(torch.nn.Module):
 
     def forward(self, hidden_states, attention_mask, output_all_encoded_layers=True):
         keep = real_positions(attention_mask, hidden_states.shape[1])
-        if bool(keep.all()):  # nothing to pack (e.g. bert_padding: left_mask encodes its padding): RecBole's layers
-            layers, hidden = [], hidden_states
-            for layer in self.layer:
-                hidden = layer(hidden, attention_mask)
-                layers.append(hidden)
-            return layers if output_all_encoded_layers else layers[-1:]
+        if bool(keep.all()):  # nothing to pack (e.g. bert_padding: left_mask encodes its padding): RecBole's loop
+            return TransformerEncoder.forward(self, hidden_states, attention_mask, output_all_encoded_layers)
         hidden = hidden_states[keep]  # [N, H]
         layers = []
         for layer in self.layer:
