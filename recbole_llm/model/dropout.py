@@ -1,10 +1,11 @@
 """How a Paper model's dropout draws its mask (``dropout_sampler``).
 
 ``torch.nn.Dropout`` on the CPU draws its mask with ``bernoulli_``, which off Intel CPUs (torch takes MKL's
-vectorised sampler only where the vendor is Intel) draws one element at a time: ~11 ns per element on this AMD
-EPYC, 12% of the paper's LLM2BERT4Rec training step (4 dropouts of [4,480 x 224] per step). Keeping an element
-where a uniform draw ``torch.rand`` is at least ``p`` is the same Bernoulli(1 - p) mask from torch's own seeded
-generator, 3.6x cheaper per dropout (``benchmarks/train_speed.py``'s dropout variants).
+vectorised sampler only where the vendor is Intel) draws one element at a time (about a tenth of LLM2BERT4Rec's
+bf16 step in a profile taken by hand on this AMD EPYC). Keeping an element where a uniform draw ``torch.rand`` is at
+least ``p`` is the same Bernoulli(1 - p) mask from torch's own seeded generator, drawn in bulk: LLM2BERT4Rec's bf16
+step 0.365 -> 0.338 s (``benchmarks/results/profile/train_speed_final_stop54.json``, "bf16 fused" against "bf16
+fused, uniform dropout").
 
 - ``torch`` (the Paper models' default and the paper preset's): RecBole's ``nn.Dropout``.
 - ``uniform``: every ``nn.Dropout`` of the model draws its mask from ``torch.rand``. Same distribution, another
