@@ -3,8 +3,10 @@ bf16) and the full softmax against a sampled one (``softmax_negatives``), side b
 thread, beside the same process's matmul peaks (2048^2, fp32 and bf16).
 
 For each variant: seconds per training step (RecBole's own ``_train_epoch`` over the same first ``--batches``
-batches, after one warm-up batch), the FLOPs of one step (torch's FlopCounterMode: forward and backward), and the
-step's GFLOP/s as a share of the matching matmul peak.
+batches, after one warm-up batch), the FLOPs of one step (torch's FlopCounterMode: forward and backward, the mean
+over as many batches, drawn like the timed ones: a cloze batch's masked positions vary), and the step's GFLOP/s as
+a share of the matching matmul peak. Shares in files before stop 55 count the backward pass alone (2/3 of a step's
+matrix work; ``step_flops``).
 
     python -m benchmarks.train_speed --models SASRec LLM2SASRec --batches 30 \
         --out benchmarks/results/profile/train_speed.json
@@ -59,10 +61,24 @@ def matmul_peak(dtype, n: int = 2048, repeats: int = 10, trials: int = 3) -> flo
     return best
 
 
-def measure(model_name: str, settings: dict, batches: int) -> dict:
+def step_flops(model, batch, bf16: bool) -> int:
+    """The FLOPs of one training step's forward and backward, as torch's FlopCounterMode counts them.
+
+    One counter context spans both passes: entering a FlopCounterMode clears its counts, so a second ``with counter``
+    for the backward pass (as this benchmark had it until stop 55) kept the backward's FLOPs alone, two thirds of a
+    step's matrix work, and every share of the peak it reported was 2/3 of the true one."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.calculate_loss(batch)
+        loss.backward()
+    return counter.get_total_flops()
+
+
+def measure(model_name: str, settings: dict, batches: int) -> dict:
     from benchmarks.common import quiet_beauty_settings
     from recbole_llm import pipeline
     from recbole_llm.trainer import _FirstBatches
@@ -72,20 +88,15 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
     run = pipeline.build(model_name, "beauty", None, quiet_beauty_settings(**settings))
     trainer, train = run.trainer, run.train_data
     trainer._train_epoch(_FirstBatches(train, 1), 0)  # warm-up: allocations, kernels chosen
-    first = next(iter(train))
-    counter = FlopCounterMode(display=False)
     used = run.model.settings
     run.model.settings = dataclasses.replace(used, full_softmax="plain")  # the same products, each seen by the counter
-    with counter, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(settings.get("enable_amp"))):
-        loss = run.model.calculate_loss(first)
-    with counter:
-        loss.backward()
+    counted = _FirstBatches(train, batches)  # batches as many as the timed ones, drawn the same way
+    flops = sum(step_flops(run.model, batch, bool(settings.get("enable_amp"))) for batch in counted) / len(counted)
     run.model.settings = used
     trainer.optimizer.zero_grad()
     started = time.perf_counter()
     trainer._train_epoch(_FirstBatches(train, batches), 1)
     seconds = (time.perf_counter() - started) / min(batches, len(train))
-    flops = counter.get_total_flops()
     return {"seconds_per_step": round(seconds, 4), "gflop_per_step": round(flops / 1e9, 3),
             "gflop_per_s": round(flops / 1e9 / seconds, 1), "batch_size": int(run.config["train_batch_size"]),
             "batches_per_epoch": len(train), "epoch_seconds_estimate": round(seconds * len(train))}
