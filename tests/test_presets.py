@@ -87,3 +87,18 @@ def test_the_paper_preset_keeps_llm2bert4recs_faithful_training(tiny):
     assert (paper["train_precision"], paper["dropout_sampler"]) == ("fp32", "torch")
     own = Config(model="LLM2BERT4Rec", dataset="tiny", config_dict=settings)
     assert (own["train_precision"], own["dropout_sampler"]) == ("auto", "uniform")
+
+
+def test_the_paper_preset_keeps_llm2sasrecs_fp32(tiny):
+    """LLM2SASRec's own default trains in bf16 where the hardware has it (validated on the folds in stop 48); the
+    paper preset keeps fp32, which made its committed rows."""
+    from recbole.config import Config
+
+    import recbole_llm  # noqa: F401
+
+    settings = {"data_path": str(tiny["path"]), "checkpoint_dir": "saved"}
+    paper = Config(model="LLM2SASRec", dataset="beauty", config_file_list=config_files(None, "LLM2SASRec", "beauty"),
+                   config_dict=settings)
+    assert paper["train_precision"] == "fp32"
+    own = Config(model="LLM2SASRec", dataset="tiny", config_dict=settings)
+    assert own["train_precision"] == "auto"
