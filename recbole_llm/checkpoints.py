@@ -120,9 +120,22 @@ TRANSFORM_KEYS = {"MASK_INDEX", "MASK_ITEM_SEQ", "POS_ITEMS", "NEG_ITEMS", "INVE
 
 def _hashed_settings(config) -> dict:
     """The resolved settings (RecBole's final config) without the ones that only say where files go or how much is
-    printed, or that RecBole's transforms derive."""
-    return {str(k): v for k, v in dict(config.final_config_dict).items()
-            if k not in VOLATILE_SETTINGS and k not in TRANSFORM_KEYS}
+    printed, or that RecBole's transforms derive. ``train_precision`` counts as fp32 for a model whose trainer does
+    not read it: a hybrid carries its LLM2 partner's yaml default (``auto``) but trains in fp32 whatever it says."""
+    settings = {str(k): v for k, v in dict(config.final_config_dict).items()
+                if k not in VOLATILE_SETTINGS and k not in TRANSFORM_KEYS}
+    if settings.get("train_precision") not in (None, "fp32") and not _reads_train_precision(config):
+        settings["train_precision"] = "fp32"
+    return settings
+
+
+def _reads_train_precision(config) -> bool:
+    from .checks import _trains_with_catalog_trainer
+
+    try:
+        return _trains_with_catalog_trainer(config)
+    except Exception:  # noqa: BLE001 - a model RecBole resolves otherwise has no trainer of ours: it cannot read it
+        return False
 
 
 def _transform_keys(config) -> dict:

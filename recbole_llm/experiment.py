@@ -210,7 +210,9 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
         "init_seconds": run.init_seconds, "eval_seconds": eval_seconds,
         "wall_seconds": trainer.wall_seconds(),
         "checkpoint": trainer.saved_model_file, "test_sessions": len(test_data.dataset.inter_feat),
-        "config_hash": config_hash(config),  # the resolved settings: a plan reuses this run only for the same
+        "config_hash": config_hash(config),  # the resolved settings: a plan reuses this run only for the same hash
+        # the precision this machine trained in: train_precision: auto is hashed as asked, like the device
+        "trained_in": "bf16" if getattr(trainer, "bf16", False) or config["enable_amp"] else "fp32",
         "valid_curve": progress.get("valid_curve", []),  # validation score and wall time after each epoch
         "provenance": provenance(threads),
     }

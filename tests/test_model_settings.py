@@ -182,3 +182,22 @@ def test_a_cloze_runs_hash_ignores_the_field_names_recboles_transform_writes(tin
     recorded_before = _digest({**_hashed_settings(config),
                                **{k: config[k] for k in TRANSFORM_KEYS if k in config.final_config_dict}})
     assert recorded_before != config_hash(fresh) and recorded_before in config_hashes(fresh)
+
+
+def test_train_precision_is_hashed_as_fp32_where_the_trainer_ignores_it(tmp_path):
+    """LLMSeqSimSeqHybrid reads its partner's yaml (LLM2SASRec: ``train_precision: auto``) but trains through a
+    trainer that ignores the key: its hash must not change with that default, or its recorded runs would look stale
+    and be run again. A model whose trainer reads it (LLM2SASRec) hashes what it asked for."""
+    from recbole_llm.checkpoints import config_hash
+    from recbole_llm.experiment import run_settings
+
+    hybrid = Config(model="LLMSeqSimSeqHybrid", dataset="ml-100k", config_dict=run_settings(1, {}, str(tmp_path)))
+    assert hybrid["hybrid_sequential_model"] == "LLM2SASRec" and hybrid["train_precision"] == "auto"
+    asked = config_hash(hybrid)
+    hybrid.final_config_dict["train_precision"] = "fp32"
+    assert config_hash(hybrid) == asked
+    model = Config(model="LLM2SASRec", dataset="ml-100k", config_dict=run_settings(1, {}, str(tmp_path)))
+    assert model["train_precision"] == "auto"
+    asked = config_hash(model)
+    model.final_config_dict["train_precision"] = "fp32"
+    assert config_hash(model) != asked

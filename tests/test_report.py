@@ -212,6 +212,22 @@ def test_a_damaged_or_foreign_resume_file_is_one_clear_error_naming_it(tiny, tmp
         experiment.run_single("SASRec", "tiny", 1, out, overrides, data_path=str(tiny["path"]))
 
 
+def test_a_run_records_the_precision_it_trained_in(tiny, tmp_path):
+    """``train_precision: auto`` is hashed as asked (like the device): the result says what this machine made of it."""
+    import recbole_llm.experiment as experiment
+    from recbole_llm.llm.precision import cpu_has_native_bf16
+
+    overrides = {k: v for k, v in tiny["config"].items() if k not in ("data_path", "checkpoint_dir")}
+    overrides.update(epochs=1, checkpoint_dir=str(tmp_path / "saved"), train_precision="auto")
+    result = experiment.run_single("PaperSASRec", "tiny", 1, tmp_path / "PaperSASRec__seed1.json", overrides,
+                                   data_path=str(tiny["path"]))
+    assert result["trained_in"] == ("bf16" if cpu_has_native_bf16() else "fp32")
+    del overrides["train_precision"]
+    result = experiment.run_single("SASRec", "tiny", 1, tmp_path / "SASRec__seed1.json", overrides,
+                                   data_path=str(tiny["path"]))
+    assert result["trained_in"] == "fp32"
+
+
 def test_ndcg_per_session_matches_the_rank_formula():
     values = ndcg_per_session(np.array([1, 3, 20, 21, -1]), k=20)
     assert np.allclose(values, [1.0, 0.5, 1 / np.log2(21), 0.0, 0.0])
