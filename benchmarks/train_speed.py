@@ -4,9 +4,9 @@ thread, beside the same process's matmul peaks (2048^2, fp32 and bf16).
 
 For each variant: seconds per training step (RecBole's own ``_train_epoch`` over the same first ``--batches``
 batches, after one warm-up batch), the FLOPs of one step (torch's FlopCounterMode: forward and backward, the mean
-over as many batches, drawn like the timed ones: a cloze batch's masked positions vary), and the step's GFLOP/s as
-a share of the matching matmul peak. Shares in files before stop 55 count the backward pass alone (2/3 of a step's
-matrix work; ``step_flops``).
+over as many batches from another pass of the loader: the same number, not the same batches; a cloze batch's masked
+positions vary), and the step's GFLOP/s as a share of the matching matmul peak. Shares in files before stop 55
+count the backward pass alone (2/3 of a step's matrix work; ``step_flops``).
 
     python -m benchmarks.train_speed --models SASRec LLM2SASRec --batches 30 \
         --out benchmarks/results/profile/train_speed.json
@@ -90,7 +90,7 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
     trainer._train_epoch(_FirstBatches(train, 1), 0)  # warm-up: allocations, kernels chosen
     used = run.model.settings
     run.model.settings = dataclasses.replace(used, full_softmax="plain")  # the same products, each seen by the counter
-    counted = _FirstBatches(train, batches)  # batches as many as the timed ones, drawn the same way
+    counted = _FirstBatches(train, batches)  # as many as are timed, from the loader's pass before the timed one
     flops = sum(step_flops(run.model, batch, bool(settings.get("enable_amp"))) for batch in counted) / len(counted)
     run.model.settings = used
     trainer.optimizer.zero_grad()
