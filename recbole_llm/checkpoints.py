@@ -130,12 +130,18 @@ def _hashed_settings(config) -> dict:
 
 
 def _reads_train_precision(config) -> bool:
-    from .checks import _trains_with_catalog_trainer
+    """Whether the configured model declares ``train_precision`` among its settings (the Paper models and their
+    subclasses, whose CatalogTrainer reads it)."""
+    import dataclasses
+
+    from .registry import get_model
 
     try:
-        return _trains_with_catalog_trainer(config)
-    except Exception:  # noqa: BLE001 - a model RecBole resolves otherwise has no trainer of ours: it cannot read it
+        settings_class = getattr(get_model(config["model"]), "settings_class", None)
+    except Exception:  # noqa: BLE001 - a name RecBole resolves otherwise: no settings of ours
         return False
+    return dataclasses.is_dataclass(settings_class) and any(
+        field.name == "train_precision" for field in dataclasses.fields(settings_class))
 
 
 def _transform_keys(config) -> dict:
