@@ -124,24 +124,12 @@ def _hashed_settings(config) -> dict:
     not read it: a hybrid carries its LLM2 partner's yaml default (``auto``) but trains in fp32 whatever it says."""
     settings = {str(k): v for k, v in dict(config.final_config_dict).items()
                 if k not in VOLATILE_SETTINGS and k not in TRANSFORM_KEYS}
-    if settings.get("train_precision") not in (None, "fp32") and not _reads_train_precision(config):
-        settings["train_precision"] = "fp32"
+    if settings.get("train_precision") not in (None, "fp32"):
+        from .registry import declares_setting
+
+        if not declares_setting(config["model"], "train_precision"):
+            settings["train_precision"] = "fp32"
     return settings
-
-
-def _reads_train_precision(config) -> bool:
-    """Whether the configured model declares ``train_precision`` among its settings (the Paper models and their
-    subclasses, whose CatalogTrainer reads it)."""
-    import dataclasses
-
-    from .registry import get_model
-
-    try:
-        settings_class = getattr(get_model(config["model"]), "settings_class", None)
-    except Exception:  # noqa: BLE001 - a name RecBole resolves otherwise: no settings of ours
-        return False
-    return dataclasses.is_dataclass(settings_class) and any(
-        field.name == "train_precision" for field in dataclasses.fields(settings_class))
 
 
 def _transform_keys(config) -> dict:

@@ -51,7 +51,9 @@ def check_run_settings(config: Config, folder: Path) -> None:
             raise SettingError("enable_amp=True trains in bf16 (CPU autocast), but this CPU has no AVX-512 BF16 "
                              "(see /proc/cpuinfo): bf16 would be emulated, slower than fp32. Set enable_amp=False")
     if config["train_precision"] not in (None, "fp32"):  # a Paper model's CatalogTrainer: refuse bf16 up front
-        if _trains_with_catalog_trainer(config):
+        from .registry import declares_setting
+
+        if declares_setting(config["model"], "train_precision"):  # the models checkpoints hash it for
             from .lazy_adam import CatalogTrainer
 
             CatalogTrainer.resolve_train_precision(config["train_precision"], config["device"])

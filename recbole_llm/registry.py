@@ -64,6 +64,20 @@ def get_model(model_name):
     )
 
 
+def declares_setting(model_name, key: str) -> bool:
+    """Whether the model's own settings (its ``settings_class``) declare ``key``: e.g. ``train_precision``, which
+    only the Paper models and their subclasses read (through their CatalogTrainer). A model of RecBole's, or a name
+    nothing resolves, declares none."""
+    import dataclasses
+
+    try:
+        settings_class = getattr(get_model(model_name), "settings_class", None)
+    except (SettingError, ImportError):  # unknown, or a RecBole model whose extra library is missing
+        return False
+    return dataclasses.is_dataclass(settings_class) and any(
+        field.name == key for field in dataclasses.fields(settings_class))
+
+
 def get_trainer(model_type, model_name):
     """RecBole's ``get_trainer``; a registered model may name its own trainer
     (memory-based models use RecBole's one-epoch ``TraditionalTrainer``)."""
