@@ -211,8 +211,7 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
         "wall_seconds": trainer.wall_seconds(),
         "checkpoint": trainer.saved_model_file, "test_sessions": len(test_data.dataset.inter_feat),
         "config_hash": config_hash(config),  # the resolved settings: a plan reuses this run only for the same hash
-        # the precision this machine trained in: train_precision: auto is hashed as asked, like the device
-        "trained_in": "bf16" if getattr(trainer, "bf16", False) or config["enable_amp"] else "fp32",
+        "trained_in": _trained_in(trainer),  # train_precision: auto is hashed as asked, like the device
         "valid_curve": progress.get("valid_curve", []),  # validation score and wall time after each epoch
         "provenance": provenance(threads),
     }
@@ -228,6 +227,14 @@ def _run_single(model_name: str, dataset_name: str, seed: int, out: Path, overri
     tmp.replace(out)  # the JSON last: its presence means the run is complete
     trainer.finish()
     return result
+
+
+def _trained_in(trainer) -> str:
+    """The precision the trainer's autocast ran in. ``enable_amp`` is the switch (CatalogTrainer sets it from
+    ``train_precision``); CatalogTrainer's autocast is bf16, RecBole's names no dtype: bf16 on a CPU, fp16 on CUDA."""
+    if not getattr(trainer, "enable_amp", False):
+        return "fp32"
+    return "bf16" if getattr(trainer, "bf16", False) or str(trainer.device).startswith("cpu") else "fp16"
 
 
 @contextlib.contextmanager
