@@ -29,3 +29,43 @@ def test_step_flops_counts_forward_and_backward(bf16):
 def test_step_flops_without_input_gradient():
     m, k, n = 6, 5, 7  # the input takes no gradient: the forward product and the weight's gradient
     assert step_flops(_OneProduct(k, n), torch.randn(m, k), False) == 2 * 2 * m * n * k
+
+
+class _FusedCatalog(torch.nn.Module):
+    """A step whose only matrix work is the fused catalog loss: [m x k] states against an [n x k] table."""
+
+    def __init__(self, k: int, n: int):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(n, k))
+
+    def calculate_loss(self, batch):
+        from recbole_llm.model.fused_softmax import fused_cross_entropy
+
+        states, targets = batch
+        return fused_cross_entropy(states, self.table, targets)
+
+
+def test_fused_loss_tally_counts_the_loss_products_and_time():
+    from benchmarks.train_speed import fused_loss_tally
+    from recbole_llm.model.fused_softmax import FusedCatalogCrossEntropy
+
+    m, k, n = 6, 5, 7
+    original = FusedCatalogCrossEntropy.forward
+    states, targets = torch.randn(m, k, requires_grad=True), torch.randint(0, n, (m,))
+    model = _FusedCatalog(k, n)
+    with fused_loss_tally() as tally:
+        model.calculate_loss((states, targets)).backward()
+    assert tally["calls"] == 1 and tally["seconds"] > 0
+    assert tally["flops"] == 3 * 2 * m * n * k  # the forward makes both gradients' products
+    assert FusedCatalogCrossEntropy.forward is original  # restored
+    expected = torch.nn.functional.cross_entropy(states.detach() @ model.table.detach().T, targets)
+    assert torch.allclose(model.calculate_loss((states, targets)), expected)
+
+
+def test_share_ceiling_is_the_loss_share_when_the_loss_is_all_the_work():
+    from benchmarks.train_speed import share_ceiling
+
+    row = {"gflop_per_step": 1.0, "loss_gflop_per_step": 1.0, "loss_seconds_per_step": 0.02}
+    assert share_ceiling(row, 100.0) == 0.5
+    row = {"gflop_per_step": 2.0, "loss_gflop_per_step": 1.0, "loss_seconds_per_step": 0.01}
+    assert share_ceiling(row, 100.0) == round(2.0 / 0.02 / 100, 3)
