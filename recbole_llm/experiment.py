@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -303,27 +304,94 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
         if not target.exists():
             todo.append(job)
 
+    stopping = threading.Event()
+    running: set[subprocess.Popen] = set()
+    guard = threading.Lock()
+
     def run_one(label, model, seed, settings, target) -> tuple[str, int, int]:
-        command = [sys.executable, "-m", "recbole_llm", "run-one", "--model", model, "--dataset", dataset,
-                   "--seed", str(seed), "--out", str(target), "--threads", str(threads),
-                   "--overrides", json.dumps(settings)]
-        if data_path:
-            command += ["--data_path", str(data_path)]
+        command = run_one_command(model, dataset, seed, target, threads, settings, data_path)
         # the default memory budget of a run (prepare.check_catalog_memory) is its share of the machine's
         env = {**os.environ, "RECBOLE_LLM_RUNS_SIDE_BY_SIDE": str(jobs)}
         with open(target.with_suffix(".log"), "a") as log:  # a resumed run keeps its earlier log
-            return label, seed, subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            with guard:
+                if stopping.is_set():  # the plan is being stopped: start nothing more
+                    return label, seed, None
+                child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running.add(child)
+            try:
+                return label, seed, child.wait()
+            finally:
+                with guard:
+                    running.discard(child)
 
     with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"report plan ({jobs} side by side)") as bar, \
-            ThreadPoolExecutor(max_workers=jobs) as pool:
-        for wave in waves(todo, out_dir):  # an ensemble row that reads this plan's run files waits for them
-            futures = [pool.submit(run_one, *job) for job in wave]
-            for future in as_completed(futures):
-                label, seed, code = future.result()
-                if code != 0:
-                    tqdm.write(f"{label} seed {seed} failed (exit {code}); see {out_dir / f'{label}__seed{seed}.log'}")
-                bar.set_postfix_str(f"{label} seed {seed} done")
-                bar.update(1)
+            ThreadPoolExecutor(max_workers=jobs) as pool, _stop_on_sigterm():
+        try:
+            for wave in waves(todo, out_dir):  # an ensemble row that reads this plan's run files waits for them
+                futures = [pool.submit(run_one, *job) for job in wave]
+                for future in as_completed(futures):
+                    label, seed, code = future.result()
+                    if code != 0:
+                        tqdm.write(f"{label} seed {seed} failed (exit {code}); see "
+                                   f"{out_dir / f'{label}__seed{seed}.log'}")
+                    bar.set_postfix_str(f"{label} seed {seed} done")
+                    bar.update(1)
+        except BaseException:  # Ctrl-C, SIGTERM, an error: stop the runs under way, start no other
+            with guard:
+                stopping.set()
+                children = list(running)
+            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_children(children)
+            tqdm.write(f"report stopped: {len(children)} run(s) under way were stopped; each resumes from its last "
+                       "finished epoch when the report is run again")
+            raise
+
+
+def run_one_command(model: str, dataset: str, seed: int, target: Path, threads: int, settings: dict,
+                    data_path: str | None) -> list[str]:
+    """The command line of one (model, seed) of a report: ``run-one`` in its own process."""
+    command = [sys.executable, "-m", "recbole_llm", "run-one", "--model", model, "--dataset", dataset,
+               "--seed", str(seed), "--out", str(target), "--threads", str(threads),
+               "--overrides", json.dumps(settings)]
+    if data_path:
+        command += ["--data_path", str(data_path)]
+    return command
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM raises SystemExit in the report's main thread for the block, so its runs are stopped and no queued run
+    starts. Said explicitly because otherwise it depends on the import order: RecBole's quick_start imports Ray, whose
+    handler does the same; without it SIGTERM would end the report at once and leave its runs going."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_children(children: list, grace_seconds: float = 30.0) -> None:
+    """SIGTERM to each run under way, then SIGKILL to any still alive after ``grace_seconds``. A stopped run keeps
+    its checkpoint of the last finished epoch (and its lock dies with it)."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + grace_seconds
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def waves(todo: list[tuple], out_dir: Path) -> list[list[tuple]]:
