@@ -17,6 +17,12 @@ the other defaults as they are), the fused one (``full_softmax: fused``, the las
 one with ``train_keep_freed_memory: False`` (glibc unmaps every large freed tensor, so the
 next step faults its pages in again; run this without the Makefile's ``MALLOC_*`` variables, which would keep them).
 The FLOPs of a step are counted on the plain loss: the fused one does the same products.
+
+Where the fused loss is used, also (since stop 56): its own time per timed step (``loss_seconds_per_step``: its
+forward, which makes every catalog product; its backward only scales them), its FLOPs on the counted batches
+(``loss_gflop_per_step``, from the shapes), its rate (``loss_gflop_per_s``) and share of the peak, and
+``share_ceiling``: the step's share were the loss at its measured rate and everything else at the peak. Where that
+ceiling is below 0.5, no work outside the catalog loss can bring the step to half the peak.
 """
 from __future__ import annotations
 
@@ -81,9 +87,10 @@ def step_flops(model, batch, bf16: bool) -> int:
 
 @contextlib.contextmanager
 def fused_loss_tally():
-    """Seconds spent inside the fused catalog loss's forward, which makes all three catalog products (its backward
-    only scales what the forward made), and those products' FLOPs: 3 x 2 x positions x catalog x width per call
-    (from the shapes: FlopCounterMode does not count the in-place ``addmm_`` the loss accumulates with).
+    """Seconds spent inside the fused catalog loss's forward, which makes the catalog products (its backward only
+    scales what the forward made), and those products' FLOPs: 2 x positions x catalog x width for the logits and for
+    each gradient asked for (from the shapes: FlopCounterMode does not count the in-place ``addmm_`` the loss
+    accumulates with). These are the products the plain loss's count has.
 
     Why: with a thin hidden size (the paper's SASRec: 48) the catalog products themselves run far below the matmul
     peak; the loss's own share bounds what the whole step could reach (``share_ceiling``)."""
@@ -96,7 +103,8 @@ def fused_loss_tally():
         started = time.perf_counter()
         out = original(ctx, states, table, *rest)
         tally["seconds"] += time.perf_counter() - started
-        tally["flops"] += 6 * states.shape[0] * table.shape[0] * table.shape[1]
+        products = 1 + int(ctx.needs_input_grad[0]) + int(ctx.needs_input_grad[1])
+        tally["flops"] += 2 * products * states.shape[0] * table.shape[0] * table.shape[1]
         tally["calls"] += 1
         return out
 
@@ -108,6 +116,8 @@ def fused_loss_tally():
 
 
 def measure(model_name: str, settings: dict, batches: int) -> dict:
+    import torch
+
     from benchmarks.common import quiet_beauty_settings
     from recbole_llm import pipeline
     from recbole_llm.trainer import _FirstBatches
@@ -119,10 +129,19 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
     trainer._train_epoch(_FirstBatches(train, 1), 0)  # warm-up: allocations, kernels chosen
     used = run.model.settings
     run.model.settings = dataclasses.replace(used, full_softmax="plain")  # the same products, each seen by the counter
-    counted = _FirstBatches(train, batches)  # as many as are timed, from the loader's pass before the timed one
-    flops = sum(step_flops(run.model, batch, bool(settings.get("enable_amp"))) for batch in counted) / len(counted)
+    bf16 = bool(settings.get("enable_amp"))
+    counted = list(_FirstBatches(train, batches))  # as many as are timed, from the loader's pass before the timed one
+    flops = sum(step_flops(run.model, batch, bf16) for batch in counted) / len(counted)
     run.model.settings = used
     fused = used.full_softmax == "fused" and not getattr(used, "softmax_negatives", 0)
+    loss_flops = 0.0
+    if fused:  # the fused loss's FLOPs on the same batches, to set against the step's
+        with fused_loss_tally() as counted_loss:
+            for batch in counted:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = run.model.calculate_loss(batch)
+                loss.backward()
+        loss_flops = counted_loss["flops"] / len(counted)
     trainer.optimizer.zero_grad()
     with fused_loss_tally() as tally:
         started = time.perf_counter()
@@ -131,18 +150,19 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
     row = {"seconds_per_step": round(seconds, 4), "gflop_per_step": round(flops / 1e9, 3),
            "gflop_per_s": round(flops / 1e9 / seconds, 1), "batch_size": int(run.config["train_batch_size"]),
            "batches_per_epoch": len(train), "epoch_seconds_estimate": round(seconds * len(train))}
-    if fused and tally["calls"]:
-        loss_seconds, loss_flops = (tally[k] / min(batches, len(train)) for k in ("seconds", "flops"))
-        row.update({"loss_seconds_per_step": round(loss_seconds, 4), "loss_gflop_per_step": round(loss_flops / 1e9, 3),
-                    "loss_gflop_per_s": round(loss_flops / 1e9 / loss_seconds, 1)})
+    if fused and tally["calls"]:  # the loss's rate on the timed batches; its FLOPs on the counted ones, as the step's
+        row.update({"loss_seconds_per_step": round(tally["seconds"] / min(batches, len(train)), 4),
+                    "loss_gflop_per_step": round(loss_flops / 1e9, 3),
+                    "loss_gflop_per_s": round(tally["flops"] / 1e9 / tally["seconds"], 1)})
     return row
 
 
 def share_ceiling(row: dict, peak: float) -> float:
-    """The step's share of the peak if everything outside the fused loss cost nothing beyond its own FLOPs at the
-    peak: an upper bound on what removing overhead outside the catalog loss could give."""
+    """The step's share of the peak if the fused loss kept its measured rate and everything outside it ran at the
+    peak (no overhead, no elementwise work): an upper bound on what removing work outside the catalog loss could
+    give. The loss's and the step's FLOPs are counted on the same batches."""
     outside = max(0.0, row["gflop_per_step"] - row["loss_gflop_per_step"])
-    seconds = row["loss_seconds_per_step"] + outside / peak
+    seconds = row["loss_gflop_per_step"] / row["loss_gflop_per_s"] + outside / peak
     return round(row["gflop_per_step"] / seconds / peak, 3)
 
 

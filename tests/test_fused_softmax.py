@@ -28,6 +28,25 @@ def test_loss_and_gradients_are_the_plain_ones(rows, with_bias):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("frozen", ["table", "states", "bias", "table+bias"])
+def test_only_the_gradients_asked_for_are_made(frozen, monkeypatch):
+    """A frozen table (``embedding_freeze``) or bias gets no gradient, and its product is not computed; the others
+    are the plain loss's."""
+    states, table, bias, targets = _inputs()
+    named = {"states": states, "table": table, "bias": bias}
+    for name in frozen.split("+"):
+        named[name].requires_grad_(False)
+    trained = [tensor for tensor in named.values() if tensor.requires_grad]
+    plain = torch.nn.functional.cross_entropy(states @ table.T + bias, targets)
+    products = []
+    real_addmm_ = torch.Tensor.addmm_
+    monkeypatch.setattr(torch.Tensor, "addmm_", lambda self, *a, **k: products.append(1) or real_addmm_(self, *a, **k))
+    fused = fused_cross_entropy(states, table, targets, bias, rows=7)
+    assert bool(products) == table.requires_grad  # the table's gradient product runs only where it is trained
+    for want, got in zip(torch.autograd.grad(plain, trained), torch.autograd.grad(fused, trained)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_gradients_flow_through_a_computed_table():
     """An LLM2/LLM-ESR table is computed from parameters (a projection of frozen embeddings): its gradient
     reaches them."""

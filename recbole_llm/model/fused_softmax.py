@@ -10,8 +10,8 @@ Here the loss walks the positions in chunks of ``rows`` and, per chunk, makes th
 softmax's gradient ``p - onehot(target)`` in one cache-sized buffer, then multiplies that buffer into both
 gradients at once (``grad_states = g @ table``, ``grad_table += g.T @ states``). Since the loss is a scalar,
 the gradients are made in the forward pass (scaled by the incoming gradient in backward), so the catalog
-product is computed once, as in the plain loss: the same three matrix products, the same values up to float
-rounding (tested against the plain loss), and memory bounded by ``rows x catalog`` whatever the batch. This is
+product is computed once, as in the plain loss: the same three matrix products (only the gradients asked for:
+a frozen table's is skipped), the same values up to float rounding (tested against the plain loss), and memory bounded by ``rows x catalog`` whatever the batch. This is
 the fused linear cross-entropy of Liger-Kernel and Apple's Cut Cross-Entropy, for the CPU.
 
 Under CPU bf16 autocast the products run in bf16 (as the plain loss's would) and the softmax in fp32. Measured
@@ -49,9 +49,11 @@ class FusedCatalogCrossEntropy(torch.autograd.Function):
             s, t = states.to(compute), table.to(compute)
             count = states.shape[0]
             acc = torch.promote_types(states.dtype, torch.float32)  # fp32, or fp64 where the inputs are
-            grad_states = torch.empty(states.shape, dtype=acc, device=states.device)
-            grad_table = torch.zeros(table.shape, dtype=acc, device=table.device)
-            grad_bias = None if bias is None else torch.zeros(bias.shape, dtype=acc, device=bias.device)
+            # only the gradients asked for: a frozen table (embedding_freeze) skips its product, a third of the work
+            need_states, need_table, need_bias = ctx.needs_input_grad[:3]
+            grad_states = torch.empty(states.shape, dtype=acc, device=states.device) if need_states else None
+            grad_table = torch.zeros(table.shape, dtype=acc, device=table.device) if need_table else None
+            grad_bias = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_bias else None
             bias32 = None if bias is None else bias.to(acc)
             total = torch.zeros((), dtype=torch.float64, device=states.device)
             for start in range(0, count, rows):
@@ -69,19 +71,23 @@ class FusedCatalogCrossEntropy(torch.autograd.Function):
                 logits.sub_(top).exp_()
                 sums = logits.sum(dim=1, keepdim=True)
                 total += (sums.log() + top - picked).sum(dtype=torch.float64)
+                if not (need_states or need_table or need_bias):
+                    continue
                 # the softmax's gradient over the mean, in place: exp(...) / sums / count - onehot(target) / count
                 logits.mul_(sums.reciprocal_().div_(count))
                 logits[torch.arange(stop - start, device=logits.device), target] -= 1.0 / count
                 if grad_bias is not None:
                     grad_bias += logits.sum(0)
                 g = logits.to(compute)
-                grad_states[start:stop] = g @ t
+                if grad_states is not None:
+                    grad_states[start:stop] = g @ t
+                if grad_table is None:
+                    continue
                 if compute == acc:
                     grad_table.addmm_(g.T, chunk)
                 else:
                     grad_table += g.T @ chunk
         ctx.save_for_backward(grad_states, grad_table, grad_bias)
-        ctx.has_bias = bias is not None
         ctx.dtypes = (states.dtype, table.dtype, None if bias is None else bias.dtype)
         return (total / count).to(acc)
 
@@ -89,9 +95,9 @@ class FusedCatalogCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_states, grad_table, grad_bias = ctx.saved_tensors
         s_dtype, t_dtype, b_dtype = ctx.dtypes
-        out_states = (grad_states * grad_loss).to(s_dtype) if ctx.needs_input_grad[0] else None
-        out_table = (grad_table * grad_loss).to(t_dtype) if ctx.needs_input_grad[1] else None
-        out_bias = (grad_bias * grad_loss).to(b_dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        out_states = None if grad_states is None else (grad_states * grad_loss).to(s_dtype)
+        out_table = None if grad_table is None else (grad_table * grad_loss).to(t_dtype)
+        out_bias = None if grad_bias is None else (grad_bias * grad_loss).to(b_dtype)
         return out_states, out_table, out_bias, None, None
 
 
