@@ -312,6 +312,8 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
         command = run_one_command(model, dataset, seed, target, threads, settings, data_path)
         # the default memory budget of a run (prepare.check_catalog_memory) is its share of the machine's
         env = {**os.environ, "RECBOLE_LLM_RUNS_SIDE_BY_SIDE": str(jobs)}
+        if stopping.is_set():
+            return label, seed, None
         with open(target.with_suffix(".log"), "a") as log:  # a resumed run keeps its earlier log
             with guard:
                 if stopping.is_set():  # the plan is being stopped: start nothing more
@@ -336,14 +338,16 @@ def run_plan(out_dir: Path, dataset: str, specs: list[str], seeds: list[int], co
                                    f"{out_dir / f'{label}__seed{seed}.log'}")
                     bar.set_postfix_str(f"{label} seed {seed} done")
                     bar.update(1)
-        except BaseException:  # Ctrl-C, SIGTERM, an error: stop the runs under way, start no other
-            with guard:
-                stopping.set()
-                children = list(running)
-            pool.shutdown(wait=False, cancel_futures=True)
-            _stop_children(children)
-            tqdm.write(f"report stopped: {len(children)} run(s) under way were stopped; each resumes from its last "
-                       "finished epoch when the report is run again")
+        except BaseException as error:  # Ctrl-C, SIGTERM, an error: stop the runs under way, start no other
+            stopping.set()
+            with _signals_deferred():  # a second Ctrl-C / SIGTERM must not cut the stop short
+                with guard:
+                    children = list(running)
+                pool.shutdown(wait=False, cancel_futures=True)
+                _stop_children(children)
+            reason = {KeyboardInterrupt: "Ctrl-C", SystemExit: "SIGTERM"}.get(type(error), f"an error ({error!r})")
+            tqdm.write(f"report stopped by {reason}: {len(children)} run(s) under way were stopped, queued runs not "
+                       "started; each resumes from its last finished epoch when the report is run again")
             raise
 
 
@@ -379,13 +383,33 @@ def _stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_children(children: list, grace_seconds: float = 30.0) -> None:
-    """SIGTERM to each run under way, then SIGKILL to any still alive after ``grace_seconds``. A stopped run keeps
-    its checkpoint of the last finished epoch (and its lock dies with it)."""
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM ignored for the block (in the main thread), restored after it: the report's own cleanup
+    is bounded (``_stop_children``), and an impatient second signal would otherwise leave runs going."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+STOP_GRACE_SECONDS = 30.0
+
+
+def _stop_children(children: list) -> None:
+    """SIGTERM to each run under way, then SIGKILL to any still alive after ``STOP_GRACE_SECONDS``. A stopped run
+    keeps its checkpoint of the last finished epoch (and its lock dies with it)."""
     for child in children:
         if child.poll() is None:
             child.terminate()
-    deadline = time.monotonic() + grace_seconds
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
     for child in children:
         try:
             child.wait(timeout=max(0.0, deadline - time.monotonic()))

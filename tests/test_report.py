@@ -532,24 +532,33 @@ def test_two_processes_never_write_the_same_run(tmp_path):
 
 
 _STOPPABLE_PLAN = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from recbole_llm import experiment
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises even where the shell left SIGINT ignored
 markers = Path(sys.argv[1])
+stubborn = sys.argv[3] == "twice"  # runs that ignore SIGTERM: the report must SIGKILL them after its grace period
+experiment.STOP_GRACE_SECONDS = 3.0
 def sleeper(model, dataset, seed, target, threads, settings, data_path):
-    code = ("import os, sys, time; from pathlib import Path; "
-            f"Path({str(markers)!r}, {target.stem!r}).write_text(str(os.getpid())); time.sleep(120)")
+    marker = Path(markers, target.stem)
+    code = ("import os, signal, time; from pathlib import Path; "
+            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); " if stubborn else "") +
+            f"Path({str(marker)!r} + '.tmp').write_text(str(os.getpid())); "
+            f"os.replace({str(marker)!r} + '.tmp', {str(marker)!r}); time.sleep(120)")
     return [sys.executable, "-c", code]
 experiment.run_one_command = sleeper
 experiment.run_plan(markers / "out", "tiny", ["A=Pop", "B=Pop", "C=Pop"], [1], {}, jobs=int(sys.argv[2]))
 """
 
 
-@pytest.mark.parametrize("signal_name,jobs", [("SIGTERM", 1), ("SIGINT", 1), ("SIGTERM", 2)])
-def test_a_stopped_report_stops_its_runs_and_starts_no_other(tmp_path, signal_name, jobs):
-    """A report told to stop (SIGTERM, Ctrl-C) stops the runs under way and starts none of the queued ones. Until
-    stop 56 a SIGTERM let the pool start the next queued run when the current one died."""
+@pytest.mark.parametrize("signal_name,jobs,times", [("SIGTERM", 1, "once"), ("SIGINT", 1, "once"),
+                                                     ("SIGTERM", 2, "once"), ("SIGTERM", 2, "twice")])
+def test_a_stopped_report_stops_its_runs_and_starts_no_other(tmp_path, signal_name, jobs, times):
+    """A report told to stop (SIGTERM, Ctrl-C) stops the runs under way and starts none of the queued ones, also when
+    told twice while its runs ignore SIGTERM (they are killed after the grace period). Until stop 56 a SIGTERM let
+    the pool start the next queued run when the current one died."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -558,21 +567,35 @@ def test_a_stopped_report_stops_its_runs_and_starts_no_other(tmp_path, signal_na
 
     script = tmp_path / "plan.py"
     script.write_text(_STOPPABLE_PLAN)
-    report = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(jobs)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT,
-                              cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + 120
-    while len(list(tmp_path.glob("*__seed1"))) < jobs and time.monotonic() < deadline:
-        assert report.poll() is None, report.stdout.read().decode()
-        time.sleep(0.2)
-    started = {p.name: int(p.read_text()) for p in tmp_path.glob("*__seed1")}
-    assert len(started) == jobs
-    report.send_signal(getattr(signal, signal_name))  # the report alone, not its process group
-    report.wait(timeout=60)
-    assert report.returncode != 0
-    time.sleep(1.0)
-    assert {p.name for p in tmp_path.glob("*__seed1")} == set(started), "a queued run was started"
-    for pid in started.values():
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    assert "report stopped" in report.stdout.read().decode()
+    root = Path(__file__).resolve().parents[1]  # this checkout's package, not an installed one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    report = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(jobs), times],
+                              stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, env=env)
+    started = {}
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("*__seed1"))) < jobs and time.monotonic() < deadline:
+            assert report.poll() is None, report.stdout.read().decode()
+            time.sleep(0.2)
+        started = {p.name: int(p.read_text()) for p in tmp_path.glob("*__seed1")}
+        assert len(started) == jobs
+        report.send_signal(getattr(signal, signal_name))  # the report alone, not its process group
+        if times == "twice":
+            time.sleep(0.5)
+            report.send_signal(getattr(signal, signal_name))
+        report.wait(timeout=60)
+        assert report.returncode != 0
+        time.sleep(1.0)
+        assert {p.name for p in tmp_path.glob("*__seed1")} == set(started), "a queued run was started"
+        for pid in started.values():
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        assert "report stopped by " + ("Ctrl-C" if signal_name == "SIGINT" else "SIGTERM") in (
+            report.stdout.read().decode())
+    finally:  # nothing left running, whatever failed
+        if report.poll() is None:
+            report.kill()
+        for pid in started.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
