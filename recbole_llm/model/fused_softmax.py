@@ -11,8 +11,9 @@ softmax's gradient ``p - onehot(target)`` in one cache-sized buffer, then multip
 gradients at once (``grad_states = g @ table``, ``grad_table += g.T @ states``). Since the loss is a scalar,
 the gradients are made in the forward pass (scaled by the incoming gradient in backward), so the catalog
 product is computed once, as in the plain loss: the same three matrix products (only the gradients asked for:
-a frozen table's is skipped), the same values up to float rounding (tested against the plain loss), and memory bounded by ``rows x catalog`` whatever the batch. This is
-the fused linear cross-entropy of Liger-Kernel and Apple's Cut Cross-Entropy, for the CPU.
+a frozen table's is skipped), the same values up to float rounding (tested against the plain loss), and memory
+bounded by ``rows x catalog`` whatever the batch. This is the fused linear cross-entropy of Liger-Kernel and
+Apple's Cut Cross-Entropy, for the CPU.
 
 Under CPU bf16 autocast the products run in bf16 (as the plain loss's would) and the softmax in fp32. Measured
 side by side (``benchmarks/results/profile/fused_softmax_speed.json``, ``train_speed_stop53.json``): training steps
