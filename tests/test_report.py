@@ -599,3 +599,22 @@ def test_a_stopped_report_stops_its_runs_and_starts_no_other(tmp_path, signal_na
         for pid in started.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_saved_before_the_hash_is_current_where_its_settings_resolve_to_the_asked_ones(tiny, tmp_path):
+    """A run recorded before config hashes (its overrides only) is not trained again where an override it recorded
+    is now the preset's value (beauty.yaml's BERT4Rec rows recorded ``bert_padding: left_mask``, the preset's now)."""
+    import json
+
+    from recbole_llm.experiment import finished_run_is_current
+
+    common = {k: v for k, v in tiny["config"].items() if k != "data_path"}
+    target = tmp_path / "Pop__seed1.json"
+
+    def saved(overrides):
+        target.write_text(json.dumps({"model": "Pop", "overrides": overrides, "test": {}}))
+        return finished_run_is_current(target, "Pop", "tiny", 1, common, str(tiny["path"]))
+
+    assert saved(dict(common)), "the same overrides"
+    assert saved({**common, "topk": [10, 20]}), "an override at the preset's value (properties/overall.yaml)"
+    assert not saved({**common, "topk": [5, 20]}), "an override of another value"
