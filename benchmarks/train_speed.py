@@ -74,15 +74,21 @@ def step_flops(model, batch, bf16: bool) -> int:
     One counter context spans both passes: entering a FlopCounterMode clears its counts, so a second ``with counter``
     for the backward pass (as this benchmark had it until stop 55) kept the backward's FLOPs alone, two thirds of a
     step's matrix work, and every share of the peak it reported was 2/3 of the true one."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model.calculate_loss(batch)
-        loss.backward()
+        _forward_backward(model, batch, bf16)
     return counter.get_total_flops()
+
+
+def _forward_backward(model, batch, bf16: bool) -> None:
+    """One training step's forward (under CPU bf16 autocast where asked) and backward, without the optimizer."""
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model.calculate_loss(batch)
+    loss.backward()
 
 
 @contextlib.contextmanager
@@ -116,8 +122,6 @@ def fused_loss_tally():
 
 
 def measure(model_name: str, settings: dict, batches: int) -> dict:
-    import torch
-
     from benchmarks.common import quiet_beauty_settings
     from recbole_llm import pipeline
     from recbole_llm.trainer import _FirstBatches
@@ -138,9 +142,7 @@ def measure(model_name: str, settings: dict, batches: int) -> dict:
     if fused:  # the fused loss's FLOPs on the same batches, to set against the step's
         with fused_loss_tally() as counted_loss:
             for batch in counted:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    loss = run.model.calculate_loss(batch)
-                loss.backward()
+                _forward_backward(run.model, batch, bf16)
         loss_flops = counted_loss["flops"] / len(counted)
     trainer.optimizer.zero_grad()
     with fused_loss_tally() as tally:

@@ -369,41 +369,41 @@ def run_one_command(model: str, dataset: str, seed: int, target: Path, threads: 
 
 
 @contextlib.contextmanager
+def _signal_handlers(handlers: dict):
+    """``handlers`` (signal number -> handler) for the block, the previous ones restored after it; in the main thread
+    only (elsewhere Python cannot set them, and the block runs as it is)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _raise_system_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def _stop_on_sigterm():
     """SIGTERM raises SystemExit in the report's main thread for the block, so its runs are stopped and no queued run
     starts. Said explicitly because otherwise it depends on the import order: RecBole's quick_start imports Ray, whose
     handler does the same; without it SIGTERM would end the report at once and leave its runs going."""
     import signal
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return _signal_handlers({signal.SIGTERM: _raise_system_exit})
 
 
-@contextlib.contextmanager
 def _signals_deferred():
-    """SIGINT and SIGTERM ignored for the block (in the main thread), restored after it: the report's own cleanup
-    is bounded (``_stop_children``), and an impatient second signal would otherwise leave runs going."""
+    """SIGINT and SIGTERM ignored for the block: the report's own cleanup is bounded (``_stop_children``), and an
+    impatient second signal would otherwise leave runs going."""
     import signal
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    return _signal_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN})
 
 
 STOP_GRACE_SECONDS = 30.0
