@@ -74,10 +74,10 @@ VOLATILE_SETTINGS = {"state", "show_progress", "data_path", "checkpoint_dir", "d
 
 
 # Keys given a default in a model's yaml after runs had recorded their hash, by the yaml that declares them, at the
-# value it declares, one dict per stage in order (stop 51: the defaults moved from code into yaml; stop 54:
-# dropout_sampler). A run made before a stage, which read none of its keys, computed what a run at these values
-# computes; ``config_hashes`` also gives the hash without each later stage's keys, so that run (and an ensemble
-# member named by its hash) is still found, not made again.
+# value it declares, one dict per stage in order (stop 51: the move into our own classes, then the defaults moved
+# from code into yaml; stop 54: dropout_sampler). A run made before a stage, which read none of its keys, computed
+# what a run at these values computes; ``config_hashes`` also gives the hash without each later stage's keys, so
+# that run (and an ensemble member named by its hash) is still found, not made again.
 _PAPER_CATALOG = {"softmax_negatives": None, "softmax_sampler": "uniform", "softmax_loss": "ce", "gbce_t": 0.75,
                   "train_precision": "fp32"}
 _ANN = {"ann_hnsw_m": 32, "ann_ef_construction": 80, "ann_ef_search": 128, "ann_nprobe": 32}
@@ -96,7 +96,13 @@ _STOP_51 = {
 }
 _STOP_54 = {name: {"dropout_sampler": "torch"} for name in ("PaperSASRec.yaml", "PaperGRU4Rec.yaml",
                                                              "PaperBERT4Rec.yaml")}
-DEFAULTS_ADDED_TO_YAML = (_STOP_51, _STOP_54)
+_OUR_CLASSES = {"ScoreEnsemble.yaml": {"ensemble_train_members": False}}  # 558c34d, the move into our own classes
+DEFAULTS_ADDED_TO_YAML = (_OUR_CLASSES, _STOP_51, _STOP_54)
+# The paper's sequential models under the names they had before the move into our own classes (558c34d, stop 51):
+# until then ``SASRec`` was RecBole's class with our behaviour patched in, which computed what PaperSASRec computes
+# (``benchmarks/subclass_equivalence.py``). A run recorded then hashed the old name (its own, or an ensemble
+# member's), and the preset file's old name in ``preset``, before every stage's keys existed.
+NAMES_BEFORE_OUR_CLASSES = {"PaperSASRec": "SASRec", "PaperGRU4Rec": "GRU4Rec", "PaperBERT4Rec": "BERT4Rec"}
 # Keys that did not exist before their stage: no run made before it could set them, so at the stage's value they
 # come out of the earlier hashes however this run set them (e.g. a paper preset file pinning the faithful value
 # where the model's yaml defaults to a faster one).
@@ -158,6 +164,20 @@ def config_hashes(config) -> tuple[str, ...]:
     ``DEFAULTS_ADDED_TO_YAML``, latest first: the same settings without the keys that only that stage's (and every
     later stage's) yaml entries set (not a preset file, not the run's own settings, except for ``NEW_KEYS``); then,
     for a model with a data transform, each of those with the ``TRANSFORM_KEYS`` a run recorded before stop 54."""
+    return _with_transform_keys(config, _setting_versions(config))
+
+
+def hashes_before_our_classes(config) -> tuple[str, ...]:
+    """The hashes a run of these settings recorded before the move into our own classes, under the old names
+    (``NAMES_BEFORE_OUR_CLASSES``); none where no name changed. Not in ``config_hashes``: today's RecBole SASRec at
+    the same settings hashes alike but computes otherwise, so only a record older than the move may match them
+    (``experiment.finished_run_is_current``)."""
+    renamed = _before_our_classes(_setting_versions(config)[-1])
+    return () if renamed is None else _with_transform_keys(config, [renamed])
+
+
+def _setting_versions(config) -> list[dict]:
+    """The hashed settings, then the settings without each later stage's keys, latest stage first."""
     settings = _hashed_settings(config)
     given = set()
     for part in ("file_config_dict", "variable_config_dict", "cmd_config_dict"):
@@ -171,9 +191,32 @@ def config_hashes(config) -> tuple[str, ...]:
                         and earlier[key] == value):
                     del earlier[key]
         versions.append(dict(earlier))
+    return versions
+
+
+def _with_transform_keys(config, versions: list[dict]) -> tuple[str, ...]:
     derived = _transform_keys(config)  # runs recorded before stop 54 hashed these too
     hashes = [_digest(v) for v in versions] + ([_digest({**v, **derived}) for v in versions] if derived else [])
-    return tuple(hashes)
+    return tuple(dict.fromkeys(hashes))  # a stage that set none of this model's keys adds no other hash
+
+
+def _before_our_classes(earliest: dict) -> dict | None:
+    """The settings a run of a paper sequential model (or an ensemble of one) recorded before the move into our own
+    classes: the earliest stage's, under the old model, member and preset file names; None where no name changed."""
+    def old_name(name):
+        return NAMES_BEFORE_OUR_CLASSES.get(name, name) if isinstance(name, str) else name
+
+    renamed = {**earliest, "model": old_name(earliest.get("model"))}
+    members = earliest.get("ensemble_members")
+    if isinstance(members, list):
+        renamed["ensemble_members"] = [{**m, "model": old_name(m.get("model"))} if isinstance(m, dict) else m
+                                       for m in members]
+    if renamed == earliest:
+        return None
+    new, old = earliest.get("model"), renamed["model"]
+    if new != old and isinstance(renamed.get("preset"), str):
+        renamed["preset"] = renamed["preset"].replace(f"/{new}.yaml", f"/{old}.yaml")
+    return renamed
 
 
 def _model_yaml_names(config) -> list[str]:

@@ -95,18 +95,21 @@ def run_settings(seed: int, overrides: dict | None, data_path: str | None) -> di
     return settings
 
 
-def requested_hashes(model: str, dataset: str, seed: int, overrides: dict, data_path: str | None) -> tuple[str, ...]:
-    """``config_hashes`` of the Config a run with these settings would resolve (none where the Config cannot be
-    built here, e.g. a dataset not yet converted: the run itself then reports what is wrong)."""
+def requested_hashes(model: str, dataset: str, seed: int, overrides: dict, data_path: str | None,
+                     before_our_classes: bool = False) -> tuple[str, ...]:
+    """``config_hashes`` of the Config a run with these settings would resolve, or with ``before_our_classes``
+    the ``hashes_before_our_classes`` (none where the Config cannot be built here, e.g. a dataset not yet
+    converted: the run itself then reports what is wrong)."""
     from recbole.config import Config
 
-    from .checkpoints import config_hashes
+    from .checkpoints import config_hashes, hashes_before_our_classes
     from .presets import config_files, preset_name
 
+    hashes = hashes_before_our_classes if before_our_classes else config_hashes
     try:
         files = config_files(None, model, dataset, preset_name(overrides))
-        return config_hashes(Config(model=model, dataset=dataset, config_file_list=files,
-                                    config_dict=run_settings(seed, overrides, data_path)))
+        return hashes(Config(model=model, dataset=dataset, config_file_list=files,
+                             config_dict=run_settings(seed, overrides, data_path)))
     except Exception:  # noqa: BLE001 - only a cache check: the run will raise the real error
         return ()
 
@@ -114,13 +117,18 @@ def requested_hashes(model: str, dataset: str, seed: int, overrides: dict, data_
 def finished_run_is_current(target: Path, model: str, dataset: str, seed: int, settings: dict,
                             data_path: str | None) -> bool:
     """Whether the finished run in ``target`` was made under the settings asked for now: its resolved config's
-    hash where it recorded one, else (runs saved before the hash) its recorded overrides."""
+    hash where it recorded one (under the old model names for a run recorded before the move into our own
+    classes), else (runs saved before the hash) its recorded overrides."""
     try:
         done = json.loads(Path(target).read_text())
     except (OSError, ValueError):
         return False
     if "config_hash" in done:
-        return done["config_hash"] in requested_hashes(model, dataset, seed, settings, data_path)
+        if done["config_hash"] in requested_hashes(model, dataset, seed, settings, data_path):
+            return True
+        # a record without trained_in predates stop 55 and may predate the move into our own classes
+        return "trained_in" not in done and done["config_hash"] in requested_hashes(
+            model, dataset, seed, settings, data_path, before_our_classes=True)
     recorded = done.get("overrides", {})
     if recorded == settings:
         return True

@@ -164,6 +164,54 @@ def test_runs_recorded_before_a_default_moved_to_yaml_stay_current(tmp_path):
         assert finished_run_is_current(done, "PaperSASRec", "ml-100k", 1, {}, str(tmp_path)) is current
 
 
+def test_runs_recorded_before_our_own_classes_stay_current(tmp_path):
+    """Before the move into our own classes (558c34d) the paper's SASRec ran as RecBole's SASRec with our behaviour
+    patched in, read its preset from properties/paper/beauty/SASRec.yaml, and an ensemble named its members so and
+    had no ``ensemble_train_members``. Those runs computed what these compute: their recorded hashes must be
+    accepted, or a report trains them again (the sampled-softmax folds' SASRec rows, the LLM-SRec teachers and the
+    ensembles built on them). Today's RecBole SASRec at the same settings hashes alike but trains otherwise, so only
+    a record older than the move (no ``trained_in``, recorded from stop 55) is matched under the old name."""
+    import json
+
+    from recbole_llm.checkpoints import _digest, _hashed_settings, config_hash, config_hashes, hashes_before_our_classes
+    from recbole_llm.experiment import finished_run_is_current, run_settings
+    from recbole_llm.presets import config_files
+
+    paper = Config(model="PaperSASRec", dataset="beauty", config_file_list=config_files(
+        None, "PaperSASRec", "beauty", "paper"), config_dict=run_settings(1, {}, str(tmp_path)))
+    recorded = _hashed_settings(paper)
+    for key in ("dropout_sampler", "pack_sequences", "train_precision"):  # PaperSASRec.yaml's, after the move (the
+        del recorded[key]  # preset file sets its output head: that was in the hash before)
+    assert recorded["preset"].endswith("/PaperSASRec.yaml)")
+    recorded["model"], recorded["preset"] = "SASRec", recorded["preset"].replace("/PaperSASRec.yaml", "/SASRec.yaml")
+    assert hashes_before_our_classes(paper) == (_digest(recorded),)
+    assert _digest(recorded) not in config_hashes(paper)
+
+    done = tmp_path / "SASRec__seed1.json"
+    for record, current in (({"config_hash": _digest(recorded)}, True),
+                            ({"config_hash": _digest(recorded), "trained_in": "fp32"}, False),  # made after the move
+                            ({"config_hash": _digest({**recorded, "model": "GRU4Rec"})}, False)):
+        done.write_text(json.dumps(record))
+        assert finished_run_is_current(done, "PaperSASRec", "beauty", 1, {}, str(tmp_path)) is current
+
+    ml = Config(model="PaperSASRec", dataset="ml-100k", config_dict=run_settings(1, {}, str(tmp_path)))
+    recbole_sasrec = Config(model="SASRec", dataset="ml-100k", config_dict=run_settings(1, {}, str(tmp_path)))
+    assert config_hash(recbole_sasrec) in hashes_before_our_classes(ml), "the alias the trained_in gate is for"
+    assert config_hash(recbole_sasrec) not in config_hashes(ml)
+    assert hashes_before_our_classes(Config(model="LLM2SASRec", dataset="ml-100k",
+                                            config_dict=run_settings(1, {}, str(tmp_path)))) == ()
+
+    members = [{"model": "PaperSASRec", "checkpoint": "a.json"}, {"model": "LLM2SASRec", "checkpoint": "b.json"}]
+    ensemble = Config(model="ScoreEnsemble", dataset="beauty", config_dict={
+        **run_settings(1, {}, str(tmp_path)), "ensemble_members": members})
+    recorded = _hashed_settings(ensemble)
+    assert recorded.pop("ensemble_train_members") is False
+    recorded["ensemble_members"] = [{"model": "SASRec", "checkpoint": "a.json"}, members[1]]
+    assert hashes_before_our_classes(ensemble) == (_digest(recorded),)
+    recorded["ensemble_members"] = members  # no member renamed: the move's key alone, in config_hashes
+    assert _digest(recorded) in config_hashes(ensemble)
+
+
 def test_a_cloze_runs_hash_ignores_the_field_names_recboles_transform_writes(tiny):
     """BERT4Rec's data transform writes MASK_ITEM_SEQ, POS_ITEMS, ... into the config while the data is prepared: a
     run's hash at its end must equal the hash of a fresh Config of the same settings (what a report asks), or every
