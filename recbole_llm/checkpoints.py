@@ -103,6 +103,16 @@ DEFAULTS_ADDED_TO_YAML = (_OUR_CLASSES, _STOP_51, _STOP_54)
 # (``benchmarks/subclass_equivalence.py``). A run recorded then hashed the old name (its own, or an ensemble
 # member's), and the preset file's old name in ``preset``, before every stage's keys existed.
 NAMES_BEFORE_OUR_CLASSES = {"PaperSASRec": "SASRec", "PaperGRU4Rec": "GRU4Rec", "PaperBERT4Rec": "BERT4Rec"}
+# The commits whose runs recorded a hash before the move (``git rev-list 07f5412^..558c34d^``, 12 hex digits): only
+# their records may match under the old names. From the move on, ``SASRec`` is RecBole's own class, which at the
+# same settings hashes like the renamed PaperSASRec but trains otherwise: a record is told by the code that made it.
+COMMITS_BEFORE_OUR_CLASSES = frozenset("""
+03aeb46d3299 07f5412cb3d1 0d33ad9669a0 0e97a0b638a9 10f670b7471b 180f8d6ce614 1c86d12cb6e8 2a61d2275fe3 2cb8a836322f
+2f4c4fd6357c 306875dd19de 4ceb9430afca 50b1ba7086b4 6382f63dcf2d 7a2e63bf0045 7addb1474d01 8bd0aa3b228f 8cbffa3b184b
+96cd039e15a5 99172e0c1bd5 9a95e9856617 a2c0c5911f6f ab4a20bf6296 ac77adb28b55 beeffb1e48f6 c158b98a5175 c32af4cec4d7
+cb625faf523b d0160d46a7cf d17b50defb61 d3e779db491e d76219bb4332 dfa32cf66bf5 e505de958c1d ea8ac5acad44 ed7bbacf4c4e
+ee92ad2607d0 f0eeba7ac9c2 f7c1efca6219 f8204bf0fcc5 ff5d5322d091
+""".split())
 # Keys that did not exist before their stage: no run made before it could set them, so at the stage's value they
 # come out of the earlier hashes however this run set them (e.g. a paper preset file pinning the faithful value
 # where the model's yaml defaults to a faster one).
@@ -160,18 +170,25 @@ def config_hash(config) -> str:
 
 
 def config_hashes(config) -> tuple[str, ...]:
-    """``config_hash``, then the hash a run of these settings recorded before each stage of
+    """``config_hash`` first, then the hash a run of these settings recorded before each stage of
     ``DEFAULTS_ADDED_TO_YAML``, latest first: the same settings without the keys that only that stage's (and every
     later stage's) yaml entries set (not a preset file, not the run's own settings, except for ``NEW_KEYS``); then,
-    for a model with a data transform, each of those with the ``TRANSFORM_KEYS`` a run recorded before stop 54."""
+    for a model with a data transform, each of those with the ``TRANSFORM_KEYS`` a run recorded before stop 54.
+    Duplicates are dropped (a stage that set none of this model's keys), so only the first position is fixed."""
     return _with_transform_keys(config, _setting_versions(config))
+
+
+def made_before_our_classes(record: dict) -> bool:
+    """Whether a run's record was made by a commit before the move into our own classes (its provenance)."""
+    sha = (record.get("provenance") or {}).get("git_sha")
+    return isinstance(sha, str) and sha[:12] in COMMITS_BEFORE_OUR_CLASSES
 
 
 def hashes_before_our_classes(config) -> tuple[str, ...]:
     """The hashes a run of these settings recorded before the move into our own classes, under the old names
     (``NAMES_BEFORE_OUR_CLASSES``); none where no name changed. Not in ``config_hashes``: today's RecBole SASRec at
-    the same settings hashes alike but computes otherwise, so only a record older than the move may match them
-    (``experiment.finished_run_is_current``)."""
+    the same settings hashes alike but computes otherwise, so only a record ``made_before_our_classes`` may match
+    them (``experiment.finished_run_is_current``)."""
     renamed = _before_our_classes(_setting_versions(config)[-1])
     return () if renamed is None else _with_transform_keys(config, [renamed])
 
@@ -202,15 +219,18 @@ def _with_transform_keys(config, versions: list[dict]) -> tuple[str, ...]:
 
 def _before_our_classes(earliest: dict) -> dict | None:
     """The settings a run of a paper sequential model (or an ensemble of one) recorded before the move into our own
-    classes: the earliest stage's, under the old model, member and preset file names; None where no name changed."""
+    classes: the settings before the earliest stage, under the old model, member and preset file names; None where
+    no name changed."""
     def old_name(name):
         return NAMES_BEFORE_OUR_CLASSES.get(name, name) if isinstance(name, str) else name
+
+    def old_member(member):  # {model: ..., checkpoint: ...}, or a bare model name
+        return {**member, "model": old_name(member.get("model"))} if isinstance(member, dict) else old_name(member)
 
     renamed = {**earliest, "model": old_name(earliest.get("model"))}
     members = earliest.get("ensemble_members")
     if isinstance(members, list):
-        renamed["ensemble_members"] = [{**m, "model": old_name(m.get("model"))} if isinstance(m, dict) else m
-                                       for m in members]
+        renamed["ensemble_members"] = [old_member(m) for m in members]
     if renamed == earliest:
         return None
     new, old = earliest.get("model"), renamed["model"]

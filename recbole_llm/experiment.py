@@ -117,8 +117,10 @@ def requested_hashes(model: str, dataset: str, seed: int, overrides: dict, data_
 def finished_run_is_current(target: Path, model: str, dataset: str, seed: int, settings: dict,
                             data_path: str | None) -> bool:
     """Whether the finished run in ``target`` was made under the settings asked for now: its resolved config's
-    hash where it recorded one (under the old model names for a run recorded before the move into our own
-    classes), else (runs saved before the hash) its recorded overrides."""
+    hash where it recorded one (under the old model names for a run made before the move into our own classes),
+    else (runs saved before the hash) its recorded overrides."""
+    from .checkpoints import made_before_our_classes
+
     try:
         done = json.loads(Path(target).read_text())
     except (OSError, ValueError):
@@ -126,8 +128,7 @@ def finished_run_is_current(target: Path, model: str, dataset: str, seed: int, s
     if "config_hash" in done:
         if done["config_hash"] in requested_hashes(model, dataset, seed, settings, data_path):
             return True
-        # a record without trained_in predates stop 55 and may predate the move into our own classes
-        return "trained_in" not in done and done["config_hash"] in requested_hashes(
+        return made_before_our_classes(done) and done["config_hash"] in requested_hashes(
             model, dataset, seed, settings, data_path, before_our_classes=True)
     recorded = done.get("overrides", {})
     if recorded == settings:

@@ -154,10 +154,10 @@ def test_runs_recorded_before_a_default_moved_to_yaml_stay_current(tmp_path):
         config.final_config_dict.pop(key)
     assert config_hash(config) == earlier, "softmax_* are overall.yaml's (a preset file): they stay in the hash"
     explicit = paper_sasrec(pack_sequences=False)
-    assert config_hashes(explicit)[2] != earlier, "a run that set the key itself recorded it"
+    assert earlier not in config_hashes(explicit), "a run that set the key itself recorded it"
     pinned = paper_sasrec(dropout_sampler="torch", train_precision="fp32")  # keys no run before their stage had
     assert config_hashes(pinned)[1:] == (before_54, earlier), "a file or run pinning a new key at its default"
-    assert config_hashes(paper_sasrec(dropout_sampler="uniform"))[1] != before_54
+    assert before_54 not in config_hashes(paper_sasrec(dropout_sampler="uniform"))
     done = tmp_path / "PaperSASRec__seed1.json"
     for recorded, current in ((earlier, True), (before_54, True), (full, True), ("0" * 16, False)):
         done.write_text(json.dumps({"config_hash": recorded}))
@@ -169,8 +169,8 @@ def test_runs_recorded_before_our_own_classes_stay_current(tmp_path):
     patched in, read its preset from properties/paper/beauty/SASRec.yaml, and an ensemble named its members so and
     had no ``ensemble_train_members``. Those runs computed what these compute: their recorded hashes must be
     accepted, or a report trains them again (the sampled-softmax folds' SASRec rows, the LLM-SRec teachers and the
-    ensembles built on them). Today's RecBole SASRec at the same settings hashes alike but trains otherwise, so only
-    a record older than the move (no ``trained_in``, recorded from stop 55) is matched under the old name."""
+    ensembles built on them). From the move on, ``SASRec`` is RecBole's own class, which hashes alike but trains
+    otherwise, so only a record made by a commit before the move is matched under the old name."""
     import json
 
     from recbole_llm.checkpoints import _digest, _hashed_settings, config_hash, config_hashes, hashes_before_our_classes
@@ -187,29 +187,52 @@ def test_runs_recorded_before_our_own_classes_stay_current(tmp_path):
     assert hashes_before_our_classes(paper) == (_digest(recorded),)
     assert _digest(recorded) not in config_hashes(paper)
 
+    before, at_the_move = "8bd0aa3b228f802e792cc141c20c89f9d9d84b55", "558c34d0000000000000000000000000000000000"
     done = tmp_path / "SASRec__seed1.json"
-    for record, current in (({"config_hash": _digest(recorded)}, True),
-                            ({"config_hash": _digest(recorded), "trained_in": "fp32"}, False),  # made after the move
-                            ({"config_hash": _digest({**recorded, "model": "GRU4Rec"})}, False)):
+    for record, current in (({"config_hash": _digest(recorded), "provenance": {"git_sha": before}}, True),
+                            ({"config_hash": _digest(recorded), "provenance": {"git_sha": at_the_move}}, False),
+                            ({"config_hash": _digest(recorded)}, False),  # no provenance: not known to be older
+                            ({"config_hash": _digest({**recorded, "model": "GRU4Rec"}),
+                              "provenance": {"git_sha": before}}, False)):
         done.write_text(json.dumps(record))
         assert finished_run_is_current(done, "PaperSASRec", "beauty", 1, {}, str(tmp_path)) is current
 
     ml = Config(model="PaperSASRec", dataset="ml-100k", config_dict=run_settings(1, {}, str(tmp_path)))
     recbole_sasrec = Config(model="SASRec", dataset="ml-100k", config_dict=run_settings(1, {}, str(tmp_path)))
-    assert config_hash(recbole_sasrec) in hashes_before_our_classes(ml), "the alias the trained_in gate is for"
+    assert config_hash(recbole_sasrec) in hashes_before_our_classes(ml), "why records are told by their commit"
     assert config_hash(recbole_sasrec) not in config_hashes(ml)
     assert hashes_before_our_classes(Config(model="LLM2SASRec", dataset="ml-100k",
                                             config_dict=run_settings(1, {}, str(tmp_path)))) == ()
 
-    members = [{"model": "PaperSASRec", "checkpoint": "a.json"}, {"model": "LLM2SASRec", "checkpoint": "b.json"}]
+    members = [{"model": "PaperSASRec", "checkpoint": "a.json"}, "LLMSeqSim"]
     ensemble = Config(model="ScoreEnsemble", dataset="beauty", config_dict={
         **run_settings(1, {}, str(tmp_path)), "ensemble_members": members})
     recorded = _hashed_settings(ensemble)
     assert recorded.pop("ensemble_train_members") is False
-    recorded["ensemble_members"] = [{"model": "SASRec", "checkpoint": "a.json"}, members[1]]
+    recorded["ensemble_members"] = [{"model": "SASRec", "checkpoint": "a.json"}, "LLMSeqSim"]
     assert hashes_before_our_classes(ensemble) == (_digest(recorded),)
-    recorded["ensemble_members"] = members  # no member renamed: the move's key alone, in config_hashes
-    assert _digest(recorded) in config_hashes(ensemble)
+    unrenamed = Config(model="ScoreEnsemble", dataset="beauty", config_dict={
+        **run_settings(1, {}, str(tmp_path)), "ensemble_members": ["LLM2SASRec", "LLMSeqSim"]})
+    recorded = _hashed_settings(unrenamed)
+    recorded.pop("ensemble_train_members")  # the move's key alone: in config_hashes, no rename needed
+    assert _digest(recorded) in config_hashes(unrenamed) and hashes_before_our_classes(unrenamed) == ()
+
+
+@pytest.mark.parametrize("experiment, label", [
+    ("beauty_sampled_softmax_folds.yaml", "SASRec-full-fold1"),
+    ("beauty_llmsrec_full.yaml", "SASRec-teacher"),
+    ("beauty_ensemble.yaml", "SASRec+LLM2SASRec+LLMSeqSim"),
+])
+def test_committed_runs_made_before_our_own_classes_are_current(experiment, label):
+    """Records committed before the move, with the hash they really recorded, against today's experiment files."""
+    from recbole_llm.experiment import finished_run_is_current, load_experiment, parse_model_spec
+
+    root = Path(__file__).resolve().parent.parent
+    spec = load_experiment(root / "benchmarks" / "experiments" / experiment)
+    label_, model, overrides = next(parse_model_spec(m) for m in spec["models"] if parse_model_spec(m)[0] == label)
+    target = root / spec["out"] / f"{label_}__seed1.json"
+    assert finished_run_is_current(target, model, spec["dataset"], 1, {**spec["set"], **overrides},
+                                   spec.get("data_path"))
 
 
 def test_a_cloze_runs_hash_ignores_the_field_names_recboles_transform_writes(tiny):
