@@ -96,20 +96,20 @@ def run_settings(seed: int, overrides: dict | None, data_path: str | None) -> di
 
 
 def requested_hashes(model: str, dataset: str, seed: int, overrides: dict, data_path: str | None,
-                     before_our_classes: bool = False) -> tuple[str, ...]:
-    """``config_hashes`` of the Config a run with these settings would resolve, or with ``before_our_classes``
-    the ``hashes_before_our_classes`` (none where the Config cannot be built here, e.g. a dataset not yet
-    converted: the run itself then reports what is wrong)."""
+                     old_names: bool = False) -> tuple[str, ...]:
+    """``config_hashes`` of the Config a run with these settings would resolve, then with ``old_names`` (for a
+    record made before the move into our own classes) its ``hashes_before_our_classes``; none where the Config
+    cannot be built here, e.g. a dataset not yet converted: the run itself then reports what is wrong."""
     from recbole.config import Config
 
     from .checkpoints import config_hashes, hashes_before_our_classes
     from .presets import config_files, preset_name
 
-    hashes = hashes_before_our_classes if before_our_classes else config_hashes
     try:
         files = config_files(None, model, dataset, preset_name(overrides))
-        return hashes(Config(model=model, dataset=dataset, config_file_list=files,
-                             config_dict=run_settings(seed, overrides, data_path)))
+        config = Config(model=model, dataset=dataset, config_file_list=files,
+                        config_dict=run_settings(seed, overrides, data_path))
+        return config_hashes(config) + (hashes_before_our_classes(config) if old_names else ())
     except Exception:  # noqa: BLE001 - only a cache check: the run will raise the real error
         return ()
 
@@ -126,10 +126,8 @@ def finished_run_is_current(target: Path, model: str, dataset: str, seed: int, s
     except (OSError, ValueError):
         return False
     if "config_hash" in done:
-        if done["config_hash"] in requested_hashes(model, dataset, seed, settings, data_path):
-            return True
-        return made_before_our_classes(done) and done["config_hash"] in requested_hashes(
-            model, dataset, seed, settings, data_path, before_our_classes=True)
+        return done["config_hash"] in requested_hashes(model, dataset, seed, settings, data_path,
+                                                       old_names=made_before_our_classes(done))
     recorded = done.get("overrides", {})
     if recorded == settings:
         return True
